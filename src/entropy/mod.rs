@@ -1,0 +1,4 @@
+//! Entropy coders and their frequency tables.
+
+pub mod freq;
+pub mod rans;

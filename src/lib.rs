@@ -1,0 +1,233 @@
+//! iota-codec: a codec for the activation and gradient tensors that cross pipeline-stage
+//! boundaries in distributed training.
+//!
+//! A tensor (raw little-endian element bytes, a [`DType`] and a shape) goes in, a
+//! self-describing, checksummed frame comes out; [`Codec::decode`] needs nothing but the
+//! frame. The wire format is specified in `docs/FORMAT.md`.
+//!
+//! ```
+//! use iota_codec::{Codec, DType, Profile};
+//!
+//! let values: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.01).sin()).collect();
+//! let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+//! let codec = Codec::new(Profile::Lossless);
+//! let frame = codec.encode(&bytes, DType::F32, &[10, 100]).unwrap();
+//! let tensor = codec.decode(&frame).unwrap();
+//! assert_eq!(tensor.data, bytes);
+//! assert_eq!(tensor.shape, vec![10, 100]);
+//! ```
+//!
+//! Decoding treats the frame as untrusted: any damage or inconsistency gives an [`Error`] of
+//! kind [`ErrorKind::CorruptFrame`] or [`ErrorKind::ChecksumMismatch`], never a panic, and the
+//! output it allocates is capped by [`Limits::max_output_bytes`].
+
+pub mod dtype;
+pub mod entropy;
+mod error;
+pub mod format;
+pub mod pipeline;
+pub mod quant;
+pub mod simd;
+pub mod transform;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use dtype::DType;
+pub use error::{Error, ErrorKind, Result};
+pub use format::ContainerHint;
+pub use pipeline::Limits;
+
+use entropy::rans::RansParams;
+use pipeline::{EncodeRequest, Recipe};
+
+/// The format version this build writes.
+pub const FORMAT_VERSION: u8 = format::VERSION;
+
+/// A named set of coding choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Profile {
+    /// Bit-exact: sign and exponent entropy-coded with rANS, mantissas packed.
+    Lossless,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 1] = [Profile::Lossless];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Lossless => "lossless",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Profile> {
+        Profile::ALL
+            .into_iter()
+            .find(|p| p.name() == name.trim().to_ascii_lowercase())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "unknown profile {name:?}; choose one of: {}",
+                    Profile::ALL.map(|p| p.name()).join(", ")
+                ))
+            })
+    }
+}
+
+/// Encoder and decoder settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Codec {
+    pub profile: Profile,
+    /// Elements per chunk. Chunks are coded independently (and in parallel); smaller chunks
+    /// start streaming sooner, larger ones spend less on per-chunk tables.
+    pub chunk_elems: u64,
+    /// Worker threads: 0 uses one per core (rayon's global pool), 1 runs on the calling
+    /// thread. The output does not depend on it.
+    pub threads: usize,
+    /// Limits applied when decoding.
+    pub limits: Limits,
+}
+
+impl Codec {
+    /// 2^18 elements (512 KiB of bfloat16) per chunk.
+    pub const DEFAULT_CHUNK_ELEMS: u64 = 1 << 18;
+
+    pub fn new(profile: Profile) -> Self {
+        Codec {
+            profile,
+            chunk_elems: Self::DEFAULT_CHUNK_ELEMS,
+            threads: 0,
+            limits: Limits::default(),
+        }
+    }
+
+    fn recipe(&self, numel: u64) -> Recipe {
+        match self.profile {
+            Profile::Lossless => Recipe::Lossless {
+                rans: RansParams {
+                    lanes: pipeline::lanes_for(numel.min(self.chunk_elems)),
+                    ..RansParams::DEFAULT
+                },
+            },
+        }
+    }
+
+    /// Encodes the little-endian element bytes of a tensor of `dtype` and `shape`.
+    pub fn encode(&self, input: &[u8], dtype: DType, shape: &[u64]) -> Result<Vec<u8>> {
+        self.encode_with_hint(input, dtype, shape, ContainerHint::Unspecified)
+    }
+
+    /// [`Codec::encode`], recording what kind of object the data came from.
+    pub fn encode_with_hint(
+        &self,
+        input: &[u8],
+        dtype: DType,
+        shape: &[u64],
+        hint: ContainerHint,
+    ) -> Result<Vec<u8>> {
+        let numel = format::numel(shape).unwrap_or(0);
+        pipeline::encode_frame(&EncodeRequest {
+            input,
+            dtype,
+            shape,
+            hint,
+            chunk_elems: self.chunk_elems,
+            threads: self.threads,
+            recipe: self.recipe(numel),
+        })
+    }
+
+    /// Decodes a frame into a new buffer.
+    pub fn decode(&self, frame: &[u8]) -> Result<Tensor> {
+        let parsed = pipeline::parse_frame(frame, &self.limits)?;
+        let len = usize::try_from(parsed.header.output_bytes()?)
+            .map_err(|_| Error::limit("decoded tensor does not fit in this machine's memory"))?;
+        let mut data = vec![0u8; len];
+        pipeline::decode_parsed(&parsed, &mut data, self.threads)?;
+        Ok(Tensor {
+            dtype: parsed.header.dtype,
+            shape: parsed.header.shape,
+            hint: parsed.header.hint,
+            data,
+        })
+    }
+
+    /// Decodes a frame into `out`, which must hold exactly the decoded bytes.
+    pub fn decode_into(&self, frame: &[u8], out: &mut [u8]) -> Result<FrameInfo> {
+        let parsed = pipeline::parse_frame(frame, &self.limits)?;
+        pipeline::decode_parsed(&parsed, out, self.threads)?;
+        Ok(FrameInfo::new(&parsed, frame.len()))
+    }
+}
+
+impl Default for Codec {
+    fn default() -> Self {
+        Codec::new(Profile::Lossless)
+    }
+}
+
+/// A decoded tensor: little-endian element bytes with their dtype and shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tensor {
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    pub hint: ContainerHint,
+    pub data: Vec<u8>,
+}
+
+/// One stage of a frame as [`info`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageInfo {
+    pub name: &'static str,
+    pub params: Vec<(&'static str, i64)>,
+}
+
+/// What a frame's header and chunk table say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameInfo {
+    pub format_version: u8,
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    pub hint: ContainerHint,
+    pub chunk_elems: u64,
+    pub stages: Vec<StageInfo>,
+    /// Payload bytes of each chunk.
+    pub chunk_bytes: Vec<usize>,
+    pub header_bytes: usize,
+    pub frame_bytes: usize,
+    pub output_bytes: u64,
+}
+
+impl FrameInfo {
+    fn new(parsed: &pipeline::ParsedFrame, frame_bytes: usize) -> Self {
+        let h = &parsed.header;
+        FrameInfo {
+            format_version: h.version,
+            dtype: h.dtype,
+            shape: h.shape.clone(),
+            hint: h.hint,
+            chunk_elems: h.chunk_elems,
+            stages: parsed
+                .recipe
+                .describe()
+                .into_iter()
+                .map(|(name, params)| StageInfo { name, params })
+                .collect(),
+            chunk_bytes: parsed.chunks.iter().map(|c| c.len()).collect(),
+            header_bytes: parsed.extent.len,
+            frame_bytes,
+            output_bytes: h.output_bytes().unwrap_or(0),
+        }
+    }
+}
+
+/// Reads a frame's header and walks its chunk table (verifying every checksum) without
+/// decoding anything.
+pub fn info(frame: &[u8]) -> Result<FrameInfo> {
+    let parsed = pipeline::parse_frame(
+        frame,
+        &Limits {
+            max_output_bytes: u64::MAX,
+        },
+    )?;
+    Ok(FrameInfo::new(&parsed, frame.len()))
+}

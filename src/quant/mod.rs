@@ -1,0 +1,3 @@
+//! Quantizers and the packing of their codes.
+
+pub mod bitpack;

@@ -1,0 +1,167 @@
+//! Hot kernels behind runtime CPU dispatch.
+//!
+//! Every kernel has a scalar reference in [`scalar`]; the vector versions must produce the
+//! same bytes, and the tests check every level this CPU supports against it. The level is
+//! detected once (`is_x86_feature_detected!`), nothing depends on the build's target
+//! features, and the environment variable `IOTA_CODEC_SIMD` (`scalar`, `avx2`, `avx512`,
+//! `neon`, or `auto`) caps it: a level the CPU lacks falls back to the best one it has.
+//!
+//! Kernels take plain slices; the modules that own a format (entropy, transform, quant)
+//! check sizes and parameters before calling them.
+
+pub mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+use std::sync::OnceLock;
+
+/// An instruction-set level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    Scalar,
+    Neon,
+    Avx2,
+    Avx512,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Scalar => "scalar",
+            Level::Neon => "neon",
+            Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Level> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "scalar" | "none" | "off" => Some(Level::Scalar),
+            "neon" => Some(Level::Neon),
+            "avx2" => Some(Level::Avx2),
+            "avx512" | "avx-512" => Some(Level::Avx512),
+            _ => None,
+        }
+    }
+}
+
+/// How a float splits into a symbol (sign and exponent) and a mantissa.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FloatSplit {
+    /// Bytes per element: 2 or 4.
+    pub bytes: usize,
+    /// Mantissa bits; the symbol is the element shifted right by this.
+    pub mant_bits: u32,
+}
+
+/// Encodes `symbols` backward into the tail of `words` with `states.len()` interleaved
+/// lanes, updating `states`; returns the index of the first word written.
+pub type RansEncodeFn = fn(
+    symbols: &[u16],
+    rcp: &[u32],
+    info: &[u32],
+    prob_bits: u32,
+    states: &mut [u32],
+    words: &mut [u16],
+) -> usize;
+/// Decodes `out.len()` symbols from the 16-bit little-endian words in `words`, updating
+/// `states`; returns the bytes consumed, or `None` when the words run out.
+pub type RansDecodeFn = fn(
+    words: &[u8],
+    table: &[u32],
+    prob_bits: u32,
+    states: &mut [u32],
+    out: &mut [u16],
+) -> Option<usize>;
+/// Writes each element's symbol, adds it to `counts`, and returns the OR of all mantissas.
+pub type SplitFn = fn(fs: FloatSplit, input: &[u8], symbols: &mut [u16], counts: &mut [u32]) -> u32;
+/// Packs each element's mantissa shifted right by `drop` (`mant_bits - drop` bits wide).
+pub type PackMantissaFn = fn(fs: FloatSplit, input: &[u8], drop: u32, out: &mut [u8]);
+/// Rebuilds elements from symbols and packed mantissas.
+pub type MergeFn = fn(fs: FloatSplit, symbols: &[u16], packed: &[u8], drop: u32, out: &mut [u8]);
+
+/// The kernels of one level.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    pub level: Level,
+    pub rans_encode: RansEncodeFn,
+    pub rans_decode: RansDecodeFn,
+    pub split: SplitFn,
+    pub pack_mantissa: PackMantissaFn,
+    pub merge: MergeFn,
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernels")
+            .field("level", &self.level)
+            .finish()
+    }
+}
+
+/// The scalar reference kernels.
+pub const SCALAR: Kernels = Kernels {
+    level: Level::Scalar,
+    rans_encode: scalar::rans_encode,
+    rans_decode: scalar::rans_decode,
+    split: scalar::split,
+    pack_mantissa: scalar::pack_mantissa,
+    merge: scalar::merge,
+};
+
+/// The best level this CPU supports.
+pub fn detected() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx512::supported() {
+            return Level::Avx512;
+        }
+        if avx2::supported() {
+            return Level::Avx2;
+        }
+    }
+    Level::Scalar
+}
+
+/// Every level this CPU supports, scalar first.
+pub fn available() -> Vec<Level> {
+    let best = detected();
+    [Level::Scalar, Level::Neon, Level::Avx2, Level::Avx512]
+        .into_iter()
+        .filter(|&l| l <= best && kernels_for(l).level == l)
+        .collect()
+}
+
+/// The kernels of `level`, or of the best supported level below it.
+pub fn kernels_for(level: Level) -> Kernels {
+    let level = level.min(detected());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if level >= Level::Avx512 {
+            return avx512::KERNELS;
+        }
+        if level >= Level::Avx2 {
+            return avx2::KERNELS;
+        }
+    }
+    let _ = level;
+    SCALAR
+}
+
+/// The kernels used by the codec: the detected level, capped by `IOTA_CODEC_SIMD`.
+pub fn kernels() -> &'static Kernels {
+    static K: OnceLock<Kernels> = OnceLock::new();
+    K.get_or_init(|| {
+        let cap = std::env::var("IOTA_CODEC_SIMD")
+            .ok()
+            .and_then(|v| Level::parse(&v))
+            .unwrap_or(Level::Avx512);
+        kernels_for(cap)
+    })
+}
+
+#[cfg(test)]
+mod tests;

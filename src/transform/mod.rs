@@ -1,0 +1,3 @@
+//! Reversible transforms that run before quantization or entropy coding.
+
+pub mod floatsplit;
