@@ -333,3 +333,6 @@ pub fn decode_parsed(parsed: &ParsedFrame, out: &mut [u8], threads: usize) -> Re
         decode_chunk(&parsed.recipe, h.dtype, parsed.chunks[i], o)
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,60 @@
+# Everything a fresh machine needs: `make demo` runs the main job on built-in data, `make test`
+# builds everything and runs the whole suite (Rust and Python).
+#
+# The Python environment (PyTorch is a multi-GB download) is cached outside the clone, in
+# $(CACHE_DIR), keyed by a hash of requirements/dev.txt: it is built once and reused until
+# the requirements change. Override with `make VENV=/some/venv test`.
+
+PYTHON ?= python3
+CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/iota-codec
+REQ := requirements/dev.txt
+REQ_HASH := $(shell cat $(REQ) | sha256sum | cut -c1-12)
+VENV ?= $(CACHE_DIR)/venv-$(REQ_HASH)
+PY := $(VENV)/bin/python
+export PYO3_PYTHON := $(PY)
+
+.PHONY: all env build test test-rust test-python lint fmt demo bench clean
+
+all: build
+
+$(VENV)/.ready: $(REQ)
+	@echo "creating the Python environment in $(VENV) (first run only)"
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r $(REQ)
+	touch $@
+
+env: $(VENV)/.ready
+
+build: env
+	VIRTUAL_ENV=$(VENV) PATH=$(VENV)/bin:$$PATH maturin develop --release --quiet
+
+lint: env
+	cargo fmt --check
+	cargo clippy --all-targets --features python -- -D warnings
+	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff format --check python tests benches
+
+fmt: env
+	cargo fmt
+	$(VENV)/bin/ruff format python tests benches
+	$(VENV)/bin/ruff check --fix python tests benches
+
+test-rust:
+	cargo test --quiet
+
+test-python: build
+	$(PY) -m pytest tests -q
+
+test: lint test-rust test-python
+
+demo: build
+	$(PY) -m iota_codec demo
+
+bench: build
+	$(PY) -m pytest benches --benchmark-only -q
+
+clean:
+	cargo clean
+	rm -f python/iota_codec/_core*.so

@@ -1,0 +1,49 @@
+"""iota-codec: fast compression of the activations and gradients that cross pipeline-stage
+boundaries in distributed training.
+
+>>> import numpy as np, iota_codec as codec
+>>> x = np.linspace(-1, 1, 1000, dtype=np.float32)
+>>> blob = codec.encode(x)
+>>> bool((codec.decode(blob) == x).all())
+True
+"""
+
+from ._api import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_OUTPUT_BYTES,
+    PROFILES,
+    Codec,
+    decode,
+    encode,
+    info,
+)
+from ._core import (
+    FORMAT_VERSION,
+    ChecksumMismatchError,
+    CodecError,
+    CorruptFrameError,
+    InvalidArgumentError,
+    LimitExceededError,
+    UnsupportedVersionError,
+    __version__,
+    simd_level,
+)
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_MAX_OUTPUT_BYTES",
+    "FORMAT_VERSION",
+    "PROFILES",
+    "ChecksumMismatchError",
+    "Codec",
+    "CodecError",
+    "CorruptFrameError",
+    "InvalidArgumentError",
+    "LimitExceededError",
+    "UnsupportedVersionError",
+    "__version__",
+    "decode",
+    "encode",
+    "info",
+    "simd_level",
+]

@@ -1,0 +1,84 @@
+"""The Python API surface: configs, info, containers, out=."""
+
+from __future__ import annotations
+
+import json
+
+import iota_codec as codec
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+
+
+def test_config_round_trip():
+    c = codec.Codec("lossless", chunk_size=1000, threads=2, max_output_bytes=123456)
+    cfg = c.get_config()
+    assert cfg["id"] == "iota_codec"
+    assert json.loads(json.dumps(cfg)) == cfg
+    c2 = codec.Codec.from_config(cfg)
+    assert c2 == c and hash(c2) == hash(c)
+    assert "chunk_size=1000" in repr(c)
+    with pytest.raises(codec.InvalidArgumentError, match="unknown config keys"):
+        codec.Codec.from_config({**cfg, "bits": 4})
+    with pytest.raises(codec.InvalidArgumentError, match="config id"):
+        codec.Codec.from_config({**cfg, "id": "zstd"})
+
+
+def test_defaults():
+    c = codec.Codec()
+    assert c.profile == "lossless" and "lossless" in codec.PROFILES
+    assert c.chunk_size == codec.DEFAULT_CHUNK_SIZE
+    assert c.threads == 0
+    assert c.max_output_bytes == codec.DEFAULT_MAX_OUTPUT_BYTES
+
+
+def test_info_reports_header_and_sizes():
+    x = np.random.default_rng(0).standard_normal((64, 1000)).astype(ml_dtypes.bfloat16)
+    blob = codec.encode(x, chunk_size=10_000)
+    meta = codec.info(blob)
+    assert meta["format_version"] == codec.FORMAT_VERSION
+    assert meta["dtype"] == "bfloat16" and meta["shape"] == [64, 1000]
+    assert meta["container"] == "numpy"
+    assert meta["n_chunks"] == 7 and len(meta["chunk_bytes"]) == 7
+    assert [s["name"] for s in meta["stages"]] == ["float_split", "rans"]
+    assert meta["stages"][1]["lanes"] == 32
+    assert meta["frame_bytes"] == len(blob)
+    assert meta["frame_bytes"] == meta["header_bytes"] + sum(meta["chunk_bytes"]) + 8 * 7
+    assert meta["uncompressed_bytes"] == x.nbytes
+    assert meta["ratio"] == pytest.approx(x.nbytes / len(blob))
+    assert meta["ratio"] > 1.3
+
+
+def test_codec_instance_and_module_functions_agree():
+    x = np.random.default_rng(1).standard_normal(3000).astype(np.float16)
+    c = codec.Codec(chunk_size=500, threads=1)
+    assert c.encode(x) == codec.encode(x, chunk_size=500)
+    np.testing.assert_array_equal(c.decode(c.encode(x)), x)
+
+
+def test_accepts_any_buffer_and_memoryview():
+    x = np.arange(12, dtype=np.float32)
+    for buf in (x.tobytes(), bytearray(x.tobytes()), memoryview(x.tobytes())):
+        y = codec.decode(codec.encode(buf, dtype="float32", shape=(3, 4)))
+        np.testing.assert_array_equal(y, x.reshape(3, 4))
+    # Raw bfloat16 bits from a uint16 array, and a default one-dimensional shape.
+    b = np.arange(10, dtype=np.uint16)
+    y = codec.decode(codec.encode(b, dtype="bfloat16"))
+    assert y.dtype == ml_dtypes.bfloat16 and y.shape == (10,)
+    np.testing.assert_array_equal(y.view(np.uint16), b)
+
+
+def test_bfloat16_into_uint16_out():
+    t = torch.randn(33, dtype=torch.bfloat16)
+    out = np.empty(33, np.uint16)
+    codec.decode(codec.encode(t), out=out)
+    np.testing.assert_array_equal(out, t.view(torch.int16).numpy().view(np.uint16))
+
+
+def test_frames_are_bytes_and_decode_accepts_buffers():
+    x = np.ones(100, np.float32)
+    blob = codec.encode(x)
+    assert isinstance(blob, bytes)
+    for b in (bytearray(blob), memoryview(blob), np.frombuffer(blob, np.uint8)):
+        np.testing.assert_array_equal(codec.decode(b), x)
