@@ -13,7 +13,7 @@ VENV ?= $(CACHE_DIR)/venv-$(REQ_HASH)
 PY := $(VENV)/bin/python
 export PYO3_PYTHON := $(PY)
 
-.PHONY: all env build test test-rust test-python lint fmt demo bench clean
+.PHONY: all env build test test-rust test-python lint fmt demo bench fuzz clean
 
 all: build
 
@@ -54,6 +54,21 @@ demo: build
 
 bench: build
 	$(PY) -m pytest benches --benchmark-only -q
+
+# Coverage-guided fuzzing of the decoder and of encode->decode round trips with cargo-fuzz
+# (libFuzzer). FUZZ_SECONDS per target; new corpus entries go to $(FUZZ_WORK), not into the
+# committed corpus: minimize with `cargo fuzz cmin` before committing any. A crash input goes
+# into fuzz/regressions/<target>/, where `cargo test` replays it forever.
+FUZZ_SECONDS ?= 300
+FUZZ_WORK ?= $(CACHE_DIR)/fuzz-corpus
+FUZZ_TARGETS := decode roundtrip
+fuzz:
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_WORK)/$$t && \
+	  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O $$t $(FUZZ_WORK)/$$t corpus/$$t regressions/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -print_final_stats=1) || exit 1; \
+	done
 
 clean:
 	cargo clean

@@ -25,6 +25,8 @@ pub mod dtype;
 pub mod entropy;
 mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod pipeline;
 pub mod quant;
 pub mod simd;
