@@ -229,6 +229,15 @@ fn info<'py>(py: Python<'py>, frame: &Bound<'py, PyAny>) -> PyResult<Bound<'py, 
     Ok(d)
 }
 
+/// `frame` with every checksum rewritten to match its bytes, as a hostile sender would make
+/// it (for tests that reach the decoder behind the checksums).
+#[pyfunction]
+fn _reseal<'py>(py: Python<'py>, frame: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let mut bytes = Bytes::get(frame, "frame", false)?.as_slice().to_vec();
+    crate::format::reseal(&mut bytes);
+    Ok(PyBytes::new(py, &bytes))
+}
+
 /// The SIMD level the kernels run at (after `IOTA_CODEC_SIMD`).
 #[pyfunction]
 fn simd_level() -> &'static str {
@@ -266,5 +275,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(header, m)?)?;
     m.add_function(wrap_pyfunction!(info, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
+    m.add_function(wrap_pyfunction!(_reseal, m)?)?;
     Ok(())
 }
