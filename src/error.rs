@@ -43,6 +43,8 @@ impl ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// The input ended early: more bytes might make it valid (streaming decoders wait).
+    truncated: bool,
 }
 
 impl Error {
@@ -50,7 +52,21 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            truncated: false,
         }
+    }
+
+    /// A [`ErrorKind::CorruptFrame`] error for input that ends before a field does.
+    pub(crate) fn truncated(message: impl Into<String>) -> Self {
+        Error {
+            truncated: true,
+            ..Error::corrupt(message)
+        }
+    }
+
+    /// Whether the input ended before a field did, so that more bytes might make it valid.
+    pub fn is_truncation(&self) -> bool {
+        self.truncated
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {

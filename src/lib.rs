@@ -38,7 +38,8 @@ mod python;
 pub use dtype::DType;
 pub use error::{Error, ErrorKind, Result};
 pub use format::ContainerHint;
-pub use pipeline::Limits;
+pub use pipeline::stream::EncodePieces;
+pub use pipeline::{Limits, StreamDecoder, StreamEncoder};
 
 use entropy::rans::RansParams;
 use pipeline::{EncodeRequest, Recipe};
@@ -126,16 +127,57 @@ impl Codec {
         shape: &[u64],
         hint: ContainerHint,
     ) -> Result<Vec<u8>> {
-        let numel = format::numel(shape).unwrap_or(0);
-        pipeline::encode_frame(&EncodeRequest {
+        pipeline::encode_frame(&self.request(input, dtype, shape, hint))
+    }
+
+    fn request<'a>(
+        &self,
+        input: &'a [u8],
+        dtype: DType,
+        shape: &'a [u64],
+        hint: ContainerHint,
+    ) -> EncodeRequest<'a> {
+        EncodeRequest {
             input,
             dtype,
             shape,
             hint,
             chunk_elems: self.chunk_elems,
             threads: self.threads,
-            recipe: self.recipe(numel),
+            recipe: self.recipe(format::numel(shape).unwrap_or(0)),
+        }
+    }
+
+    /// Encodes piece by piece: the header, then one chunk record at a time, so that sending
+    /// can start before encoding ends. The pieces concatenated are exactly
+    /// [`Codec::encode`]'s frame.
+    pub fn encode_stream<'a>(
+        &self,
+        input: &'a [u8],
+        dtype: DType,
+        shape: &'a [u64],
+    ) -> Result<EncodePieces<'a>> {
+        Ok(EncodePieces {
+            encoder: self.stream_encoder(input, dtype, shape, ContainerHint::Unspecified)?,
+            input,
         })
+    }
+
+    /// A [`StreamEncoder`] for `input` (which it does not keep: pass it to every
+    /// [`StreamEncoder::next_piece`] call).
+    pub fn stream_encoder(
+        &self,
+        input: &[u8],
+        dtype: DType,
+        shape: &[u64],
+        hint: ContainerHint,
+    ) -> Result<StreamEncoder> {
+        StreamEncoder::new(&self.request(input, dtype, shape, hint))
+    }
+
+    /// A decoder that takes a frame in pieces as they arrive; see [`StreamDecoder`].
+    pub fn stream_decoder(&self) -> StreamDecoder {
+        StreamDecoder::new(self.limits, self.threads)
     }
 
     /// Decodes a frame into a new buffer.

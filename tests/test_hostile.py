@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import iota_codec as codec
 import ml_dtypes
 import numpy as np
 import pytest
@@ -11,8 +12,6 @@ import torch
 from helpers import bits
 from hypothesis import given
 from hypothesis import strategies as st
-
-import iota_codec as codec
 from iota_codec import _core
 
 

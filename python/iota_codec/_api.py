@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from . import _adapt, _core
@@ -118,6 +119,27 @@ class Codec:
         )
         return result
 
+    def encode_stream(self, x: Any, *, dtype: Any = None, shape: Any = None) -> Iterator[bytes]:
+        """Encodes ``x`` piece by piece: yields the header, then one chunk record at a time,
+        each as soon as it is encoded, so that sending can start before encoding ends.
+        ``b"".join(pieces) == encode(x)``. Keeps a reference to ``x`` until exhausted; do
+        not modify ``x`` meanwhile."""
+        src = _adapt.as_source(x, dtype=dtype, shape=shape)
+        return _core.StreamEncoder(
+            src.data,
+            src.dtype,
+            list(src.shape),
+            profile=self._profile,
+            chunk_size=self._chunk_size,
+            threads=self._threads,
+            hint=src.hint,
+        )
+
+    def decoder(self, out: Any = None) -> StreamDecoder:
+        """A :class:`StreamDecoder` that decodes a frame from pieces as they arrive, with
+        this codec's threads and limits."""
+        return StreamDecoder(self, out=out)
+
     def get_config(self) -> dict[str, Any]:
         """The settings as a JSON-able dict (numcodecs style, with ``"id"``)."""
         return {
@@ -150,6 +172,67 @@ class Codec:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "id")
         return f"Codec({args})"
+
+
+class StreamDecoder:
+    """Decodes a frame from pieces of any size, chunk by chunk as each arrives, so decoding
+    overlaps the transfer::
+
+        dec = codec.Codec().decoder()
+        for piece in pieces:          # e.g. from a socket
+            dec.feed(piece)           # decodes every chunk that is now complete
+        y = dec.result()              # the tensor, once the whole frame is in
+
+    The output (of the kind the frame names, or ``out=``) is allocated when the header
+    arrives, after the output limit is checked; every check of :func:`decode` applies.
+    """
+
+    def __init__(self, codec: Codec | None = None, out: Any = None) -> None:
+        c = codec or Codec()
+        self._core = _core.StreamDecoder(threads=c.threads, max_output_bytes=c.max_output_bytes)
+        self._out = out
+        self._result: Any = None
+
+    def feed(self, data: Any) -> int:
+        """Takes the next bytes of the frame and decodes every chunk they complete; returns
+        how many chunks this call decoded."""
+        self._core.feed(data)
+        if self._result is None:
+            head = self._core.header()
+            if head is None:
+                return 0
+            dtype, shape, container = head
+            shape = tuple(shape)
+            if self._out is None:
+                result, view = _adapt.allocate(dtype, shape, container)
+            else:
+                result, view = self._out, _adapt.output_view(self._out, dtype, shape)
+            self._core.set_output(view)
+            self._result = result
+        return self._core.decode_available()
+
+    @property
+    def header(self) -> dict[str, Any] | None:
+        """``{"dtype", "shape", "container"}`` once the header has arrived, else None."""
+        head = self._core.header()
+        if head is None:
+            return None
+        return {"dtype": head[0], "shape": list(head[1]), "container": head[2]}
+
+    @property
+    def progress(self) -> tuple[int, int | None]:
+        """(chunks decoded, chunks in all); the total is None before the header."""
+        return self._core.progress()
+
+    @property
+    def done(self) -> bool:
+        """Whether the whole tensor has been decoded."""
+        return self._core.complete
+
+    def result(self) -> Any:
+        """The decoded tensor; raises :class:`CorruptFrameError` if the frame is incomplete."""
+        self._core.finish()
+        return self._result
 
 
 def encode(

@@ -33,7 +33,7 @@ impl<'a> Reader<'a> {
 
     pub fn bytes(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         if n > self.remaining() {
-            return Err(Error::corrupt(format!(
+            return Err(Error::truncated(format!(
                 "truncated frame: {what} needs {n} bytes, {} left",
                 self.remaining()
             )));

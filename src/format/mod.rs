@@ -104,6 +104,17 @@ impl Header {
         Ok(self.numel()?.div_ceil(self.chunk_elems.max(1)))
     }
 
+    /// The largest payload a chunk record may hold: a chunk is never coded larger than its
+    /// stored form, a mode byte and the elements.
+    pub fn max_chunk_payload(&self) -> usize {
+        let bytes = self
+            .chunk_elems
+            .saturating_mul(self.dtype.itemsize() as u64);
+        usize::try_from(bytes.saturating_add(1))
+            .unwrap_or(usize::MAX)
+            .min(MAX_CHUNK_PAYLOAD)
+    }
+
     /// Decoded size in bytes.
     pub fn output_bytes(&self) -> Result<u64> {
         self.numel()?
@@ -275,15 +286,39 @@ pub fn numel(shape: &[u64]) -> Result<u64> {
 
 /// Appends chunk record `index` holding `payload`.
 pub fn write_chunk(out: &mut Vec<u8>, header_checksum: u32, index: u64, payload: &[u8]) {
-    assert!(payload.len() <= MAX_CHUNK_PAYLOAD);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&chunk_checksum(header_checksum, index, payload).to_le_bytes());
-    out.extend_from_slice(payload);
+    write_chunk_with(out, header_checksum, index, |o| {
+        o.extend_from_slice(payload)
+    });
 }
 
-/// Reads chunk record `index` at the reader's position and verifies its checksum.
-pub fn read_chunk<'a>(r: &mut Reader<'a>, header_checksum: u32, index: u64) -> Result<&'a [u8]> {
-    let len = r.u32("chunk length")? as usize;
+/// Appends chunk record `index` whose payload `write` appends to `out`, filling in its length
+/// and checksum afterwards: the payload is written in place, never copied.
+pub fn write_chunk_with(
+    out: &mut Vec<u8>,
+    header_checksum: u32,
+    index: u64,
+    write: impl FnOnce(&mut Vec<u8>),
+) {
+    let at = out.len();
+    out.extend_from_slice(&[0; CHUNK_RECORD_OVERHEAD]);
+    write(out);
+    let payload = &out[at + CHUNK_RECORD_OVERHEAD..];
+    assert!(payload.len() <= MAX_CHUNK_PAYLOAD);
+    let len = (payload.len() as u32).to_le_bytes();
+    let sum = chunk_checksum(header_checksum, index, payload).to_le_bytes();
+    out[at..at + 4].copy_from_slice(&len);
+    out[at + 4..at + 8].copy_from_slice(&sum);
+}
+
+/// Reads chunk record `index` at the reader's position and verifies its length (at most
+/// `max_len`) and checksum.
+pub fn read_chunk<'a>(
+    r: &mut Reader<'a>,
+    header_checksum: u32,
+    index: u64,
+    max_len: usize,
+) -> Result<&'a [u8]> {
+    let len = read_chunk_len(r, index, max_len)?;
     let stored = r.u32("chunk checksum")?;
     let payload = r.bytes(len, "chunk payload")?;
     if chunk_checksum(header_checksum, index, payload) != stored {
@@ -295,21 +330,38 @@ pub fn read_chunk<'a>(r: &mut Reader<'a>, header_checksum: u32, index: u64) -> R
     Ok(payload)
 }
 
+/// Reads the length field of chunk record `index` and checks it against `max_len`.
+pub fn read_chunk_len(r: &mut Reader, index: u64, max_len: usize) -> Result<usize> {
+    let len = r.u32("chunk length")? as usize;
+    if len > max_len {
+        return Err(Error::corrupt(format!(
+            "chunk {index} claims {len} bytes, more than the {max_len} of its elements stored \
+             as they are"
+        )));
+    }
+    Ok(len)
+}
+
 /// Walks the chunk records that follow a header (the frame's chunk table), verifying every
 /// checksum and that the frame ends exactly after the last one.
-pub fn read_chunks(body: &[u8], header_checksum: u32, n_chunks: u64) -> Result<Vec<&[u8]>> {
+pub fn read_chunks(
+    body: &[u8],
+    header_checksum: u32,
+    n_chunks: u64,
+    max_len: usize,
+) -> Result<Vec<&[u8]>> {
     let mut r = Reader::new(body);
     // Every record takes at least its overhead, so a header that promises more chunks than
     // the bytes could hold is caught before anything is allocated for them.
     if n_chunks > (body.len() / CHUNK_RECORD_OVERHEAD) as u64 {
-        return Err(Error::corrupt(format!(
+        return Err(Error::truncated(format!(
             "truncated frame: {n_chunks} chunks declared, only {} bytes of chunk data",
             body.len()
         )));
     }
     let mut out = Vec::with_capacity(n_chunks as usize);
     for i in 0..n_chunks {
-        out.push(read_chunk(&mut r, header_checksum, i)?);
+        out.push(read_chunk(&mut r, header_checksum, i, max_len)?);
     }
     r.finish("frame")?;
     Ok(out)
@@ -395,7 +447,7 @@ mod tests {
         assert!(Header::parse(&b).is_err());
         reseal(&mut b);
         let (h2, ext2) = Header::parse(&b).unwrap();
-        read_chunks(&b[ext2.len..], ext2.checksum, h2.n_chunks().unwrap()).unwrap();
+        read_chunks(&b[ext2.len..], ext2.checksum, h2.n_chunks().unwrap(), 100).unwrap();
     }
 
     #[test]
@@ -403,15 +455,17 @@ mod tests {
         let mut body = vec![];
         write_chunk(&mut body, 7, 0, b"first");
         write_chunk(&mut body, 7, 1, b"second");
-        let chunks = read_chunks(&body, 7, 2).unwrap();
+        let chunks = read_chunks(&body, 7, 2, 6).unwrap();
         assert_eq!(chunks, vec![&b"first"[..], &b"second"[..]]);
         // Another header, swapped order, missing or extra records: all fail.
-        assert!(read_chunks(&body, 8, 2).is_err());
+        assert!(read_chunks(&body, 8, 2, 6).is_err());
         let mut swapped = vec![];
         write_chunk(&mut swapped, 7, 1, b"second");
         write_chunk(&mut swapped, 7, 0, b"first");
-        assert!(read_chunks(&swapped, 7, 2).is_err());
-        assert!(read_chunks(&body, 7, 1).is_err());
-        assert!(read_chunks(&body, 7, 3).is_err());
+        assert!(read_chunks(&swapped, 7, 2, 6).is_err());
+        assert!(read_chunks(&body, 7, 1, 6).is_err());
+        assert!(read_chunks(&body, 7, 3, 6).is_err());
+        // A record longer than its chunk could ever be is refused before it is read.
+        assert!(read_chunks(&body, 7, 2, 5).is_err());
     }
 }

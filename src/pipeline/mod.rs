@@ -3,9 +3,13 @@
 //! The stage modules (transform, quant, entropy) know nothing of each other or of the
 //! format; a [`Recipe`] composes them and turns into the frame's stage list, and back.
 
+pub mod stream;
 mod threads;
 
+pub use stream::{StreamDecoder, StreamEncoder};
+
 use std::cell::RefCell;
+use std::ops::Range;
 
 use crate::dtype::DType;
 use crate::entropy::rans::{self, RansParams};
@@ -143,60 +147,121 @@ pub struct EncodeRequest<'a> {
     pub recipe: Recipe,
 }
 
+/// A checked encode request: the header to write and how the input splits into chunks.
+#[derive(Debug, Clone)]
+pub(crate) struct EncodePlan {
+    pub header: Header,
+    pub recipe: Recipe,
+    pub threads: usize,
+    pub input_len: usize,
+    /// Bytes of input per chunk (the last chunk may be shorter).
+    pub chunk_bytes: usize,
+    pub n_chunks: usize,
+}
+
+impl EncodePlan {
+    pub fn new(req: &EncodeRequest) -> Result<EncodePlan> {
+        if req.shape.len() > format::MAX_NDIM {
+            return Err(Error::invalid(format!(
+                "{} dimensions: the format holds at most {}",
+                req.shape.len(),
+                format::MAX_NDIM
+            )));
+        }
+        let numel = format::numel(req.shape)
+            .map_err(|_| Error::invalid("the shape's element count overflows 64 bits"))?;
+        let itemsize = req.dtype.itemsize();
+        let expected = numel
+            .checked_mul(itemsize as u64)
+            .ok_or_else(|| Error::invalid("the tensor's size overflows 64 bits"))?;
+        if req.input.len() as u64 != expected {
+            return Err(Error::invalid(format!(
+                "buffer holds {} bytes, but shape {:?} of {} needs {expected}",
+                req.input.len(),
+                req.shape,
+                req.dtype
+            )));
+        }
+        if req.chunk_elems == 0 {
+            return Err(Error::invalid("chunk size must be at least 1 element"));
+        }
+        // A chunk's payload (at most its stored form: a mode byte and the elements) must fit
+        // its record's 32-bit length field.
+        let max_chunk = (format::MAX_CHUNK_PAYLOAD as u64 - 1) / itemsize as u64;
+        let chunk_elems = req.chunk_elems.min(max_chunk);
+        let chunk_bytes = chunk_elems as usize * itemsize;
+        Ok(EncodePlan {
+            header: Header {
+                version: format::VERSION,
+                hint: req.hint,
+                dtype: req.dtype,
+                shape: req.shape.to_vec(),
+                chunk_elems,
+                stages: req.recipe.stages(),
+            },
+            recipe: req.recipe,
+            threads: req.threads,
+            input_len: req.input.len(),
+            chunk_bytes,
+            n_chunks: req.input.len().div_ceil(chunk_bytes),
+        })
+    }
+
+    /// The input bytes of chunk `i`.
+    pub fn chunk<'a>(&self, input: &'a [u8], i: usize) -> &'a [u8] {
+        let start = i * self.chunk_bytes;
+        &input[start..(start + self.chunk_bytes).min(input.len())]
+    }
+
+    /// Encodes chunks `range` (in parallel when the plan has threads) into their records.
+    pub fn encode_records(
+        &self,
+        input: &[u8],
+        header_checksum: u32,
+        range: Range<usize>,
+    ) -> Vec<Vec<u8>> {
+        let first = range.start;
+        threads::map(self.threads, range.len(), |k| {
+            let i = first + k;
+            let mut rec = Vec::new();
+            format::write_chunk_with(&mut rec, header_checksum, i as u64, |out| {
+                encode_chunk(&self.recipe, self.header.dtype, self.chunk(input, i), out)
+            });
+            rec
+        })
+    }
+}
+
 /// Encodes a whole tensor into a frame.
 pub fn encode_frame(req: &EncodeRequest) -> Result<Vec<u8>> {
-    if req.shape.len() > format::MAX_NDIM {
-        return Err(Error::invalid(format!(
-            "{} dimensions: the format holds at most {}",
-            req.shape.len(),
-            format::MAX_NDIM
-        )));
-    }
-    let numel = format::numel(req.shape)
-        .map_err(|_| Error::invalid("the shape's element count overflows 64 bits"))?;
-    let itemsize = req.dtype.itemsize();
-    let expected = numel
-        .checked_mul(itemsize as u64)
-        .ok_or_else(|| Error::invalid("the tensor's size overflows 64 bits"))?;
-    if req.input.len() as u64 != expected {
-        return Err(Error::invalid(format!(
-            "buffer holds {} bytes, but shape {:?} of {} needs {expected}",
-            req.input.len(),
-            req.shape,
-            req.dtype
-        )));
-    }
-    if req.chunk_elems == 0 {
-        return Err(Error::invalid("chunk size must be at least 1 element"));
-    }
-    // A chunk's payload (at most its stored form: a mode byte and the elements) must fit
-    // its record's 32-bit length field.
-    let max_chunk = (format::MAX_CHUNK_PAYLOAD as u64 - 1) / itemsize as u64;
-    let chunk_elems = req.chunk_elems.min(max_chunk);
-    let header = Header {
-        version: format::VERSION,
-        hint: req.hint,
-        dtype: req.dtype,
-        shape: req.shape.to_vec(),
-        chunk_elems,
-        stages: req.recipe.stages(),
-    };
+    let plan = EncodePlan::new(req)?;
     let mut frame = Vec::with_capacity(req.input.len() / 2 + 256);
-    let ext = header.write(&mut frame);
-    let chunk_bytes = (chunk_elems as usize) * itemsize;
-    let inputs: Vec<&[u8]> = req.input.chunks(chunk_bytes).collect();
-    let payloads = threads::map(req.threads, inputs.len(), |i| {
-        encode_chunk(&req.recipe, req.dtype, inputs[i])
-    });
-    for (i, p) in payloads.iter().enumerate() {
-        format::write_chunk(&mut frame, ext.checksum, i as u64, p);
+    let ext = plan.header.write(&mut frame);
+    if plan.threads == 1 || plan.n_chunks <= 1 {
+        // Serially, each payload is written straight into the frame.
+        for i in 0..plan.n_chunks {
+            format::write_chunk_with(&mut frame, ext.checksum, i as u64, |out| {
+                encode_chunk(
+                    &plan.recipe,
+                    plan.header.dtype,
+                    plan.chunk(req.input, i),
+                    out,
+                )
+            });
+        }
+    } else {
+        for rec in plan.encode_records(req.input, ext.checksum, 0..plan.n_chunks) {
+            frame.extend_from_slice(&rec);
+        }
     }
     Ok(frame)
 }
 
-fn encode_chunk(recipe: &Recipe, dtype: DType, input: &[u8]) -> Vec<u8> {
+/// Appends the payload of one chunk to `out`.
+fn encode_chunk(recipe: &Recipe, dtype: DType, input: &[u8], out: &mut Vec<u8>) {
     let n = input.len() / dtype.itemsize();
-    let mut out = Vec::with_capacity(input.len() + 16);
+    let start = out.len();
+    out.reserve(input.len() + 16);
     match recipe {
         Recipe::Lossless { rans: params } => with_scratch(|s| {
             s.symbols.resize(n, 0);
@@ -211,17 +276,16 @@ fn encode_chunk(recipe: &Recipe, dtype: DType, input: &[u8]) -> Vec<u8> {
                 Some(&s.counts),
                 *params,
                 &mut s.rans,
-                &mut out,
+                out,
             );
-            floatsplit::pack_mantissa(dtype, input, drop, &mut out);
+            floatsplit::pack_mantissa(dtype, input, drop, out);
         }),
     }
-    if out.len() > input.len() {
-        out.clear();
+    if out.len() - start > input.len() {
+        out.truncate(start);
         out.push(MODE_STORED);
         out.extend_from_slice(input);
     }
-    out
 }
 
 fn decode_chunk(recipe: &Recipe, dtype: DType, payload: &[u8], out: &mut [u8]) -> Result<()> {
@@ -298,7 +362,12 @@ pub fn parse_frame<'a>(frame: &'a [u8], limits: &Limits) -> Result<ParsedFrame<'
             limits.max_output_bytes
         )));
     }
-    let chunks = format::read_chunks(&frame[extent.len..], extent.checksum, header.n_chunks()?)?;
+    let chunks = format::read_chunks(
+        &frame[extent.len..],
+        extent.checksum,
+        header.n_chunks()?,
+        header.max_chunk_payload(),
+    )?;
     Ok(ParsedFrame {
         header,
         extent,
@@ -328,9 +397,20 @@ pub fn decode_parsed(parsed: &ParsedFrame, out: &mut [u8], threads: usize) -> Re
     } else {
         out.chunks_mut(chunk_bytes).collect()
     };
-    debug_assert_eq!(outs.len(), parsed.chunks.len());
+    decode_chunks(&parsed.recipe, h.dtype, &parsed.chunks, outs, threads)
+}
+
+/// Decodes `payloads[i]` into `outs[i]` for every `i`, in parallel when `threads` allows.
+pub(crate) fn decode_chunks(
+    recipe: &Recipe,
+    dtype: DType,
+    payloads: &[&[u8]],
+    outs: Vec<&mut [u8]>,
+    threads: usize,
+) -> Result<()> {
+    debug_assert_eq!(outs.len(), payloads.len());
     threads::try_for_each_mut(threads, outs, |i, o| {
-        decode_chunk(&parsed.recipe, h.dtype, parsed.chunks[i], o)
+        decode_chunk(recipe, dtype, payloads[i], o)
     })
 }
 

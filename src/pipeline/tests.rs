@@ -247,3 +247,116 @@ proptest! {
         let _ = Codec::default().decode(&b);
     }
 }
+
+// ---- streaming ----
+
+fn stream_decode(c: &Codec, pieces: &[&[u8]]) -> crate::Result<Vec<u8>> {
+    let mut d = c.stream_decoder();
+    let mut out = Vec::new();
+    for p in pieces {
+        d.feed(p)?;
+        if let Some(n) = d.output_len() {
+            out.resize(n, 0);
+            d.decode_available(&mut out)?;
+        }
+    }
+    d.finish()?;
+    Ok(out)
+}
+
+#[test]
+fn stream_pieces_concatenate_to_the_frame() {
+    let data = activations(DType::BF16, 100_000, 4);
+    for threads in [1, 2, 0] {
+        for chunk in [1000u64, 30_000, 1 << 20] {
+            let c = codec(chunk, threads);
+            let whole = c.encode(&data, DType::BF16, &[100_000]).unwrap();
+            let pieces: Vec<Vec<u8>> = c
+                .encode_stream(&data, DType::BF16, &[100_000])
+                .unwrap()
+                .collect();
+            assert_eq!(
+                pieces.len(),
+                1 + 100_000usize.div_ceil(chunk.min(100_000) as usize)
+            );
+            assert_eq!(pieces.concat(), whole);
+        }
+    }
+}
+
+#[test]
+fn stream_decoder_takes_any_split() {
+    let data = activations(DType::F16, 50_001, 5);
+    let c = codec(4096, 2);
+    let frame = c.encode(&data, DType::F16, &[50_001]).unwrap();
+    // One byte at a time, irregular pieces, and everything at once.
+    let bytes: Vec<&[u8]> = frame.chunks(1).collect();
+    assert_eq!(stream_decode(&c, &bytes).unwrap(), data);
+    let mut pieces = vec![];
+    let (mut at, mut k) = (0usize, 1usize);
+    while at < frame.len() {
+        let end = (at + k * 97 % 5000 + 1).min(frame.len());
+        pieces.push(&frame[at..end]);
+        at = end;
+        k += 1;
+    }
+    assert_eq!(stream_decode(&c, &pieces).unwrap(), data);
+    assert_eq!(stream_decode(&c, &[&frame]).unwrap(), data);
+}
+
+#[test]
+fn stream_decoder_reports_progress_as_chunks_arrive() {
+    let data = activations(DType::F32, 10_000, 6);
+    let c = codec(1000, 1);
+    let pieces: Vec<Vec<u8>> = c
+        .encode_stream(&data, DType::F32, &[10_000])
+        .unwrap()
+        .collect();
+    let mut d = c.stream_decoder();
+    d.feed(&pieces[0]).unwrap();
+    assert_eq!(d.header().unwrap().shape, vec![10_000]);
+    let mut out = vec![0u8; d.output_len().unwrap()];
+    for (i, p) in pieces[1..].iter().enumerate() {
+        assert_eq!(d.progress(), (i as u64, Some(10)));
+        d.feed(p).unwrap();
+        assert_eq!(d.decode_available(&mut out).unwrap(), 1);
+        // The chunk is in place as soon as it arrived.
+        assert_eq!(
+            out[i * 4000..(i + 1) * 4000],
+            data[i * 4000..(i + 1) * 4000]
+        );
+    }
+    assert!(d.is_complete());
+    d.finish().unwrap();
+    assert!(d.feed(b"x").is_err());
+}
+
+#[test]
+fn stream_decoder_refuses_bad_streams() {
+    let data = activations(DType::BF16, 20_000, 7);
+    let c = codec(5000, 1);
+    let frame = c.encode(&data, DType::BF16, &[20_000]).unwrap();
+    // Truncated: finish says so.
+    let e = stream_decode(&c, &[&frame[..frame.len() - 1]]).unwrap_err();
+    assert!(e.is_truncation(), "{e}");
+    let e = stream_decode(&c, &[&frame[..10]]).unwrap_err();
+    assert!(e.is_truncation(), "{e}");
+    // Trailing bytes, a damaged chunk, garbage: errors.
+    assert!(stream_decode(&c, &[&frame, b"!"]).is_err());
+    let mut bad = frame.clone();
+    bad[frame.len() / 2] ^= 4;
+    assert_eq!(
+        stream_decode(&c, &[&bad]).unwrap_err().kind(),
+        ErrorKind::ChecksumMismatch
+    );
+    assert!(stream_decode(&c, &[b"not a frame at all"]).is_err());
+    // The output limit applies as soon as the header is in.
+    let tight = Codec {
+        limits: crate::Limits {
+            max_output_bytes: 1000,
+        },
+        ..c.clone()
+    };
+    let e = stream_decode(&tight, &[&frame[..40]]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded);
+}

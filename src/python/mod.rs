@@ -229,6 +229,133 @@ fn info<'py>(py: Python<'py>, frame: &Bound<'py, PyAny>) -> PyResult<Bound<'py, 
     Ok(d)
 }
 
+/// Encodes a tensor piece by piece (`iter()` yields the header, then one chunk record at a
+/// time); holds the input buffer until the last piece.
+#[pyclass(module = "iota_codec._core")]
+struct StreamEncoder {
+    input: Bytes,
+    encoder: crate::StreamEncoder,
+}
+
+#[pymethods]
+impl StreamEncoder {
+    #[new]
+    #[pyo3(signature = (data, dtype, shape, *, profile="lossless", chunk_size=Codec::DEFAULT_CHUNK_ELEMS, threads=0, hint=0))]
+    fn new(
+        data: &Bound<'_, PyAny>,
+        dtype: &str,
+        shape: Vec<u64>,
+        profile: &str,
+        chunk_size: u64,
+        threads: usize,
+        hint: u8,
+    ) -> PyResult<Self> {
+        let dtype = DType::parse(dtype).map_err(to_py)?;
+        let hint = hint_from_code(hint)?;
+        let codec = codec(
+            profile,
+            chunk_size,
+            threads,
+            Limits::DEFAULT_MAX_OUTPUT_BYTES,
+        )?;
+        let input = Bytes::get(data, "data", false)?;
+        let encoder = codec
+            .stream_encoder(input.as_slice(), dtype, &shape, hint)
+            .map_err(to_py)?;
+        Ok(StreamEncoder { input, encoder })
+    }
+
+    /// Number of pieces in all: the header and one per chunk.
+    #[getter]
+    fn n_pieces(&self) -> usize {
+        self.encoder.n_pieces()
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let input = self.input.as_slice();
+        let encoder = &mut self.encoder;
+        let piece = py.detach(|| encoder.next_piece(input)).map_err(to_py)?;
+        Ok(piece.map(|p| PyBytes::new(py, &p)))
+    }
+}
+
+/// Decodes a frame from pieces as they arrive.
+#[pyclass(module = "iota_codec._core")]
+struct StreamDecoder {
+    decoder: crate::StreamDecoder,
+    out: Option<Bytes>,
+}
+
+#[pymethods]
+impl StreamDecoder {
+    #[new]
+    #[pyo3(signature = (*, threads=0, max_output_bytes=Limits::DEFAULT_MAX_OUTPUT_BYTES))]
+    fn new(threads: usize, max_output_bytes: u64) -> Self {
+        let decoder = crate::StreamDecoder::new(Limits { max_output_bytes }, threads);
+        StreamDecoder { decoder, out: None }
+    }
+
+    /// Buffers `data`; parses the header as soon as it is complete.
+    fn feed(&mut self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let data = Bytes::get(data, "data", false)?;
+        self.decoder.feed(data.as_slice()).map_err(to_py)
+    }
+
+    /// `(dtype, shape, container)` once the header has arrived, else None.
+    fn header(&self) -> Option<(&'static str, Vec<u64>, &'static str)> {
+        self.decoder
+            .header()
+            .map(|h| (h.dtype.name(), h.shape.clone(), h.hint.name()))
+    }
+
+    /// Sets the writable buffer (exactly the decoded size) that chunks are decoded into.
+    fn set_output(&mut self, out: &Bound<'_, PyAny>) -> PyResult<()> {
+        let out = Bytes::get(out, "out", true)?;
+        match self.decoder.output_len() {
+            Some(n) if n == out.buf.len_bytes() => {
+                self.out = Some(out);
+                Ok(())
+            }
+            Some(n) => Err(InvalidArgumentError::new_err(format!(
+                "out holds {} bytes, the frame decodes to {n}",
+                out.buf.len_bytes()
+            ))),
+            None => Err(InvalidArgumentError::new_err(
+                "the header has not arrived yet",
+            )),
+        }
+    }
+
+    /// Decodes every chunk that has fully arrived into the output; returns how many.
+    fn decode_available(&mut self, py: Python<'_>) -> PyResult<usize> {
+        let Some(out) = self.out.as_mut() else {
+            return Ok(0);
+        };
+        let out = out.as_mut_slice();
+        let decoder = &mut self.decoder;
+        py.detach(|| decoder.decode_available(out)).map_err(to_py)
+    }
+
+    /// `(chunks decoded, chunks in all or None before the header)`.
+    fn progress(&self) -> (u64, Option<u64>) {
+        self.decoder.progress()
+    }
+
+    #[getter]
+    fn complete(&self) -> bool {
+        self.decoder.is_complete()
+    }
+
+    /// Raises unless the whole frame has arrived and been decoded.
+    fn finish(&self) -> PyResult<()> {
+        self.decoder.finish().map_err(to_py)
+    }
+}
+
 /// `frame` with every checksum rewritten to match its bytes, as a hostile sender would make
 /// it (for tests that reach the decoder behind the checksums).
 #[pyfunction]
@@ -276,5 +403,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(info, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(_reseal, m)?)?;
+    m.add_class::<StreamEncoder>()?;
+    m.add_class::<StreamDecoder>()?;
     Ok(())
 }
