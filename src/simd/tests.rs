@@ -37,6 +37,9 @@ fn levels() -> Vec<Kernels> {
         .collect()
 }
 
+/// Sentinel elements after the end of every output slice, to catch writes past it.
+const SLACK: usize = 80;
+
 const LENGTHS: [usize; 12] = [0, 1, 2, 31, 32, 33, 63, 511, 512, 513, 1000, 100_000];
 
 /// Symbols below `alphabet`: uniform, or skewed (geometric around a centre) like real
@@ -77,25 +80,40 @@ fn tables(syms: &[u16], alphabet: usize, prob_bits: u32) -> (EncTable, Vec<u32>)
 /// Encodes with `k` and with the scalar kernels and checks they agree; returns the stream
 /// bytes and the final states.
 fn check_encode(k: &Kernels, syms: &[u16], t: &EncTable, lanes: usize) -> (Vec<u8>, Vec<u32>) {
-    let run = |f: RansEncodeFn| {
+    // Sentinel words: the kernels must not touch those below the ones they emit, nor any
+    // past the end of the slice they get. The runs without slack give a sanitizer exact
+    // allocations to check.
+    let run = |f: RansEncodeFn, slack: usize| {
         let mut states = vec![RANS_L; lanes];
-        // Sentinel words: the kernels must not touch those below the ones they emit.
-        let mut words = vec![0xA55Au16; syms.len()];
-        let start = f(syms, &t.rcp, &t.info, t.prob_bits, &mut states, &mut words);
+        let mut words = vec![0xA55Au16; syms.len() + slack];
+        let start = f(
+            syms,
+            &t.rcp,
+            &t.info,
+            t.prob_bits,
+            &mut states,
+            &mut words[..syms.len()],
+        );
         (start, states, words)
     };
-    let want = run(SCALAR.rans_encode);
-    let got = run(k.rans_encode);
-    assert_eq!(
-        got.0,
-        want.0,
-        "{:?} encode start, n={} lanes={lanes}",
-        k.level,
-        syms.len()
-    );
-    assert_eq!(got.1, want.1, "{:?} encode states", k.level);
-    assert!(got.2 == want.2, "{:?} encode words", k.level);
-    let bytes = want.2[want.0..]
+    let want = run(SCALAR.rans_encode, SLACK);
+    for slack in [SLACK, 0] {
+        let got = run(k.rans_encode, slack);
+        assert_eq!(
+            got.0,
+            want.0,
+            "{:?} encode start, n={} lanes={lanes}",
+            k.level,
+            syms.len()
+        );
+        assert_eq!(got.1, want.1, "{:?} encode states", k.level);
+        assert!(
+            got.2[..] == want.2[..syms.len() + slack],
+            "{:?} encode words",
+            k.level
+        );
+    }
+    let bytes = want.2[want.0..syms.len()]
         .iter()
         .flat_map(|w| w.to_le_bytes())
         .collect();
@@ -112,24 +130,32 @@ fn check_decode(
     states: &[u32],
     n: usize,
 ) -> Option<usize> {
-    let run = |f: RansDecodeFn| {
+    // A copy, so that a sanitizer sees the exact extent of the words.
+    let words = words.to_vec();
+    let run = |f: RansDecodeFn, slack: usize| {
         let mut st = states.to_vec();
-        let mut out = vec![0xBEEFu16; n];
-        let r = f(words, dec, prob_bits, &mut st, &mut out);
+        let mut out = vec![0xBEEFu16; n + slack];
+        let r = f(&words, dec, prob_bits, &mut st, &mut out[..n]);
         (r, st, out)
     };
-    let want = run(SCALAR.rans_decode);
-    let got = run(k.rans_decode);
-    assert_eq!(
-        got.0,
-        want.0,
-        "{:?} decode result, n={n} lanes={} words={}",
-        k.level,
-        states.len(),
-        words.len()
-    );
-    assert_eq!(got.1, want.1, "{:?} decode states", k.level);
-    assert!(got.2 == want.2, "{:?} decode symbols", k.level);
+    let want = run(SCALAR.rans_decode, SLACK);
+    for slack in [SLACK, 0] {
+        let got = run(k.rans_decode, slack);
+        assert_eq!(
+            got.0,
+            want.0,
+            "{:?} decode result, n={n} lanes={} words={}",
+            k.level,
+            states.len(),
+            words.len()
+        );
+        assert_eq!(got.1, want.1, "{:?} decode states", k.level);
+        assert!(
+            got.2[..] == want.2[..n + slack],
+            "{:?} decode symbols",
+            k.level
+        );
+    }
     want.0
 }
 
@@ -295,55 +321,68 @@ fn elements(rng: &mut Rng, fs: FloatSplit, n: usize, special: bool, zero_low: u3
 
 fn check_split(k: &Kernels, fs: FloatSplit, input: &[u8]) {
     let n = input.len() / fs.bytes;
-    let run = |f: SplitFn| {
-        let mut syms = vec![0xFFFFu16; n];
+    let run = |f: SplitFn, slack: usize| {
+        let mut syms = vec![0xFFFFu16; n + slack];
         // Counts start non-zero: split adds to them.
         let mut counts: Vec<u32> = (0..1 << (8 * fs.bytes as u32 - fs.mant_bits))
             .map(|i| i * 3)
             .collect();
-        let or = f(fs, input, &mut syms, &mut counts);
+        let or = f(fs, input, &mut syms[..n], &mut counts);
         (or, syms, counts)
     };
-    let want = run(SCALAR.split);
-    let got = run(k.split);
-    assert_eq!(got.0, want.0, "{:?} split OR, {fs:?} n={n}", k.level);
-    assert!(got.1 == want.1, "{:?} split symbols, {fs:?} n={n}", k.level);
-    assert!(got.2 == want.2, "{:?} split counts, {fs:?} n={n}", k.level);
+    let want = run(SCALAR.split, SLACK);
+    for slack in [SLACK, 0] {
+        let got = run(k.split, slack);
+        assert_eq!(got.0, want.0, "{:?} split OR, {fs:?} n={n}", k.level);
+        assert!(
+            got.1[..] == want.1[..n + slack],
+            "{:?} split symbols, {fs:?} n={n}",
+            k.level
+        );
+        assert!(got.2 == want.2, "{:?} split counts, {fs:?} n={n}", k.level);
+    }
 }
 
 fn check_pack(k: &Kernels, fs: FloatSplit, input: &[u8], drop: u32) -> Vec<u8> {
     let n = input.len() / fs.bytes;
     let len = bitpack::packed_len(n, fs.mant_bits - drop);
-    let run = |f: PackMantissaFn| {
-        // Slack with a sentinel: nothing past the packed length may change.
-        let mut out = vec![0xC3u8; len + 70];
+    let run = |f: PackMantissaFn, slack: usize| {
+        // Room past the packed length, with a sentinel: nothing there may change.
+        let mut out = vec![0xC3u8; len + slack];
         f(fs, input, drop, &mut out);
         out
     };
-    let want = run(SCALAR.pack_mantissa);
-    let got = run(k.pack_mantissa);
-    assert!(
-        got == want,
-        "{:?} pack_mantissa, {fs:?} n={n} drop={drop}",
-        k.level
-    );
+    let want = run(SCALAR.pack_mantissa, SLACK);
+    for slack in [SLACK, 0] {
+        let got = run(k.pack_mantissa, slack);
+        assert!(
+            got[..] == want[..len + slack],
+            "{:?} pack_mantissa, {fs:?} n={n} drop={drop}",
+            k.level
+        );
+    }
     want[..len].to_vec()
 }
 
 fn check_merge(k: &Kernels, fs: FloatSplit, syms: &[u16], packed: &[u8], drop: u32) {
-    let run = |f: MergeFn| {
-        let mut out = vec![0x3Cu8; syms.len() * fs.bytes];
-        f(fs, syms, packed, drop, &mut out);
+    // A copy, so that a sanitizer sees the exact extent of the packed bytes.
+    let packed = packed.to_vec();
+    let len = syms.len() * fs.bytes;
+    let run = |f: MergeFn, slack: usize| {
+        let mut out = vec![0x3Cu8; len + slack];
+        f(fs, syms, &packed, drop, &mut out[..len]);
         out
     };
-    let want = run(SCALAR.merge);
-    let got = run(k.merge);
-    assert!(
-        got == want,
-        "{:?} merge, {fs:?} n={} drop={drop}",
-        k.level,
-        syms.len()
-    );
+    let want = run(SCALAR.merge, SLACK);
+    for slack in [SLACK, 0] {
+        let got = run(k.merge, slack);
+        assert!(
+            got[..] == want[..len + slack],
+            "{:?} merge, {fs:?} n={} drop={drop}",
+            k.level,
+            syms.len()
+        );
+    }
 }
 
 #[test]
