@@ -1,4 +1,4 @@
-//! AVX-512 kernels (F, BW, VL and VBMI2, with POPCNT).
+//! AVX-512 kernels (F, BW, VL, VBMI and VBMI2, with POPCNT).
 //!
 //! Each kernel is a safe wrapper around a `#[target_feature]` function. The wrapper checks
 //! that the CPU has the features and that the sizes and parameters fit the vector path, and
@@ -26,6 +26,7 @@ pub fn supported() -> bool {
     is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vbmi")
         && is_x86_feature_detected!("avx512vbmi2")
         && is_x86_feature_detected!("popcnt")
 }
@@ -261,52 +262,161 @@ pub fn rans_encode(
 /// this crate has) go to the scalar code.
 const ENC_TABLE: usize = crate::entropy::rans::MAX_ALPHABET;
 
-/// The encoder's constants. `table[s]` is `rcp[s] | info[s] << 32`: one 64-bit gather
-/// fetches both, which halves the gathered elements (the cost of a gather on current cores
-/// grows with its element count).
-struct Enc32 {
-    table: *const i64,
-    total: __m512i,
-    xmax_shift: __m128i,
+/// How the encoder fetches the table entries of a group's symbols.
+///
+/// `fetch` takes the 32 symbols of a group (all below the table size) and returns, for each
+/// half of 16 lanes, `info` in 32-bit lanes and `rcp` twice: the even lanes' values in the
+/// low halves of the 64-bit lanes, then the odd lanes' (as `_mm512_mul_epu32` wants them).
+trait EncLookup {
+    /// Safety: every symbol must be inside the table.
+    unsafe fn fetch(&self, sy: __m512i) -> [(__m512i, __m512i, __m512i); 2];
 }
 
-/// One 16-lane half of an encode step on states `x` for the symbols `idx` (32-bit lanes):
-/// returns the new states, the old ones (whose low 16 bits are the words), and which lanes
-/// emit a word.
-///
-/// Safety: every index must be inside `e.table`.
+/// Entries by gather from `table[s] = rcp[s] | info[s] << 32`: one 64-bit gather fetches
+/// both values of 8 lanes.
+struct Gather {
+    table: *const i64,
+}
+
+impl EncLookup for Gather {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fetch(&self, sy: __m512i) -> [(__m512i, __m512i, __m512i); 2] {
+        let half = |idx: __m512i| {
+            // The even lanes' symbols, then the odd lanes', as 64-bit indices.
+            let even = _mm512_and_si512(idx, _mm512_set1_epi64(0xffff_ffff));
+            let odd = _mm512_srli_epi64::<32>(idx);
+            // SAFETY: the symbols are inside the table (the contract of `fetch`).
+            let (ge, go) = unsafe {
+                (
+                    _mm512_i64gather_epi64::<8>(even, self.table),
+                    _mm512_i64gather_epi64::<8>(odd, self.table),
+                )
+            };
+            let info = _mm512_mask_blend_epi32(0xaaaa, _mm512_srli_epi64::<32>(ge), go);
+            (info, ge, go)
+        };
+        [
+            half(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(sy))),
+            half(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64::<1>(sy))),
+        ]
+    }
+}
+
+/// Entries by permutes, for tables with at most 63 distinct present symbols (real tensors
+/// have a few dozen): a byte table in eight registers maps each symbol to a dense index
+/// (0 for absent symbols, whose entries are zero), and the dense `rcp` and `info` tables
+/// (64 entries, four registers each) are indexed with two-source permutes. Gathers cost
+/// about a cycle per element; this costs a dozen instructions per 16 lanes.
+struct Dense {
+    index: [__m512i; 8],
+    rcp: [__m512i; 4],
+    info: [__m512i; 4],
+}
+
+/// Looks up 64 32-bit entries held in `t` at the (6-bit) indices `d`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn enc_half(e: &Enc32, x: __m512i, idx: __m512i) -> (__m512i, __m512i, __mmask16) {
-    // The even lanes' symbols, then the odd lanes', as 64-bit indices: the low 32 bits of
-    // each gathered entry then line up with the even and odd lanes that `_mm512_mul_epu32`
-    // multiplies.
-    let even = _mm512_and_si512(idx, _mm512_set1_epi64(0xffff_ffff));
-    let odd = _mm512_srli_epi64::<32>(idx);
-    // SAFETY: the indices are inside the table (this function's contract).
-    let (ge, go) = unsafe {
-        (
-            _mm512_i64gather_epi64::<8>(even, e.table),
-            _mm512_i64gather_epi64::<8>(odd, e.table),
-        )
-    };
-    let info = _mm512_mask_blend_epi32(0xaaaa, _mm512_srli_epi64::<32>(ge), go);
+unsafe fn lookup64(t: &[__m512i; 4], d: __m512i, high: __mmask16) -> __m512i {
+    _mm512_mask_blend_epi32(
+        high,
+        _mm512_permutex2var_epi32(t[0], d, t[1]),
+        _mm512_permutex2var_epi32(t[2], d, t[3]),
+    )
+}
+
+impl Dense {
+    /// The permute tables, if at most 63 symbols below `n` have an entry.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn new(rcp: &[u32], info: &[u32], n: usize) -> Option<Dense> {
+        let mut index = [0u8; ENC_TABLE];
+        let mut dr = [0u32; 64];
+        let mut di = [0u32; 64];
+        let mut k = 0usize;
+        for s in 0..n {
+            if rcp[s] != 0 || info[s] != 0 {
+                k += 1;
+                if k == 64 {
+                    return None;
+                }
+                index[s] = k as u8;
+                dr[k] = rcp[s];
+                di[k] = info[s];
+            }
+        }
+        // SAFETY: the loads read inside the arrays above (64 bytes or 16 `u32`s each).
+        unsafe {
+            Some(Dense {
+                index: std::array::from_fn(|i| _mm512_loadu_si512(index[64 * i..].as_ptr().cast())),
+                rcp: std::array::from_fn(|i| _mm512_loadu_si512(dr[16 * i..].as_ptr().cast())),
+                info: std::array::from_fn(|i| _mm512_loadu_si512(di[16 * i..].as_ptr().cast())),
+            })
+        }
+    }
+}
+
+impl EncLookup for Dense {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    unsafe fn fetch(&self, sy: __m512i) -> [(__m512i, __m512i, __m512i); 2] {
+        // Dense indices of the 32 symbols, as bytes: the low 7 bits of a symbol index a
+        // pair of registers, bits 7 and 8 choose the pair.
+        let b = _mm512_castsi256_si512(_mm512_cvtepi16_epi8(sy));
+        let t = &self.index;
+        let bit7 = u64::from(_mm512_test_epi16_mask(sy, _mm512_set1_epi16(0x80)));
+        let bit8 = u64::from(_mm512_test_epi16_mask(sy, _mm512_set1_epi16(0x100)));
+        let lo = _mm512_mask_blend_epi8(
+            bit7,
+            _mm512_permutex2var_epi8(t[0], b, t[1]),
+            _mm512_permutex2var_epi8(t[2], b, t[3]),
+        );
+        let hi = _mm512_mask_blend_epi8(
+            bit7,
+            _mm512_permutex2var_epi8(t[4], b, t[5]),
+            _mm512_permutex2var_epi8(t[6], b, t[7]),
+        );
+        let d = _mm512_mask_blend_epi8(bit8, lo, hi);
+        let half = |d: __m512i| {
+            let high = _mm512_test_epi32_mask(d, _mm512_set1_epi32(32));
+            // SAFETY: plain register permutes; the features are enabled here.
+            let (rcp, info) =
+                unsafe { (lookup64(&self.rcp, d, high), lookup64(&self.info, d, high)) };
+            (info, rcp, _mm512_srli_epi64::<32>(rcp))
+        };
+        [
+            half(_mm512_cvtepu8_epi32(_mm512_castsi512_si128(d))),
+            half(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32::<1>(d))),
+        ]
+    }
+}
+
+/// One 16-lane half of an encode step on states `x` with the entries `(info, rcp_even,
+/// rcp_odd)` of [`EncLookup::fetch`]: returns the new states, the old ones (whose low 16
+/// bits are the words), and which lanes emit a word.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn enc_half(
+    x: __m512i,
+    (info, rcp_even, rcp_odd): (__m512i, __m512i, __m512i),
+    total: __m512i,
+    xmax_shift: __m128i,
+) -> (__m512i, __m512i, __mmask16) {
     let bias = _mm512_and_si512(info, _mm512_set1_epi32(0xfff));
     let cmpl = _mm512_and_si512(_mm512_srli_epi32::<12>(info), _mm512_set1_epi32(0x7ff));
     let shift = _mm512_srli_epi32::<23>(info);
-    let x_max = _mm512_sll_epi32(_mm512_sub_epi32(e.total, cmpl), e.xmax_shift);
+    let x_max = _mm512_sll_epi32(_mm512_sub_epi32(total, cmpl), xmax_shift);
     let m = _mm512_cmpge_epu32_mask(x, x_max);
     let y = _mm512_mask_srli_epi32::<16>(x, m, x);
     // High halves of y * rcp: the even lanes' products land in the high half of each
     // 64-bit lane, shifted down; the odd lanes' are already in place.
-    let pe = _mm512_srli_epi64::<32>(_mm512_mul_epu32(y, ge));
-    let po = _mm512_mul_epu32(_mm512_srli_epi64::<32>(y), go);
+    let pe = _mm512_srli_epi64::<32>(_mm512_mul_epu32(y, rcp_even));
+    let po = _mm512_mul_epu32(_mm512_srli_epi64::<32>(y), rcp_odd);
     let q = _mm512_srlv_epi32(_mm512_mask_blend_epi32(0xaaaa, pe, po), shift);
     let y = _mm512_add_epi32(_mm512_add_epi32(y, bias), _mm512_mullo_epi32(q, cmpl));
     (y, x, m)
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
 unsafe fn encode32(
     symbols: &[u16],
     rcp: &[u32],
@@ -326,63 +436,99 @@ unsafe fn encode32(
     // panics on one outside `rcp` or `info`, as the reference does).
     let n_table = rcp.len().min(info.len()).min(ENC_TABLE);
     if g > 0 && n_table > 0 {
-        let mut table = [0u64; ENC_TABLE];
-        for (t, (&r, &i)) in table.iter_mut().zip(rcp.iter().zip(info)) {
-            *t = u64::from(r) | u64::from(i) << 32;
-        }
-        let e = Enc32 {
-            table: table.as_ptr().cast(),
-            total: _mm512_set1_epi32(1 << prob_bits),
-            xmax_shift: _mm_cvtsi32_si128(31 - prob_bits as i32),
-        };
-        let limit = _mm512_set1_epi16((n_table - 1) as i16);
-        let low = load_index(&LOW_HALVES);
-        // SAFETY: `states` holds 32 `u32`s.
-        let (mut s0, mut s1) = unsafe {
-            (
-                _mm512_loadu_si512(states.as_ptr().cast()),
-                _mm512_loadu_si512(states.as_ptr().add(16).cast()),
-            )
-        };
-        // A group writes at most 32 words below `pos`.
-        while g > 0 && pos >= 32 {
-            // SAFETY: group `g - 1` is 32 symbols inside `head`.
-            let sy = unsafe { _mm512_loadu_si512(head.as_ptr().add(32 * (g - 1)).cast()) };
-            if _mm512_cmpgt_epu16_mask(sy, limit) != 0 {
-                break;
-            }
-            let i0 = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(sy));
-            let i1 = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64::<1>(sy));
-            // SAFETY: every symbol of the group is below `n_table`, inside `table`.
-            let ((y0, w0, m0), (y1, w1, m1)) =
-                unsafe { (enc_half(&e, s0, i0), enc_half(&e, s1, i1)) };
-            s0 = y0;
-            s1 = y1;
-            let m = u32::from(m0) | u32::from(m1) << 16;
-            let c = m.count_ones() as usize;
-            let packed = _mm512_maskz_compress_epi16(m, _mm512_permutex2var_epi16(w0, low, w1));
-            pos -= c;
-            // SAFETY: `c <= 32 <= pos` before the subtraction, and only the first `c` words
-            // (inside `words[pos..pos + c]`) are stored.
+        // SAFETY: the CPU has the features; `n_table` is within both tables.
+        if let Some(dense) = unsafe { Dense::new(rcp, info, n_table) } {
+            // SAFETY: `encode_groups`' contract: symbols below `n_table` are inside the
+            // dense index table.
             unsafe {
-                _mm512_mask_storeu_epi16(
-                    words.as_mut_ptr().add(pos).cast(),
-                    ((1u64 << c) - 1) as u32,
-                    packed,
-                );
+                encode_groups(
+                    &dense, n_table, head, prob_bits, states, words, &mut pos, &mut g,
+                )
+            };
+        } else {
+            let mut table = [0u64; ENC_TABLE];
+            for (t, (&r, &i)) in table.iter_mut().zip(rcp.iter().zip(info)) {
+                *t = u64::from(r) | u64::from(i) << 32;
             }
-            g -= 1;
-        }
-        // SAFETY: as for the loads.
-        unsafe {
-            _mm512_storeu_si512(states.as_mut_ptr().cast(), s0);
-            _mm512_storeu_si512(states.as_mut_ptr().add(16).cast(), s1);
+            let gather = Gather {
+                table: table.as_ptr().cast(),
+            };
+            // SAFETY: symbols below `n_table` are inside `table`.
+            unsafe {
+                encode_groups(
+                    &gather, n_table, head, prob_bits, states, words, &mut pos, &mut g,
+                )
+            };
         }
     }
     for group in head[..32 * g].chunks_exact(32).rev() {
         scalar::encode_group_rev(group, rcp, info, prob_bits, states, words, &mut pos);
     }
     pos
+}
+
+/// Encodes groups `g - 1` down to 0 of `head` while their symbols are below `n_table` and
+/// `words` has room below `pos`, updating `states`, `pos` and `g`.
+///
+/// Safety: `lookup.fetch` must accept every symbol below `n_table`, and `states` must hold
+/// 32 states.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
+unsafe fn encode_groups<L: EncLookup>(
+    lookup: &L,
+    n_table: usize,
+    head: &[u16],
+    prob_bits: u32,
+    states: &mut [u32],
+    words: &mut [u16],
+    pos: &mut usize,
+    g: &mut usize,
+) {
+    let total = _mm512_set1_epi32(1 << prob_bits);
+    let xmax_shift = _mm_cvtsi32_si128(31 - prob_bits as i32);
+    let limit = _mm512_set1_epi16((n_table - 1) as i16);
+    let low = load_index(&LOW_HALVES);
+    // SAFETY: `states` holds 32 `u32`s.
+    let (mut s0, mut s1) = unsafe {
+        (
+            _mm512_loadu_si512(states.as_ptr().cast()),
+            _mm512_loadu_si512(states.as_ptr().add(16).cast()),
+        )
+    };
+    // A group writes at most 32 words below `pos`.
+    while *g > 0 && *pos >= 32 {
+        // SAFETY: group `g - 1` is 32 symbols inside `head`.
+        let sy = unsafe { _mm512_loadu_si512(head.as_ptr().add(32 * (*g - 1)).cast()) };
+        if _mm512_cmpgt_epu16_mask(sy, limit) != 0 {
+            break;
+        }
+        // SAFETY: every symbol of the group is below `n_table` (the contract).
+        let [e0, e1] = unsafe { lookup.fetch(sy) };
+        let (y0, w0, m0) = enc_half(s0, e0, total, xmax_shift);
+        let (y1, w1, m1) = enc_half(s1, e1, total, xmax_shift);
+        s0 = y0;
+        s1 = y1;
+        let m = u32::from(m0) | u32::from(m1) << 16;
+        let c = m.count_ones() as usize;
+        let packed = _mm512_maskz_compress_epi16(m, _mm512_permutex2var_epi16(w0, low, w1));
+        *pos -= c;
+        // SAFETY: `c <= 32 <= pos` before the subtraction, and only the first `c` words
+        // (inside `words[pos..pos + c]`) are stored.
+        unsafe {
+            _mm512_mask_storeu_epi16(
+                words.as_mut_ptr().add(*pos).cast(),
+                ((1u64 << c) - 1) as u32,
+                packed,
+            );
+        }
+        *g -= 1;
+    }
+    // SAFETY: as for the loads.
+    unsafe {
+        _mm512_storeu_si512(states.as_mut_ptr().cast(), s0);
+        _mm512_storeu_si512(states.as_mut_ptr().add(16).cast(), s1);
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -228,6 +228,27 @@ fn rans_matches_scalar_at_every_precision() {
 }
 
 #[test]
+fn rans_matches_scalar_around_the_dense_table_sizes() {
+    // Encoders may switch strategy with the number of present symbols (a vector encoder
+    // uses register tables up to 63): cover the sizes around 16, 32 and 64, with symbols
+    // spread over the whole 512-symbol alphabet.
+    let mut rng = Rng(7);
+    for present in [1usize, 15, 16, 17, 31, 32, 33, 62, 63, 64, 65, 200] {
+        let set: Vec<u16> = (0..present).map(|i| ((i * 173 + 5) % 512) as u16).collect();
+        let syms: Vec<u16> = (0..5000)
+            .map(|i| {
+                if i < present {
+                    set[i]
+                } else {
+                    set[rng.below(present as u64) as usize]
+                }
+            })
+            .collect();
+        check_rans(&mut rng, &syms, 512, 32, 11);
+    }
+}
+
+#[test]
 fn rans_decode_of_garbage_matches_scalar() {
     let mut rng = Rng(3);
     for &alphabet in &[2usize, 64, 512] {
