@@ -550,11 +550,10 @@ pub fn split(fs: FloatSplit, input: &[u8], symbols: &mut [u16], counts: &mut [u3
             split_vec::<4>(fs.mant_bits, input, &mut symbols[..done])
         }
     };
-    let body = &input[..done * fs.bytes];
-    match (fs.bytes, alphabet(fs)) {
-        (2, 512) => add_histogram::<2, 7, 512>(body, counts),
-        (2, _) => add_histogram::<2, 10, 64>(body, counts),
-        _ => add_histogram::<4, 23, 512>(body, counts),
+    if alphabet(fs) == 512 {
+        add_histogram::<512>(&symbols[..done], counts);
+    } else {
+        add_histogram::<64>(&symbols[..done], counts);
     }
     or | scalar::split(fs, &input[done * fs.bytes..], &mut symbols[done..], counts)
 }
