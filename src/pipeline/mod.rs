@@ -188,13 +188,6 @@ pub fn encode_frame(req: &EncodeRequest) -> Result<Vec<u8>> {
     let payloads = threads::map(req.threads, inputs.len(), |i| {
         encode_chunk(&req.recipe, req.dtype, inputs[i])
     });
-    // Reserve the whole frame at once: growing it chunk by chunk would copy it again.
-    frame.reserve(
-        payloads
-            .iter()
-            .map(|p| p.len() + format::CHUNK_RECORD_OVERHEAD)
-            .sum(),
-    );
     for (i, p) in payloads.iter().enumerate() {
         format::write_chunk(&mut frame, ext.checksum, i as u64, p);
     }
