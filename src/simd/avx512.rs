@@ -306,8 +306,9 @@ impl EncLookup for Gather {
 /// Entries by permutes, for tables with at most 63 distinct present symbols (real tensors
 /// have a few dozen): a byte table in eight registers maps each symbol to a dense index
 /// (0 for absent symbols, whose entries are zero), and the dense `rcp` and `info` tables
-/// (64 entries, four registers each) are indexed with two-source permutes. Gathers cost
-/// about a cycle per element; this costs a dozen instructions per 16 lanes.
+/// (64 entries, four registers each) are indexed with two-source permutes. A gather costs
+/// about a cycle per element on the cores measured (Zen 4); this costs a dozen instructions
+/// per 16 lanes, and takes the encoder from 0.66 to 0.47 ns per symbol there.
 struct Dense {
     index: [__m512i; 8],
     rcp: [__m512i; 4],
