@@ -212,8 +212,9 @@ pub fn encode(
     write_table(&freqs, out);
     let table = EncTable::new(&freqs, params.prob_bits);
     let mut states = [RANS_L; MAX_LANES];
+    // The kernel writes the words it emits at the end of `words` and never reads it, so a
+    // reused buffer needs no clearing.
     let words = &mut scratch.words;
-    words.clear();
     words.resize(symbols.len(), 0);
     let start = (simd::kernels().rans_encode)(
         symbols,
@@ -228,9 +229,10 @@ pub fn encode(
     }
     let words = &words[start..];
     put_uvarint(out, words.len() as u64);
-    out.reserve(words.len() * 2);
-    for w in words {
-        out.extend_from_slice(&w.to_le_bytes());
+    let at = out.len();
+    out.resize(at + 2 * words.len(), 0);
+    for (o, w) in out[at..].chunks_exact_mut(2).zip(words) {
+        o.copy_from_slice(&w.to_le_bytes());
     }
 }
 

@@ -1,6 +1,767 @@
-//! AVX2 kernels (placeholder until written: reports unsupported).
-use super::Kernels;
+//! AVX2 kernels (with POPCNT).
+//!
+//! The same structure as the AVX-512 kernels (see `avx512.rs`): safe wrappers that check the
+//! CPU, sizes and parameters, `#[target_feature]` loops without bounds checks, and the
+//! scalar reference for every remainder and every input outside the vector paths.
+//!
+//! rANS with 32 lanes keeps the states in four registers of 8. AVX2 has no compress or
+//! expand, so both directions use byte shuffles from tables keyed by the 8-bit lane mask:
+//! the decoder spreads the next words over the renormalizing lanes, and the encoder packs the
+//! emitted words together. The encoder keeps the 8 words that start at its write position in
+//! a register and stores them back shifted behind the new words, so every store covers only
+//! words it emits or words already written with the same values: nothing below the
+//! returned index is touched.
+
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+use std::arch::x86_64::*;
+
+use super::common::{add_histogram, alphabet, vector_layout};
+use super::{scalar, FloatSplit, Kernels, Level};
+use crate::entropy::rans::{MAX_ALPHABET, MAX_PROB_BITS, RANS_L};
+use crate::quant::bitpack;
+
+/// Whether this CPU (and OS) supports every feature the kernels use.
 pub fn supported() -> bool {
-    false
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("popcnt")
 }
-pub const KERNELS: Kernels = super::SCALAR;
+
+pub const KERNELS: Kernels = Kernels {
+    level: Level::Avx2,
+    rans_encode,
+    rans_decode,
+    split,
+    pack_mantissa,
+    merge,
+};
+
+/// `_mm_shuffle_epi8` controls, by 8-bit lane mask `m`, that move 16-bit word `k` to the
+/// lane of the `k`-th set bit of `m`, and zero the other lanes.
+static EXPAND: [[u8; 16]; 256] = {
+    let mut t = [[0x80u8; 16]; 256];
+    let mut m = 0;
+    while m < 256 {
+        let mut k = 0;
+        let mut lane = 0;
+        while lane < 8 {
+            if m >> lane & 1 == 1 {
+                t[m][2 * lane] = 2 * k;
+                t[m][2 * lane + 1] = 2 * k + 1;
+                k += 1;
+            }
+            lane += 1;
+        }
+        m += 1;
+    }
+    t
+};
+
+/// `_mm_shuffle_epi8` controls, by 8-bit lane mask `m`, that move the 16-bit words of the
+/// lanes set in `m`, in lane order, to the first words, and zero the rest.
+static COMPRESS: [[u8; 16]; 256] = {
+    let mut t = [[0x80u8; 16]; 256];
+    let mut m = 0;
+    while m < 256 {
+        let mut k = 0;
+        let mut lane = 0;
+        while lane < 8 {
+            if m >> lane & 1 == 1 {
+                t[m][2 * k] = 2 * lane as u8;
+                t[m][2 * k + 1] = 2 * lane as u8 + 1;
+                k += 1;
+            }
+            lane += 1;
+        }
+        m += 1;
+    }
+    t
+};
+
+/// `_mm_shuffle_epi8` controls that move 16-bit word `j` to word `j + c`, zeroing the first
+/// `c` words.
+static SHIFT_UP: [[u8; 16]; 9] = {
+    let mut t = [[0x80u8; 16]; 9];
+    let mut c = 0;
+    while c <= 8 {
+        let mut j = c;
+        while j < 8 {
+            t[c][2 * j] = 2 * (j - c) as u8;
+            t[c][2 * j + 1] = 2 * (j - c) as u8 + 1;
+            j += 1;
+        }
+        c += 1;
+    }
+    t
+};
+
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn lut(t: &[u8; 16]) -> __m128i {
+    // SAFETY: `t` is 16 readable bytes.
+    unsafe { _mm_loadu_si128(t.as_ptr().cast()) }
+}
+
+/// The low 16 bits of the 32-bit lanes of `a` then `b`, in order.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn low_words(a: __m256i, b: __m256i) -> __m256i {
+    let m = _mm256_set1_epi32(0xffff);
+    let p = _mm256_packus_epi32(_mm256_and_si256(a, m), _mm256_and_si256(b, m));
+    _mm256_permute4x64_epi64::<0b11_01_10_00>(p)
+}
+
+// ---------------------------------------------------------------------------------------
+// rANS decode
+// ---------------------------------------------------------------------------------------
+
+pub fn rans_decode(
+    words: &[u8],
+    table: &[u32],
+    prob_bits: u32,
+    states: &mut [u32],
+    out: &mut [u16],
+) -> Option<usize> {
+    if !(supported()
+        && states.len() == 32
+        && prob_bits <= MAX_PROB_BITS
+        && table.len() >= 1 << prob_bits)
+    {
+        return scalar::rans_decode(words, table, prob_bits, states, out);
+    }
+    // SAFETY: the CPU has the features (checked above), there are 32 states, and every
+    // table index `x & (2^prob_bits - 1)` is inside `table`.
+    unsafe { decode32(words, table, prob_bits, states, out) }
+}
+
+/// The decoder's vector state: 32 lanes in four registers, and the constants of a step.
+struct Dec32 {
+    s: [__m256i; 4],
+    table: *const i32,
+    mask: __m256i,
+    shift: __m128i,
+}
+
+/// One 8-lane quarter of a decode step up to renormalization: the table entries, the new
+/// states, which lanes need a word (as a vector and as bits).
+///
+/// Safety: every index `s & mask` must be inside the table.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn dec_quarter(d: &Dec32, s: __m256i) -> (__m256i, __m256i, __m256i, u32) {
+    // SAFETY: the indices are inside the table (this function's contract); the scale is
+    // the entry size.
+    let e = unsafe { _mm256_i32gather_epi32::<4>(d.table, _mm256_and_si256(s, d.mask)) };
+    let freq = _mm256_and_si256(_mm256_srli_epi32::<9>(e), _mm256_set1_epi32(0xfff));
+    let x = _mm256_add_epi32(
+        _mm256_mullo_epi32(freq, _mm256_srl_epi32(s, d.shift)),
+        _mm256_srli_epi32::<21>(e),
+    );
+    // x < RANS_L = 2^15, unsigned.
+    const _: () = assert!(RANS_L == 1 << 15);
+    let m = _mm256_cmpeq_epi32(_mm256_srli_epi32::<15>(x), _mm256_setzero_si256());
+    let bits = _mm256_movemask_ps(_mm256_castsi256_ps(m)) as u32;
+    (e, x, m, bits)
+}
+
+/// Shifts a word into each lane of `x` set in `m` (`bits`), taking the words in lane order
+/// from `src`; reads 16 bytes at `src`.
+///
+/// Safety: 16 bytes must be readable at `src`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn dec_renorm(x: __m256i, m: __m256i, bits: u32, src: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 16 readable bytes at `src`.
+    let raw = unsafe { _mm_loadu_si128(src.cast()) };
+    let w = _mm256_cvtepu16_epi32(_mm_shuffle_epi8(raw, lut(&EXPAND[bits as usize & 0xff])));
+    _mm256_blendv_epi8(x, _mm256_or_si256(_mm256_slli_epi32::<16>(x), w), m)
+}
+
+impl Dec32 {
+    /// Decodes one group of 32 symbols into `out` and returns the bytes consumed, or
+    /// `None` (changing nothing) when that would be more than `avail`.
+    ///
+    /// Safety: `src` must have `avail.min(48) + 16` readable bytes when `CHECKED`, 64
+    /// otherwise (then `avail` is ignored); `out` must have 32 writable `u16`s.
+    #[inline]
+    #[target_feature(enable = "avx2,popcnt")]
+    unsafe fn group<const CHECKED: bool>(
+        &mut self,
+        src: *const u8,
+        avail: usize,
+        out: *mut u16,
+    ) -> Option<usize> {
+        // SAFETY: the table covers every index (this function's contract).
+        let q = unsafe {
+            [
+                dec_quarter(self, self.s[0]),
+                dec_quarter(self, self.s[1]),
+                dec_quarter(self, self.s[2]),
+                dec_quarter(self, self.s[3]),
+            ]
+        };
+        let n0 = 2 * q[0].3.count_ones() as usize;
+        let n1 = n0 + 2 * q[1].3.count_ones() as usize;
+        let n2 = n1 + 2 * q[2].3.count_ones() as usize;
+        let n3 = n2 + 2 * q[3].3.count_ones() as usize;
+        if CHECKED && n3 > avail {
+            return None;
+        }
+        // SAFETY: quarter `i` reads 16 bytes at an offset of at most `16 i <= 48` (and, when
+        // `CHECKED`, at most `avail`), within the readable bytes the contract promises.
+        unsafe {
+            self.s[0] = dec_renorm(q[0].1, q[0].2, q[0].3, src);
+            self.s[1] = dec_renorm(q[1].1, q[1].2, q[1].3, src.add(n0));
+            self.s[2] = dec_renorm(q[2].1, q[2].2, q[2].3, src.add(n1));
+            self.s[3] = dec_renorm(q[3].1, q[3].2, q[3].3, src.add(n2));
+        }
+        let sym = _mm256_set1_epi32(0x1ff);
+        let lo = low_words(_mm256_and_si256(q[0].0, sym), _mm256_and_si256(q[1].0, sym));
+        let hi = low_words(_mm256_and_si256(q[2].0, sym), _mm256_and_si256(q[3].0, sym));
+        // SAFETY: `out` has room for 32 symbols (the contract).
+        unsafe {
+            _mm256_storeu_si256(out.cast(), lo);
+            _mm256_storeu_si256(out.add(16).cast(), hi);
+        }
+        Some(n3)
+    }
+}
+
+#[target_feature(enable = "avx2,popcnt")]
+unsafe fn decode32(
+    words: &[u8],
+    table: &[u32],
+    prob_bits: u32,
+    states: &mut [u32],
+    out: &mut [u16],
+) -> Option<usize> {
+    debug_assert!(states.len() == 32 && table.len() >= 1 << prob_bits);
+    let groups = out.len() / 32;
+    let sp = states.as_ptr();
+    // SAFETY: `states` holds 32 `u32`s, 128 bytes.
+    let s = unsafe {
+        [
+            _mm256_loadu_si256(sp.cast()),
+            _mm256_loadu_si256(sp.add(8).cast()),
+            _mm256_loadu_si256(sp.add(16).cast()),
+            _mm256_loadu_si256(sp.add(24).cast()),
+        ]
+    };
+    let mut d = Dec32 {
+        s,
+        table: table.as_ptr().cast(),
+        mask: _mm256_set1_epi32(((1u32 << prob_bits) - 1) as i32),
+        shift: _mm_cvtsi32_si128(prob_bits as i32),
+    };
+    let mut pos = 0usize;
+    let mut g = 0usize;
+    // While 64 bytes remain, a group (which reads below `pos + 64`) needs no check.
+    while g < groups && words.len() - pos >= 64 {
+        // SAFETY: 64 bytes are readable at `pos`, and group `g < groups` lies inside `out`.
+        let n =
+            unsafe { d.group::<false>(words.as_ptr().add(pos), 0, out.as_mut_ptr().add(32 * g)) };
+        pos += n.unwrap_or(0);
+        g += 1;
+    }
+    if g < groups {
+        // Fewer than 64 bytes are left: continue from a padded copy, checking each group.
+        let rest = &words[pos..];
+        let mut buf = [0u8; 128];
+        buf[..rest.len()].copy_from_slice(rest);
+        let mut at = 0usize;
+        while g < groups {
+            // SAFETY: `at <= rest.len() < 64`, so `buf` has `avail.min(48) + 16` bytes after
+            // `at`; group `g` lies inside `out`.
+            let n = unsafe {
+                d.group::<true>(
+                    buf.as_ptr().add(at),
+                    rest.len() - at,
+                    out.as_mut_ptr().add(32 * g),
+                )
+            };
+            match n {
+                Some(n) => at += n,
+                None => break,
+            }
+            g += 1;
+        }
+        pos += at;
+    }
+    let sp = states.as_mut_ptr();
+    // SAFETY: as for the loads above.
+    unsafe {
+        _mm256_storeu_si256(sp.cast(), d.s[0]);
+        _mm256_storeu_si256(sp.add(8).cast(), d.s[1]);
+        _mm256_storeu_si256(sp.add(16).cast(), d.s[2]);
+        _mm256_storeu_si256(sp.add(24).cast(), d.s[3]);
+    }
+    // The group that ran out of words, if any, and the partial last group.
+    for group in out[32 * g..].chunks_mut(32) {
+        scalar::decode_group(words, table, prob_bits, states, group, &mut pos)?;
+    }
+    Some(pos)
+}
+
+// ---------------------------------------------------------------------------------------
+// rANS encode
+// ---------------------------------------------------------------------------------------
+
+pub fn rans_encode(
+    symbols: &[u16],
+    rcp: &[u32],
+    info: &[u32],
+    prob_bits: u32,
+    states: &mut [u32],
+    words: &mut [u16],
+) -> usize {
+    if !(supported() && states.len() == 32 && prob_bits <= MAX_PROB_BITS) {
+        return scalar::rans_encode(symbols, rcp, info, prob_bits, states, words);
+    }
+    // SAFETY: the CPU has the features and there are 32 states; `encode32` checks symbols
+    // against the tables and the room left in `words` itself.
+    unsafe { encode32(symbols, rcp, info, prob_bits, states, words) }
+}
+
+/// The encoder's constants; `table[s]` is `rcp[s] | info[s] << 32` (see `avx512.rs`).
+struct Enc32 {
+    table: *const i64,
+    total: __m256i,
+    xmax_shift: __m128i,
+}
+
+/// One 8-lane quarter of an encode step on states `x` for the symbols `idx` (32-bit
+/// lanes): returns the new states, the old ones (whose low 16 bits are the words), and which
+/// lanes emit a word, as bits.
+///
+/// Safety: every index must be inside `e.table`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn enc_quarter(e: &Enc32, x: __m256i, idx: __m256i) -> (__m256i, __m256i, u32) {
+    let even = _mm256_and_si256(idx, _mm256_set1_epi64x(0xffff_ffff));
+    let odd = _mm256_srli_epi64::<32>(idx);
+    // SAFETY: the indices are inside the table (this function's contract).
+    let (ge, go) = unsafe {
+        (
+            _mm256_i64gather_epi64::<8>(e.table, even),
+            _mm256_i64gather_epi64::<8>(e.table, odd),
+        )
+    };
+    let info = _mm256_blend_epi32::<0b1010_1010>(_mm256_srli_epi64::<32>(ge), go);
+    let bias = _mm256_and_si256(info, _mm256_set1_epi32(0xfff));
+    let cmpl = _mm256_and_si256(_mm256_srli_epi32::<12>(info), _mm256_set1_epi32(0x7ff));
+    let shift = _mm256_srli_epi32::<23>(info);
+    let x_max = _mm256_sll_epi32(_mm256_sub_epi32(e.total, cmpl), e.xmax_shift);
+    // x >= x_max, unsigned.
+    let m = _mm256_cmpeq_epi32(_mm256_max_epu32(x, x_max), x);
+    let bits = _mm256_movemask_ps(_mm256_castsi256_ps(m)) as u32;
+    let y = _mm256_blendv_epi8(x, _mm256_srli_epi32::<16>(x), m);
+    let pe = _mm256_srli_epi64::<32>(_mm256_mul_epu32(y, ge));
+    let po = _mm256_mul_epu32(_mm256_srli_epi64::<32>(y), go);
+    let q = _mm256_srlv_epi32(_mm256_blend_epi32::<0b1010_1010>(pe, po), shift);
+    let y = _mm256_add_epi32(_mm256_add_epi32(y, bias), _mm256_mullo_epi32(q, cmpl));
+    (y, x, bits)
+}
+
+#[target_feature(enable = "avx2,popcnt")]
+unsafe fn encode32(
+    symbols: &[u16],
+    rcp: &[u32],
+    info: &[u32],
+    prob_bits: u32,
+    states: &mut [u32],
+    words: &mut [u16],
+) -> usize {
+    debug_assert_eq!(states.len(), 32);
+    let mut pos = words.len();
+    let full = symbols.len() / 32 * 32;
+    let (head, tail) = symbols.split_at(full);
+    // The partial last group goes first: the encoder runs backward.
+    scalar::encode_group_rev(tail, rcp, info, prob_bits, states, words, &mut pos);
+    let mut g = full / 32;
+    // The vector loop stores the 8 words at its write position, so it starts once 8 words
+    // are written.
+    while g > 0 && words.len() - pos < 8 {
+        let group = &head[32 * (g - 1)..32 * g];
+        scalar::encode_group_rev(group, rcp, info, prob_bits, states, words, &mut pos);
+        g -= 1;
+    }
+    let n_table = rcp.len().min(info.len()).min(MAX_ALPHABET);
+    if g > 0 && n_table > 0 {
+        let mut table = [0u64; MAX_ALPHABET];
+        for (t, (&r, &i)) in table.iter_mut().zip(rcp.iter().zip(info)) {
+            *t = u64::from(r) | u64::from(i) << 32;
+        }
+        let e = Enc32 {
+            table: table.as_ptr().cast(),
+            total: _mm256_set1_epi32(1 << prob_bits),
+            xmax_shift: _mm_cvtsi32_si128(31 - prob_bits as i32),
+        };
+        // Symbols above `limit` (signed compare: `limit < 2^15`) leave the vector loop.
+        let limit = _mm256_set1_epi16((n_table - 1) as i16);
+        let sp = states.as_ptr();
+        // SAFETY: `states` holds 32 `u32`s; words `pos..pos + 8` are inside `words`.
+        let (mut s, mut front) = unsafe {
+            (
+                [
+                    _mm256_loadu_si256(sp.cast()),
+                    _mm256_loadu_si256(sp.add(8).cast()),
+                    _mm256_loadu_si256(sp.add(16).cast()),
+                    _mm256_loadu_si256(sp.add(24).cast()),
+                ],
+                _mm_loadu_si128(words.as_ptr().add(pos).cast()),
+            )
+        };
+        // A group writes at most 32 words below `pos`.
+        while g > 0 && pos >= 32 {
+            let gp = head.as_ptr();
+            // SAFETY: group `g - 1` is 32 symbols inside `head`.
+            let (sa, sb) = unsafe {
+                (
+                    _mm256_loadu_si256(gp.add(32 * (g - 1)).cast()),
+                    _mm256_loadu_si256(gp.add(32 * (g - 1) + 16).cast()),
+                )
+            };
+            let over =
+                _mm256_or_si256(_mm256_cmpgt_epi16(sa, limit), _mm256_cmpgt_epi16(sb, limit));
+            // Symbols of 2^15 and above are negative as signed 16-bit values.
+            let neg = _mm256_or_si256(sa, sb);
+            if _mm256_movemask_epi8(_mm256_or_si256(over, _mm256_srai_epi16::<15>(neg))) != 0 {
+                break;
+            }
+            let idx = [
+                _mm256_cvtepu16_epi32(_mm256_castsi256_si128(sa)),
+                _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(sa)),
+                _mm256_cvtepu16_epi32(_mm256_castsi256_si128(sb)),
+                _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(sb)),
+            ];
+            // SAFETY: every symbol of the group is below `n_table`, inside `table`.
+            let r = unsafe {
+                [
+                    enc_quarter(&e, s[0], idx[0]),
+                    enc_quarter(&e, s[1], idx[1]),
+                    enc_quarter(&e, s[2], idx[2]),
+                    enc_quarter(&e, s[3], idx[3]),
+                ]
+            };
+            let w01 = low_words(r[0].1, r[1].1);
+            let w23 = low_words(r[2].1, r[3].1);
+            let w = [
+                _mm256_castsi256_si128(w01),
+                _mm256_extracti128_si256::<1>(w01),
+                _mm256_castsi256_si128(w23),
+                _mm256_extracti128_si256::<1>(w23),
+            ];
+            // Lanes 24..31 first: their words go last in memory.
+            for i in (0..4).rev() {
+                s[i] = r[i].0;
+                let bits = r[i].2 as usize & 0xff;
+                let c = bits.count_ones() as usize;
+                let packed = _mm_shuffle_epi8(w[i], lut(&COMPRESS[bits]));
+                front = _mm_or_si128(packed, _mm_shuffle_epi8(front, lut(&SHIFT_UP[c])));
+                pos -= c;
+                // SAFETY: `pos + 8 <= words.len()` (at most 8 words were emitted since
+                // `pos + 8` was in bounds), and `front` holds the new words followed by the
+                // ones already at `pos + c..pos + 8`.
+                unsafe { _mm_storeu_si128(words.as_mut_ptr().add(pos).cast(), front) };
+            }
+            g -= 1;
+        }
+        let sp = states.as_mut_ptr();
+        // SAFETY: as for the loads.
+        unsafe {
+            _mm256_storeu_si256(sp.cast(), s[0]);
+            _mm256_storeu_si256(sp.add(8).cast(), s[1]);
+            _mm256_storeu_si256(sp.add(16).cast(), s[2]);
+            _mm256_storeu_si256(sp.add(24).cast(), s[3]);
+        }
+    }
+    for group in head[..32 * g].chunks_exact(32).rev() {
+        scalar::encode_group_rev(group, rcp, info, prob_bits, states, words, &mut pos);
+    }
+    pos
+}
+
+// ---------------------------------------------------------------------------------------
+// Float split, mantissa packing, merge
+// ---------------------------------------------------------------------------------------
+
+pub fn split(fs: FloatSplit, input: &[u8], symbols: &mut [u16], counts: &mut [u32]) -> u32 {
+    if !(supported() && vector_layout(fs) && counts.len() >= alphabet(fs)) {
+        return scalar::split(fs, input, symbols, counts);
+    }
+    let n = symbols.len();
+    assert_eq!(input.len(), n * fs.bytes);
+    let done = n / 16 * 16;
+    // SAFETY: the CPU has the features; `input` holds `n >= done` elements of `fs.bytes`.
+    let or = unsafe {
+        if fs.bytes == 2 {
+            split_vec::<2>(fs.mant_bits, input, &mut symbols[..done])
+        } else {
+            split_vec::<4>(fs.mant_bits, input, &mut symbols[..done])
+        }
+    };
+    if alphabet(fs) == 512 {
+        add_histogram::<512>(&symbols[..done], counts);
+    } else {
+        add_histogram::<64>(&symbols[..done], counts);
+    }
+    or | scalar::split(fs, &input[done * fs.bytes..], &mut symbols[done..], counts)
+}
+
+/// Writes the symbols of the first `symbols.len()` (a multiple of 16) elements of `input`
+/// and returns the OR of their mantissas.
+///
+/// Safety: `input` must hold at least `symbols.len()` elements of `BYTES` bytes, and
+/// `mant_bits` must be below `8 BYTES`.
+#[target_feature(enable = "avx2")]
+unsafe fn split_vec<const BYTES: usize>(mant_bits: u32, input: &[u8], symbols: &mut [u16]) -> u32 {
+    let n = symbols.len();
+    debug_assert!(n.is_multiple_of(16) && input.len() >= n * BYTES);
+    let src = input.as_ptr();
+    let dst = symbols.as_mut_ptr();
+    let mut acc = _mm256_setzero_si256();
+    let shift = _mm_cvtsi32_si128(mant_bits as i32);
+    for i in (0..n).step_by(16) {
+        // SAFETY: elements `i..i + 16` are inside `input` and `symbols`.
+        unsafe {
+            let sym = if BYTES == 2 {
+                let v = _mm256_loadu_si256(src.add(2 * i).cast());
+                acc = _mm256_or_si256(acc, v);
+                _mm256_srl_epi16(v, shift)
+            } else {
+                let a = _mm256_loadu_si256(src.add(4 * i).cast());
+                let b = _mm256_loadu_si256(src.add(4 * i + 32).cast());
+                acc = _mm256_or_si256(acc, _mm256_or_si256(a, b));
+                let p = _mm256_packus_epi32(_mm256_srl_epi32(a, shift), _mm256_srl_epi32(b, shift));
+                _mm256_permute4x64_epi64::<0b11_01_10_00>(p)
+            };
+            _mm256_storeu_si256(dst.add(i).cast(), sym);
+        }
+    }
+    let mut lanes = [0u32; 8];
+    // SAFETY: `lanes` is 32 writable bytes.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
+    let or = lanes.iter().fold(0, |a, &l| a | l);
+    let or = if BYTES == 2 { or | or >> 16 } else { or };
+    or & ((1 << mant_bits) - 1)
+}
+
+pub fn pack_mantissa(fs: FloatSplit, input: &[u8], drop: u32, out: &mut [u8]) {
+    if !(supported() && vector_layout(fs) && drop <= fs.mant_bits) {
+        return scalar::pack_mantissa(fs, input, drop, out);
+    }
+    let n = input.len() / fs.bytes;
+    let width = fs.mant_bits - drop;
+    assert!(out.len() >= bitpack::packed_len(n, width));
+    if width == 0 {
+        return;
+    }
+    let blocks = n / bitpack::BLOCK;
+    // SAFETY: the CPU has the features; `input` holds `blocks` blocks of elements and `out`
+    // their `64 width` bytes each (asserted above); `0 < width <= mant_bits`.
+    unsafe {
+        if fs.bytes == 2 {
+            pack_blocks::<2>(input, blocks, fs.mant_bits, drop, out);
+        } else {
+            pack_blocks::<4>(input, blocks, fs.mant_bits, drop, out);
+        }
+    }
+    let done = blocks * bitpack::BLOCK;
+    scalar::pack_mantissa(
+        fs,
+        &input[done * fs.bytes..n * fs.bytes],
+        drop,
+        &mut out[blocks * 64 * width as usize..],
+    );
+}
+
+/// Loads lanes `8 half .. 8 half + 8` of row `row` of a block at `src` as 32-bit lanes.
+///
+/// Safety: the row must be readable.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load_half_row<const BYTES: usize>(src: *const u8, row: usize, half: usize) -> __m256i {
+    // SAFETY: the caller guarantees the row is readable.
+    unsafe {
+        if BYTES == 2 {
+            _mm256_cvtepu16_epi32(_mm_loadu_si128(src.add(32 * row + 16 * half).cast()))
+        } else {
+            _mm256_loadu_si256(src.add(64 * row + 32 * half).cast())
+        }
+    }
+}
+
+/// Packs the mantissas of `blocks` whole blocks of `input`.
+///
+/// Safety: `input` must hold `blocks` blocks of `BYTES`-byte elements, `out` must hold
+/// `64 (mant_bits - drop)` bytes per block, and `0 < mant_bits - drop <= mant_bits < 32`.
+#[target_feature(enable = "avx2")]
+unsafe fn pack_blocks<const BYTES: usize>(
+    input: &[u8],
+    blocks: usize,
+    mant_bits: u32,
+    drop: u32,
+    out: &mut [u8],
+) {
+    let w = mant_bits - drop;
+    debug_assert!(w > 0 && input.len() >= blocks * 512 * BYTES);
+    debug_assert!(out.len() >= blocks * 64 * w as usize);
+    let mask = _mm256_set1_epi32(((1u32 << mant_bits) - 1) as i32);
+    let dropc = _mm_cvtsi32_si128(drop as i32);
+    for b in 0..blocks {
+        // SAFETY: block `b` and its packed words are inside `input` and `out`.
+        let (src, dst) = unsafe {
+            (
+                input.as_ptr().add(b * 512 * BYTES),
+                out.as_mut_ptr().add(b * 64 * w as usize),
+            )
+        };
+        let mut acc = [_mm256_setzero_si256(); 2];
+        let mut bits = 0u32;
+        let mut k = 0usize;
+        for row in 0..32 {
+            // SAFETY: row `row < 32` of the block is readable.
+            let v = unsafe {
+                [
+                    load_half_row::<BYTES>(src, row, 0),
+                    load_half_row::<BYTES>(src, row, 1),
+                ]
+            };
+            let m = v.map(|v| _mm256_srl_epi32(_mm256_and_si256(v, mask), dropc));
+            let at = _mm_cvtsi32_si128(bits as i32);
+            acc[0] = _mm256_or_si256(acc[0], _mm256_sll_epi32(m[0], at));
+            acc[1] = _mm256_or_si256(acc[1], _mm256_sll_epi32(m[1], at));
+            bits += w;
+            if bits >= 32 {
+                // SAFETY: the block has `w` words per lane, and word `k < w` of the 16
+                // lanes sits at bytes `64 k .. 64 k + 64`.
+                unsafe {
+                    _mm256_storeu_si256(dst.add(64 * k).cast(), acc[0]);
+                    _mm256_storeu_si256(dst.add(64 * k + 32).cast(), acc[1]);
+                }
+                k += 1;
+                bits -= 32;
+                let rest = _mm_cvtsi32_si128((w - bits) as i32);
+                acc = m.map(|m| _mm256_srl_epi32(m, rest));
+            }
+        }
+        debug_assert!(bits == 0 && k == w as usize);
+    }
+}
+
+pub fn merge(fs: FloatSplit, symbols: &[u16], packed: &[u8], drop: u32, out: &mut [u8]) {
+    if !(supported() && vector_layout(fs) && drop <= fs.mant_bits) {
+        return scalar::merge(fs, symbols, packed, drop, out);
+    }
+    let n = symbols.len();
+    let width = fs.mant_bits - drop;
+    assert_eq!(out.len(), n * fs.bytes);
+    assert!(packed.len() >= bitpack::packed_len(n, width));
+    let blocks = n / bitpack::BLOCK;
+    // SAFETY: the CPU has the features; `symbols` and `out` hold `blocks` blocks of
+    // elements and `packed` their `64 width` bytes each (asserted above); `drop <=
+    // mant_bits < 32`.
+    unsafe {
+        if fs.bytes == 2 {
+            merge_blocks::<2>(symbols, packed, blocks, fs.mant_bits, drop, out);
+        } else {
+            merge_blocks::<4>(symbols, packed, blocks, fs.mant_bits, drop, out);
+        }
+    }
+    let done = blocks * bitpack::BLOCK;
+    scalar::merge(
+        fs,
+        &symbols[done..],
+        &packed[blocks * 64 * width as usize..],
+        drop,
+        &mut out[done * fs.bytes..],
+    );
+}
+
+/// Rebuilds the elements of `blocks` whole blocks.
+///
+/// Safety: `symbols` must hold `blocks` blocks, `out` as many `BYTES`-byte elements,
+/// `packed` `64 (mant_bits - drop)` bytes per block, and `drop <= mant_bits < 32`.
+#[target_feature(enable = "avx2")]
+unsafe fn merge_blocks<const BYTES: usize>(
+    symbols: &[u16],
+    packed: &[u8],
+    blocks: usize,
+    mant_bits: u32,
+    drop: u32,
+    out: &mut [u8],
+) {
+    let w = mant_bits - drop;
+    debug_assert!(symbols.len() >= blocks * 512 && out.len() >= blocks * 512 * BYTES);
+    debug_assert!(packed.len() >= blocks * 64 * w as usize);
+    let mask = _mm256_set1_epi32(((1u64 << w) - 1) as i32);
+    let low16 = _mm256_set1_epi32(0xffff);
+    let mantc = _mm_cvtsi32_si128(mant_bits as i32);
+    let dropc = _mm_cvtsi32_si128(drop as i32);
+    let wc = _mm_cvtsi32_si128(w as i32);
+    for b in 0..blocks {
+        // SAFETY: block `b` and its packed words are inside `symbols`, `packed` and `out`.
+        let (src, sym, dst) = unsafe {
+            (
+                packed.as_ptr().add(b * 64 * w as usize),
+                symbols.as_ptr().add(b * 512),
+                out.as_mut_ptr().add(b * 512 * BYTES),
+            )
+        };
+        let mut acc = [_mm256_setzero_si256(); 2];
+        let mut bits = 0u32;
+        let mut k = 0usize;
+        for row in 0..32 {
+            let m = if bits < w {
+                // SAFETY: the block has `w` words per lane; this is word `k < w`.
+                let nw = unsafe {
+                    [
+                        _mm256_loadu_si256(src.add(64 * k).cast()),
+                        _mm256_loadu_si256(src.add(64 * k + 32).cast()),
+                    ]
+                };
+                k += 1;
+                let at = _mm_cvtsi32_si128(bits as i32);
+                let rest = _mm_cvtsi32_si128((w - bits) as i32);
+                let m = [
+                    _mm256_or_si256(acc[0], _mm256_sll_epi32(nw[0], at)),
+                    _mm256_or_si256(acc[1], _mm256_sll_epi32(nw[1], at)),
+                ];
+                acc = nw.map(|v| _mm256_srl_epi32(v, rest));
+                bits += 32 - w;
+                m
+            } else {
+                let m = acc;
+                acc = acc.map(|v| _mm256_srl_epi32(v, wc));
+                bits -= w;
+                m
+            };
+            // SAFETY: row `row < 32` of the block is inside `symbols` and `out`.
+            unsafe {
+                let s = _mm256_loadu_si256(sym.add(16 * row).cast());
+                let v = [
+                    _mm256_cvtepu16_epi32(_mm256_castsi256_si128(s)),
+                    _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(s)),
+                ];
+                let v = [0, 1].map(|h| {
+                    _mm256_or_si256(
+                        _mm256_sll_epi32(v[h], mantc),
+                        _mm256_sll_epi32(_mm256_and_si256(m[h], mask), dropc),
+                    )
+                });
+                if BYTES == 2 {
+                    let p = _mm256_packus_epi32(
+                        _mm256_and_si256(v[0], low16),
+                        _mm256_and_si256(v[1], low16),
+                    );
+                    _mm256_storeu_si256(
+                        dst.add(32 * row).cast(),
+                        _mm256_permute4x64_epi64::<0b11_01_10_00>(p),
+                    );
+                } else {
+                    _mm256_storeu_si256(dst.add(64 * row).cast(), v[0]);
+                    _mm256_storeu_si256(dst.add(64 * row + 32).cast(), v[1]);
+                }
+            }
+        }
+    }
+}

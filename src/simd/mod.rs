@@ -15,6 +15,8 @@ pub mod scalar;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod common;
 
 use std::sync::OnceLock;
 
