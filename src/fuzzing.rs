@@ -65,7 +65,7 @@ pub fn roundtrip(data: &[u8]) {
     let n = rest.len() / dtype.itemsize();
     let input = &rest[..n * dtype.itemsize()];
     // Shapes: 1-D, or 2-D when the count factors.
-    let shape: Vec<u64> = if sel & 0x80 != 0 && n % 4 == 0 {
+    let shape: Vec<u64> = if sel & 0x80 != 0 && n.is_multiple_of(4) {
         vec![4, (n / 4) as u64]
     } else {
         vec![n as u64]
