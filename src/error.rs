@@ -23,6 +23,9 @@ pub enum ErrorKind {
     UnsupportedVersion,
     /// Decoding would exceed a caller-set resource limit (output bytes, dimensions, chunks).
     LimitExceeded,
+    /// The frame decoded, but its values fail the caller's validation (non-finite values or
+    /// magnitudes above `max_abs`).
+    RejectedValue,
 }
 
 impl ErrorKind {
@@ -34,6 +37,7 @@ impl ErrorKind {
             ErrorKind::ChecksumMismatch => "checksum mismatch",
             ErrorKind::UnsupportedVersion => "unsupported version",
             ErrorKind::LimitExceeded => "limit exceeded",
+            ErrorKind::RejectedValue => "rejected value",
         }
     }
 }

@@ -13,6 +13,7 @@ fn fuzz_codec(threads: usize) -> Codec {
         threads,
         limits: Limits {
             max_output_bytes: FUZZ_MAX_OUTPUT,
+            ..Limits::default()
         },
         ..Codec::new(Profile::Lossless)
     }

@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod quant;
 pub mod simd;
 pub mod transform;
+pub mod validate;
 
 #[cfg(feature = "python")]
 mod python;
@@ -77,7 +78,7 @@ impl Profile {
 }
 
 /// Encoder and decoder settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Codec {
     pub profile: Profile,
     /// Elements per chunk. Chunks are coded independently (and in parallel); smaller chunks
@@ -186,7 +187,7 @@ impl Codec {
         let len = usize::try_from(parsed.header.output_bytes()?)
             .map_err(|_| Error::limit("decoded tensor does not fit in this machine's memory"))?;
         let mut data = vec![0u8; len];
-        pipeline::decode_parsed(&parsed, &mut data, self.threads)?;
+        pipeline::decode_parsed(&parsed, &mut data, self.threads, &self.limits.validation)?;
         Ok(Tensor {
             dtype: parsed.header.dtype,
             shape: parsed.header.shape,
@@ -198,7 +199,7 @@ impl Codec {
     /// Decodes a frame into `out`, which must hold exactly the decoded bytes.
     pub fn decode_into(&self, frame: &[u8], out: &mut [u8]) -> Result<FrameInfo> {
         let parsed = pipeline::parse_frame(frame, &self.limits)?;
-        pipeline::decode_parsed(&parsed, out, self.threads)?;
+        pipeline::decode_parsed(&parsed, out, self.threads, &self.limits.validation)?;
         Ok(FrameInfo::new(&parsed, frame.len()))
     }
 }
@@ -271,6 +272,7 @@ pub fn info(frame: &[u8]) -> Result<FrameInfo> {
         frame,
         &Limits {
             max_output_bytes: u64::MAX,
+            ..Limits::default()
         },
     )?;
     Ok(FrameInfo::new(&parsed, frame.len()))

@@ -16,6 +16,7 @@ use crate::entropy::rans::{self, RansParams};
 use crate::error::{ensure_frame, Error, ErrorKind, Result};
 use crate::format::{self, ContainerHint, Header, HeaderExtent, Reader, StageDesc};
 use crate::transform::floatsplit;
+use crate::validate::{self, Validation};
 
 /// Stage kind: the lossless float split (no parameters).
 pub const STAGE_FLOAT_SPLIT: u8 = 1;
@@ -321,11 +322,13 @@ fn decode_chunk(recipe: &Recipe, dtype: DType, payload: &[u8], out: &mut [u8]) -
     r.finish("chunk")
 }
 
-/// Resource limits for decoding untrusted frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Limits and checks applied when decoding untrusted frames.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     /// Largest decoded tensor, in bytes.
     pub max_output_bytes: u64,
+    /// Checks on the decoded values (off by default).
+    pub validation: Validation,
 }
 
 impl Limits {
@@ -337,6 +340,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_output_bytes: Self::DEFAULT_MAX_OUTPUT_BYTES,
+            validation: Validation::default(),
         }
     }
 }
@@ -376,8 +380,14 @@ pub fn parse_frame<'a>(frame: &'a [u8], limits: &Limits) -> Result<ParsedFrame<'
     })
 }
 
-/// Decodes a parsed frame into `out`, which must be exactly the decoded size.
-pub fn decode_parsed(parsed: &ParsedFrame, out: &mut [u8], threads: usize) -> Result<()> {
+/// Decodes a parsed frame into `out`, which must be exactly the decoded size, and validates
+/// the values.
+pub fn decode_parsed(
+    parsed: &ParsedFrame,
+    out: &mut [u8],
+    threads: usize,
+    validation: &Validation,
+) -> Result<()> {
     let h = &parsed.header;
     let expected = h.output_bytes()?;
     if out.len() as u64 != expected {
@@ -397,20 +407,37 @@ pub fn decode_parsed(parsed: &ParsedFrame, out: &mut [u8], threads: usize) -> Re
     } else {
         out.chunks_mut(chunk_bytes).collect()
     };
-    decode_chunks(&parsed.recipe, h.dtype, &parsed.chunks, outs, threads)
+    let job = ChunkJob {
+        recipe: &parsed.recipe,
+        dtype: h.dtype,
+        chunk_elems: h.chunk_elems,
+        validation,
+    };
+    decode_chunks(&job, 0, &parsed.chunks, outs, threads)
 }
 
-/// Decodes `payloads[i]` into `outs[i]` for every `i`, in parallel when `threads` allows.
+/// What every chunk of a frame is decoded with.
+pub(crate) struct ChunkJob<'a> {
+    pub recipe: &'a Recipe,
+    pub dtype: DType,
+    pub chunk_elems: u64,
+    pub validation: &'a Validation,
+}
+
+/// Decodes `payloads[i]` (chunk `first + i` of its frame) into `outs[i]` for every `i`, in
+/// parallel when `threads` allows, validating each chunk while it is still in cache.
 pub(crate) fn decode_chunks(
-    recipe: &Recipe,
-    dtype: DType,
+    job: &ChunkJob,
+    first: u64,
     payloads: &[&[u8]],
     outs: Vec<&mut [u8]>,
     threads: usize,
 ) -> Result<()> {
     debug_assert_eq!(outs.len(), payloads.len());
     threads::try_for_each_mut(threads, outs, |i, o| {
-        decode_chunk(recipe, dtype, payloads[i], o)
+        decode_chunk(job.recipe, job.dtype, payloads[i], o)?;
+        let first_elem = (first + i as u64).saturating_mul(job.chunk_elems);
+        validate::check(job.dtype, o, job.validation, first_elem)
     })
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use super::{decode_chunks, EncodePlan, EncodeRequest, Limits, Recipe};
+use super::{decode_chunks, ChunkJob, EncodePlan, EncodeRequest, Limits, Recipe};
 use crate::error::{Error, Result};
 use crate::format::{self, Header, HeaderExtent, Reader, CHUNK_RECORD_OVERHEAD};
 
@@ -231,7 +231,13 @@ impl StreamDecoder {
             let start = (self.next_chunk as usize) * l.chunk_bytes;
             let end = ((index as usize) * l.chunk_bytes).min(l.output_len);
             let outs: Vec<&mut [u8]> = out[start..end].chunks_mut(l.chunk_bytes).collect();
-            decode_chunks(&l.recipe, l.header.dtype, &payloads, outs, self.threads)?;
+            let job = ChunkJob {
+                recipe: &l.recipe,
+                dtype: l.header.dtype,
+                chunk_elems: l.header.chunk_elems,
+                validation: &self.limits.validation,
+            };
+            decode_chunks(&job, self.next_chunk, &payloads, outs, self.threads)?;
         }
         self.next_chunk = index;
         self.buf.drain(..consumed);

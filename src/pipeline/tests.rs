@@ -354,9 +354,47 @@ fn stream_decoder_refuses_bad_streams() {
     let tight = Codec {
         limits: crate::Limits {
             max_output_bytes: 1000,
+            ..crate::Limits::default()
         },
         ..c.clone()
     };
     let e = stream_decode(&tight, &[&frame[..40]]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::LimitExceeded);
+}
+
+#[test]
+fn validation_rejects_values_after_decoding() {
+    let mut vals: Vec<f32> = (0..10_000).map(|i| (i as f32).sin()).collect();
+    vals[7321] = f32::INFINITY;
+    let data: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let c = codec(1000, 2);
+    let frame = c.encode(&data, DType::F32, &[10_000]).unwrap();
+    // Off by default.
+    assert_eq!(c.decode(&frame).unwrap().data, data);
+    let strict = |reject_nonfinite, max_abs| Codec {
+        limits: crate::Limits {
+            validation: crate::validate::Validation {
+                reject_nonfinite,
+                max_abs,
+            },
+            ..crate::Limits::default()
+        },
+        ..c.clone()
+    };
+    let e = strict(true, None).decode(&frame).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::RejectedValue);
+    assert!(e.message().contains("element 7321"), "{e}");
+    assert!(strict(false, Some(0.5)).decode(&frame).is_err());
+    // The stream decoder checks each chunk as it lands.
+    let mut d = strict(true, None).stream_decoder();
+    d.feed(&frame).unwrap();
+    let mut out = vec![0u8; d.output_len().unwrap()];
+    assert_eq!(
+        d.decode_available(&mut out).unwrap_err().kind(),
+        ErrorKind::RejectedValue
+    );
+    vals[7321] = 0.0;
+    let data: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let frame = c.encode(&data, DType::F32, &[10_000]).unwrap();
+    assert_eq!(strict(true, Some(1.0)).decode(&frame).unwrap().data, data);
 }

@@ -11,6 +11,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
+use crate::validate::Validation;
 use crate::{Codec, ContainerHint, DType, Error, ErrorKind, Limits, Profile};
 
 create_exception!(
@@ -45,6 +46,12 @@ create_exception!(
 );
 create_exception!(
     _core,
+    RejectedValueError,
+    CodecError,
+    "The frame decoded, but its values fail validation (non-finite or above max_abs)."
+);
+create_exception!(
+    _core,
     LimitExceededError,
     CodecError,
     "Decoding would exceed a resource limit such as max_output_bytes."
@@ -58,6 +65,7 @@ fn to_py(e: Error) -> PyErr {
         ErrorKind::ChecksumMismatch => ChecksumMismatchError::new_err(msg),
         ErrorKind::UnsupportedVersion => UnsupportedVersionError::new_err(msg),
         ErrorKind::LimitExceeded => LimitExceededError::new_err(msg),
+        ErrorKind::RejectedValue => RejectedValueError::new_err(msg),
     }
 }
 
@@ -113,12 +121,25 @@ fn hint_from_code(code: u8) -> PyResult<ContainerHint> {
         .ok_or_else(|| InvalidArgumentError::new_err(format!("unknown container hint {code}")))
 }
 
-fn codec(profile: &str, chunk_size: u64, threads: usize, max_output_bytes: u64) -> PyResult<Codec> {
+fn codec(profile: &str, chunk_size: u64, threads: usize, limits: Limits) -> PyResult<Codec> {
     Ok(Codec {
         profile: Profile::parse(profile).map_err(to_py)?,
         chunk_elems: chunk_size,
         threads,
-        limits: Limits { max_output_bytes },
+        limits,
+    })
+}
+
+/// Decoder limits and value checks from the Python arguments.
+fn limits(max_output_bytes: u64, reject_nonfinite: bool, max_abs: Option<f64>) -> PyResult<Limits> {
+    let validation = Validation {
+        reject_nonfinite,
+        max_abs,
+    };
+    validation.check_params().map_err(to_py)?;
+    Ok(Limits {
+        max_output_bytes,
+        validation,
     })
 }
 
@@ -138,12 +159,7 @@ fn encode<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     let dtype = DType::parse(dtype).map_err(to_py)?;
     let hint = hint_from_code(hint)?;
-    let codec = codec(
-        profile,
-        chunk_size,
-        threads,
-        Limits::DEFAULT_MAX_OUTPUT_BYTES,
-    )?;
+    let codec = codec(profile, chunk_size, threads, Limits::default())?;
     let input = Bytes::get(data, "data", false)?;
     let slice = input.as_slice();
     let frame = py
@@ -154,20 +170,18 @@ fn encode<'py>(
 
 /// Decodes `frame` into the writable C-contiguous buffer `out` (exactly the decoded size).
 #[pyfunction]
-#[pyo3(signature = (frame, out, *, threads=0, max_output_bytes=Limits::DEFAULT_MAX_OUTPUT_BYTES))]
+#[pyo3(signature = (frame, out, *, threads=0, max_output_bytes=Limits::DEFAULT_MAX_OUTPUT_BYTES, reject_nonfinite=false, max_abs=None))]
 fn decode_into(
     py: Python<'_>,
     frame: &Bound<'_, PyAny>,
     out: &Bound<'_, PyAny>,
     threads: usize,
     max_output_bytes: u64,
+    reject_nonfinite: bool,
+    max_abs: Option<f64>,
 ) -> PyResult<()> {
-    let codec = codec(
-        "lossless",
-        Codec::DEFAULT_CHUNK_ELEMS,
-        threads,
-        max_output_bytes,
-    )?;
+    let limits = limits(max_output_bytes, reject_nonfinite, max_abs)?;
+    let codec = codec("lossless", Codec::DEFAULT_CHUNK_ELEMS, threads, limits)?;
     let frame = Bytes::get(frame, "frame", false)?;
     let mut out = Bytes::get(out, "out", true)?;
     let (f, o) = (frame.as_slice(), out.as_mut_slice());
@@ -252,12 +266,7 @@ impl StreamEncoder {
     ) -> PyResult<Self> {
         let dtype = DType::parse(dtype).map_err(to_py)?;
         let hint = hint_from_code(hint)?;
-        let codec = codec(
-            profile,
-            chunk_size,
-            threads,
-            Limits::DEFAULT_MAX_OUTPUT_BYTES,
-        )?;
+        let codec = codec(profile, chunk_size, threads, Limits::default())?;
         let input = Bytes::get(data, "data", false)?;
         let encoder = codec
             .stream_encoder(input.as_slice(), dtype, &shape, hint)
@@ -293,10 +302,16 @@ struct StreamDecoder {
 #[pymethods]
 impl StreamDecoder {
     #[new]
-    #[pyo3(signature = (*, threads=0, max_output_bytes=Limits::DEFAULT_MAX_OUTPUT_BYTES))]
-    fn new(threads: usize, max_output_bytes: u64) -> Self {
-        let decoder = crate::StreamDecoder::new(Limits { max_output_bytes }, threads);
-        StreamDecoder { decoder, out: None }
+    #[pyo3(signature = (*, threads=0, max_output_bytes=Limits::DEFAULT_MAX_OUTPUT_BYTES, reject_nonfinite=false, max_abs=None))]
+    fn new(
+        threads: usize,
+        max_output_bytes: u64,
+        reject_nonfinite: bool,
+        max_abs: Option<f64>,
+    ) -> PyResult<Self> {
+        let limits = limits(max_output_bytes, reject_nonfinite, max_abs)?;
+        let decoder = crate::StreamDecoder::new(limits, threads);
+        Ok(StreamDecoder { decoder, out: None })
     }
 
     /// Buffers `data`; parses the header as soon as it is complete.
@@ -389,6 +404,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<UnsupportedVersionError>(),
     )?;
     m.add("LimitExceededError", py.get_type::<LimitExceededError>())?;
+    m.add("RejectedValueError", py.get_type::<RejectedValueError>())?;
     m.add("FORMAT_VERSION", crate::FORMAT_VERSION)?;
     m.add("DEFAULT_CHUNK_SIZE", Codec::DEFAULT_CHUNK_ELEMS)?;
     m.add("DEFAULT_MAX_OUTPUT_BYTES", Limits::DEFAULT_MAX_OUTPUT_BYTES)?;
