@@ -303,6 +303,69 @@ def reference_pipeline(kind: str, n_stages: int, steps: int, micro: int) -> dict
         torch.set_num_threads(threads)
 
 
+# --- DDP --------------------------------------------------------------------------------------
+
+
+def _ddp_model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(24, 64),
+        torch.nn.GELU(),
+        torch.nn.Linear(64, 64),
+        torch.nn.GELU(),
+        torch.nn.Linear(64, 8),
+    )
+
+
+def ddp(rank: int, world: int, profile: str, steps: int) -> dict:
+    """Trains a small MLP with DDP and the iota hook, checking each step's averaged gradients
+    against the local gradients of all ranks."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    local = _ddp_model()
+    model = DDP(_ddp_model(), bucket_cap_mb=0.01)  # several buckets
+    state = it.IotaHookState(codec=profile, error_feedback=True)
+    calls: list = []  # (bucket index, bucket in, average out) of every hook call
+
+    def recording_hook(state, bucket):  # unannotated: DDP checks real annotations
+        entry = [bucket.index(), bucket.buffer().clone(), None]
+        calls.append(entry)
+
+        def keep(f: torch.futures.Future) -> torch.Tensor:
+            entry[2] = f.value().clone()
+            return f.value()
+
+        return it.iota_hook(state, bucket).then(keep)
+
+    model.register_comm_hook(state, recording_hook)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    lopt = torch.optim.SGD(local.parameters(), lr=0.1)
+    rec: dict = {"grads": [], "local": [], "params": None}
+    for step in range(steps):
+        g = torch.Generator().manual_seed(1000 * step + rank)
+        x, y = torch.randn(16, 24, generator=g), torch.randn(16, 8, generator=g)
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        rec["grads"].append([p.grad.detach().clone() for p in model.parameters()])
+        # The same model outside DDP: this rank's own gradients.
+        local.load_state_dict(model.module.state_dict())
+        lopt.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(local(x), y).backward()
+        rec["local"].append([p.grad.detach().clone() for p in local.parameters()])
+        opt.step()
+    rec["params"] = [p.detach().clone() for p in model.parameters()]
+    rec["calls"] = calls
+    rec["stats"] = dict(
+        vars(state.stats), ratio=state.stats.ratio, bytes_saved=state.stats.bytes_saved
+    )
+    rec["residual_max"] = max(
+        (float(r.abs().max()) for r in state.residuals.values() if r.numel()), default=0.0
+    )
+    rec["n_residuals"] = len(state.residuals)
+    return rec
+
+
 # --- failures ---------------------------------------------------------------------------------
 
 
@@ -385,6 +448,8 @@ def pair_suite(rank: int, world: int, profiles: list[str]) -> dict:
 
 def trio_suite(rank: int, world: int, profiles: list[str]) -> dict:
     """Everything the three-rank tests check, in one set of processes."""
-    out = {"three": three_ranks(rank, world)}
+    out = {"three": three_ranks(rank, world), "ddp": {}}
     out["pipeline"] = pipeline(rank, world, "1f1b", "lossless", "lossless", 2, PIPE_MICRO, 50)
+    for profile in profiles:
+        out["ddp"][profile] = ddp(rank, world, profile, 3)
     return out

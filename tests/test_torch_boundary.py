@@ -239,3 +239,14 @@ def test_bad_channel_argument():
         it.send_activation(torch.ones(1), "peer 1")
     with pytest.raises(iota_codec.InvalidArgumentError, match="Channel"):
         it.recv_activation(1)
+
+
+def test_hook_state_pickles_without_group_or_residuals():
+    import pickle
+
+    state = it.IotaHookState(codec=iota_codec.Codec(chunk_size=99), error_feedback=True)
+    state.residuals[0] = torch.ones(3)
+    state.stats.raw_bytes, state.stats.frame_bytes, state.stats.sent_bytes = 120, 100, 110
+    back = pickle.loads(pickle.dumps(state))
+    assert back.codec == state.codec and back.error_feedback and back.residuals == {}
+    assert back.stats.ratio == pytest.approx(1.2) and back.stats.bytes_saved == 10

@@ -1,5 +1,5 @@
 """Multi-process tests of iota_codec.torch over gloo: point-to-point messages, the autograd
-boundary in two- and three-stage pipelines, and failing peers.
+boundary in two- and three-stage pipelines, the DDP hook, and failing peers.
 
 Each group of ranks runs once per module (a fixture) and the tests check its parts; every
 group runs under a hard deadline (``distributed.run_ranks``), so nothing here can hang.
@@ -135,6 +135,49 @@ def test_three_stage_pipeline(trio):
             assert torch.equal(p, ref["params"][stage][name]), (stage, name)
     for (step, m), g in trio[1]["pipeline"]["recv_grads"].items():
         assert torch.equal(g, ref["boundary_grads"][1, step, m])
+
+
+# --- DDP --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_ddp_hook(trio, profile):
+    """DDP with the iota hook (error feedback on) over three ranks: every bucket's result is
+    the rank-order mean of the ranks' decoded frames, error feedback included, on every
+    rank; with lossless, that is the exact mean of the local gradients."""
+    runs = [r["ddp"][profile] for r in trio]
+    codec = iota_codec.Codec(profile)
+    world = len(runs)
+    calls = [r["calls"] for r in runs]
+    assert len({len(c) for c in calls}) == 1 and len(calls[0]) >= 3
+    residuals: list[dict] = [{} for _ in runs]
+    for i in range(len(calls[0])):
+        total = None
+        for rank in range(world):
+            index, buf, _ = calls[rank][i]
+            res = residuals[rank].get(index)
+            coded = buf + res if res is not None and res.shape == buf.shape else buf
+            decoded = codec.decode(codec.encode(coded))
+            residuals[rank][index] = coded - decoded
+            total = decoded.clone() if total is None else total.add_(decoded)
+        mean = total.div_(world)
+        for rank in range(world):
+            assert torch.equal(calls[rank][i][2], mean), (rank, i)
+    if profile == "lossless":
+        for step in range(3):
+            for i, got in enumerate(runs[0]["grads"][step]):
+                local = [r["local"][step][i] for r in runs]
+                mean = local[0].clone().add_(local[1]).add_(local[2]).div_(world)
+                assert torch.equal(got, mean)
+        assert runs[0]["residual_max"] == 0.0
+    for p0, p1, p2 in zip(*(r["params"] for r in runs), strict=True):
+        assert torch.equal(p0, p1) and torch.equal(p1, p2)  # the replicas stay identical
+    stats = runs[0]["stats"]
+    assert stats["buckets"] == len(calls[0]) and stats["raw_bytes"] > 0
+    assert stats["ratio"] == pytest.approx(stats["raw_bytes"] / stats["frame_bytes"])
+    assert stats["sent_bytes"] >= stats["frame_bytes"]
+    assert stats["received_bytes"] == (world - 1) * stats["sent_bytes"]
+    assert runs[0]["n_residuals"] > 0
 
 
 # --- failures ---------------------------------------------------------------------------------

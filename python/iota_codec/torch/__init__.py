@@ -9,12 +9,14 @@
   :func:`recv`, :func:`isend`, :func:`irecv` and the per-peer :class:`Channel`.
 - The autograd boundary of a pipeline stage: :func:`send_activation` and
   :func:`recv_activation` (compressed activations forward, compressed gradients back).
+- A DDP communication hook: :func:`iota_hook` with its :class:`IotaHookState`.
 
 Importing this module registers the operators. ``import iota_codec`` alone never imports
 torch.
 """
 
 from ._autograd import recv_activation, send_activation
+from ._ddp import HookStats, IotaHookState, iota_hook
 from ._device import quantize_on_device
 from ._ops import config_string, decode, encode
 from ._p2p import (
@@ -32,12 +34,15 @@ from ._p2p import (
 __all__ = [
     "Channel",
     "ChannelStats",
+    "HookStats",
+    "IotaHookState",
     "RecvWork",
     "SendWork",
     "TransferError",
     "config_string",
     "decode",
     "encode",
+    "iota_hook",
     "irecv",
     "isend",
     "quantize_on_device",
