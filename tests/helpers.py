@@ -24,3 +24,16 @@ def bits(a) -> np.ndarray:
         )
     a = np.asarray(a)
     return a.view(np.uint32 if a.dtype.itemsize == 4 else np.uint16)
+
+
+def assert_within_codec_bound(codec, sent, received) -> None:
+    """Checks that ``received``, what crossed a link coded with ``codec``, is within the
+    codec's stated bound of ``sent``: bit-exact for ``lossless``; for lossy profiles, equal
+    bit for bit to the codec's own round trip of ``sent`` (the transport adds no error of
+    its own; the round trip's distance from ``sent`` is what the codec's tests bound)."""
+    assert received.dtype == sent.dtype and tuple(received.shape) == tuple(sent.shape)
+    expected = sent if codec.profile == "lossless" else codec.decode(codec.encode(sent))
+    got, want = bits(received), bits(expected)
+    assert (got == want).all(), (
+        f"{int((got != want).sum())} of {got.size} elements differ from the {codec.profile} bound"
+    )

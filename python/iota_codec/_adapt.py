@@ -3,6 +3,7 @@
 Inputs: numpy arrays (float32, float16, and bfloat16 through ``ml_dtypes``), torch CPU
 tensors (float32, float16, bfloat16, viewed as bytes without a detour through float32), and
 any C-contiguous buffer together with an explicit ``dtype`` (and optionally ``shape``).
+Tensors on other devices are staged to the host by ``iota_codec.torch._device`` first.
 
 Non-contiguous arrays and tensors, and numpy arrays in big-endian byte order, are copied once
 into a contiguous little-endian array before coding; everything else is coded in place.
@@ -61,6 +62,11 @@ def _torch():
 def is_tensor(x: Any) -> bool:
     torch = _torch()
     return torch is not None and isinstance(x, torch.Tensor)
+
+
+def on_accelerator(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor that does not live in host memory."""
+    return is_tensor(x) and x.device.type != "cpu"
 
 
 def _ml_dtypes():

@@ -83,10 +83,16 @@ class Codec:
     def encode(self, x: Any, *, dtype: Any = None, shape: Any = None) -> bytes:
         """Encodes ``x`` into a frame.
 
-        ``x`` is a numpy array, a torch CPU tensor, or any C-contiguous buffer given with
+        ``x`` is a numpy array, a torch tensor, or any C-contiguous buffer given with
         ``dtype=`` (``"float32"``, ``"float16"``, ``"bfloat16"``) and optionally ``shape=``
-        (default: one dimension). Non-contiguous inputs are copied once.
+        (default: one dimension). Non-contiguous inputs are copied once. A tensor on a CUDA
+        device is copied to pinned host memory on its current stream first (see
+        :mod:`iota_codec.torch`).
         """
+        if _adapt.on_accelerator(x):
+            from .torch._device import encode_on_device
+
+            return encode_on_device(self, x, dtype=dtype, shape=shape)
         src = _adapt.as_source(x, dtype=dtype, shape=shape)
         return _core.encode(
             src.data,
@@ -98,7 +104,7 @@ class Codec:
             hint=src.hint,
         )
 
-    def decode(self, blob: Any, out: Any = None) -> Any:
+    def decode(self, blob: Any, out: Any = None, *, device: Any = None) -> Any:
         """Decodes a frame.
 
         Returns the kind of object that was encoded: a torch tensor for a tensor (a numpy
@@ -107,7 +113,15 @@ class Codec:
         ``out=`` (a C-contiguous numpy array or CPU tensor of the frame's dtype and element
         count; a uint16 array receives bfloat16 bits) the result is written there and ``out``
         is returned.
+
+        With ``device=`` (e.g. ``"cuda:0"``) the result is a torch tensor on that device,
+        whatever was encoded: the frame is decoded into pinned host memory and copied over
+        on the device's current stream. ``out=`` may also be a tensor on such a device.
         """
+        if device is not None or _adapt.on_accelerator(out):
+            from .torch._device import decode_to_device
+
+            return decode_to_device(self, blob, out, device)
         dtype, shape, container = _core.header(blob, max_output_bytes=self._max_output_bytes)
         shape = tuple(shape)
         if out is None:
@@ -256,10 +270,13 @@ def decode(
     *,
     threads: int | None = None,
     max_output_bytes: int | None = None,
+    device: Any = None,
 ) -> Any:
     """Decodes a frame; see :meth:`Codec.decode`. Frames describe themselves, so no profile
     is needed."""
-    return Codec(threads=threads, max_output_bytes=max_output_bytes).decode(blob, out=out)
+    return Codec(threads=threads, max_output_bytes=max_output_bytes).decode(
+        blob, out=out, device=device
+    )
 
 
 def info(blob: Any) -> dict[str, Any]:
