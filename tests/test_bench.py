@@ -1,9 +1,13 @@
-"""``iota-codec bench`` and its engine: coders, tensor sets and files, the report, and the
-command end to end on tiny tensors. Nothing here asserts on speed."""
+"""``iota-codec bench`` and its engine: coders, tensor sets and files, the report, the
+command end to end on tiny tensors, and the benchmark suite in ``benches/``. Nothing here
+asserts on speed."""
 
 from __future__ import annotations
 
 import json
+import os
+import pathlib
+import subprocess
 import sys
 
 import ml_dtypes
@@ -257,3 +261,28 @@ def test_numcodecs_and_zfpy_import_together():
     assert np.abs(y - x).max() <= 1e-3
     assert zfpy.decompress_numpy(zfpy.compress_numpy(x, tolerance=1e-3)).shape == x.shape
     assert numcodecs.__version__
+
+
+def test_benchmark_suite_runs_on_a_tiny_tensor(tmp_path):
+    # The pytest-benchmark suite in benches/ on a sliver of the synthetic set (no model
+    # training), one round: it must run and print the shared summary tables.
+    root = pathlib.Path(__file__).resolve().parent.parent
+    env = dict(
+        os.environ,
+        IOTA_BENCH_SETS="synthetic",
+        IOTA_BENCH_DTYPES="bfloat16",
+        IOTA_BENCH_CODECS="iota-lossless,zstd-3,int8+zstd",
+        IOTA_BENCH_FRACTION="0.01",
+        IOTA_BENCH_ROUNDS="1",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "benches", "--benchmark-only", "-q", "-p",
+         "no:cacheprovider", f"--benchmark-storage={tmp_path}"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "6 passed" in proc.stdout
+    assert "pytest-benchmark medians through the link model" in proc.stdout
+    assert "synthetic bfloat16: speedup over sending it raw" in proc.stdout
+    assert "synthetic  bfloat16 (40, 1024)" in proc.stdout
+    assert "order-0 bound" in proc.stdout
