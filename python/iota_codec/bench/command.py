@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 from typing import Any
 
 from . import links
@@ -131,6 +132,7 @@ def _need(module: str, what: str) -> Any:
 
 
 def main(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
     _need("rich", "the terminal table")
     if args.plot:
         _need("matplotlib", "--plot")
@@ -226,6 +228,7 @@ def main(args: argparse.Namespace) -> int:
     for table in report.tables(result):
         out.print()
         out.print(report.render_rich(table))
+    result["total_s"] = time.perf_counter() - started
     for line in report.footer_lines(result):
         out.print(line, markup=False, highlight=False)
     if args.json:

@@ -199,7 +199,11 @@ def footer_lines(report: dict[str, Any]) -> list[str]:
             versions.append(f"{name} ({c['description']}; {v})")
     if versions:
         lines.append("peers: " + "; ".join(versions))
-    lines.append(f"wall time {report['wall_s']:.1f} s")
+    total = report.get("total_s")
+    lines.append(
+        f"measured in {report['wall_s']:.1f} s"
+        + (f" ({total:.1f} s with start-up and data)" if total else "")
+    )
     return lines
 
 
