@@ -101,7 +101,7 @@ def machine() -> dict[str, Any]:
     info: dict[str, Any] = {
         "cores": os.cpu_count(),
         "simd_level": _core.simd_level(),
-        "platform": platform.platform(),
+        "os": platform.system(),
         "machine": platform.machine(),
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -157,9 +157,12 @@ def render_markdown(table: Table) -> str:
     return "\n".join(parts)
 
 
-def markdown(report: dict[str, Any]) -> str:
-    """The whole report as Markdown: machine and model lines, the tables, the notes."""
+def markdown(report: dict[str, Any], only: list[str] | None = None) -> str:
+    """The report as Markdown: machine and model lines, the tables (of the tensors named in
+    ``only``, or all), the notes."""
     parts = [f"<sub>{line}</sub>" + "  " for line in header_lines(report)]
+    if only is not None:
+        report = {**report, "results": [r for r in report["results"] if r["tensor"] in only]}
     for table in tables(report):
         parts += ["", render_markdown(table)]
     parts.append("")
