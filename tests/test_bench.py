@@ -212,6 +212,16 @@ def test_bench_command_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_command_with_progress_bar(tmp_path, monkeypatch, capsys):
+    from rich.console import Console
+
+    monkeypatch.setattr(Console, "is_terminal", property(lambda self: True))
+    np.save(tmp_path / "x.npy", np.linspace(-1, 1, 2048, dtype=np.float32))
+    rc = cli.main(["bench", str(tmp_path / "x.npy"), "--peers", "zstd-1", "--repeat", "1"])
+    assert rc == 0
+    assert "measured in" in capsys.readouterr().out
+
+
 def test_bench_command_errors(tmp_path, capsys):
     assert cli.main(["bench", str(tmp_path / "missing.npy"), "--no-progress"]) == 2
     assert "missing.npy" in capsys.readouterr().err

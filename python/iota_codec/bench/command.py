@@ -206,12 +206,12 @@ def main(args: argparse.Namespace) -> int:
             transient=True,
         ) as progress:
             task = progress.add_task("measuring", total=total)
-            started = [False]
+            steps = [0]
 
             def step(desc: str) -> None:
-                if started[0]:
+                if steps[0]:
                     progress.advance(task)
-                started[0] = True
+                steps[0] += 1
                 progress.update(task, description=desc)
 
             result = engine.run(
