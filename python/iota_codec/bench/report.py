@@ -204,8 +204,8 @@ def footer_lines(report: dict[str, Any]) -> list[str]:
         lines.append("peers: " + "; ".join(versions))
     total = report.get("total_s")
     lines.append(
-        f"measured in {report['wall_s']:.1f} s"
-        + (f" ({total:.1f} s with start-up and data)" if total else "")
+        f"measured in {report['wall_s']:.3g} s"
+        + (f" ({total:.3g} s with start-up and data)" if total else "")
     )
     return lines
 
