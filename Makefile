@@ -13,7 +13,7 @@ VENV ?= $(CACHE_DIR)/venv-$(REQ_HASH)
 PY := $(VENV)/bin/python
 export PYO3_PYTHON := $(PY)
 
-.PHONY: all env build test test-rust test-python lint fmt demo bench fuzz clean
+.PHONY: all env build test test-rust test-python lint fmt demo bench bench-docs fuzz clean
 
 all: build
 
@@ -54,6 +54,13 @@ demo: build
 
 bench: build
 	$(PY) -m pytest benches --benchmark-only -q
+
+# The default `iota-codec bench`, saved where the README shows it: the full report as JSON,
+# its tables as Markdown (the activation and gradient ones also go into README.md), and the
+# plot. Rerun after anything that changes speed or ratio.
+bench-docs: build
+	$(PY) -m iota_codec bench --json docs/bench.json --markdown docs/bench.md --plot docs/bench.png
+	$(PY) benches/readme.py docs/bench.json README.md activation gradient
 
 # Coverage-guided fuzzing of the decoder and of encode->decode round trips with cargo-fuzz
 # (libFuzzer). FUZZ_SECONDS per target; new corpus entries go to $(FUZZ_WORK), not into the

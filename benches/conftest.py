@@ -1,49 +1,142 @@
 """Shared fixtures and the end-of-run summary for the benchmark suites.
 
-Run with ``pytest benches --benchmark-only`` (or ``make bench``). Tensors come from
-:func:`iota_codec.data.boundary_tensors` (a small GPT trained in-process; cached after the
-first run).
+Run with ``pytest benches --benchmark-only`` (or ``make bench``). Every iota-codec profile
+and every installed peer codec is timed on the same tensors, per dtype, with the coders
+and tensors of ``iota-codec bench`` (:mod:`iota_codec.bench`): the same bound encode and
+decode calls, so the medians here and there measure the same thing. Each benchmark runs
+one warmup round and then ``IOTA_BENCH_ROUNDS`` rounds (default 5, like ``iota-codec bench
+--repeat 5``); the summary at the end feeds pytest-benchmark's medians through the same
+link model and prints the tables ``iota-codec bench`` prints.
+
+Narrow a run with environment variables (comma-separated): ``IOTA_BENCH_SETS`` (default
+activation, gradient, synthetic, bottleneck16, bottleneck48, bottleneck80),
+``IOTA_BENCH_DTYPES`` (bfloat16, float16, float32), ``IOTA_BENCH_CODECS`` (iota-PROFILE and
+peer names); ``IOTA_BENCH_FRACTION`` keeps that leading share of each tensor.
+
+Model tensors come from :func:`iota_codec.data.boundary_tensors` (a small GPT trained
+in-process; cached after the first run).
 """
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
+from typing import Any
 
-import iota_codec as codec
 import pytest
+from iota_codec import PROFILES, measure
+from iota_codec.bench import coders, engine, links, report, tensors
 
-# (tensor, dtype) -> {"ratio": {...}, "encode": {codec: seconds}, "decode": {...}, ...}
-SUMMARY: dict[tuple[str, str], dict] = defaultdict(lambda: defaultdict(dict))
+
+def _env_list(name: str, default: Any) -> list[str]:
+    value = os.environ.get(name)
+    return [s.strip() for s in value.split(",") if s.strip()] if value else list(default)
 
 
-@pytest.fixture(scope="session")
-def boundary():
-    from iota_codec.data import boundary_tensors
+SETS = _env_list(
+    "IOTA_BENCH_SETS",
+    ("activation", "gradient", "synthetic", "bottleneck16", "bottleneck48", "bottleneck80"),
+)
+DTYPES = _env_list("IOTA_BENCH_DTYPES", tensors.DTYPES)
+CODECS = _env_list("IOTA_BENCH_CODECS", [f"iota-{p}" for p in PROFILES] + list(coders.PEERS))
+FRACTION = float(os.environ.get("IOTA_BENCH_FRACTION", "1"))
+ROUNDS = int(os.environ.get("IOTA_BENCH_ROUNDS", "5"))
+# Coders whose round trip must be bit-exact.
+LOSSLESS = {"iota-lossless", "zstd-1", "zstd-3", "lz4", "blosc2", "pcodec"}
 
-    return boundary_tensors()
+_tensors: dict[str, dict[str, tensors.Tensor]] = {}
+_specs: dict[str, coders.CoderSpec] = {}
+# (tensor, dtype) -> codec -> what the benchmarks measured
+SUMMARY: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
+
+
+def tensor(name: str, dtype: str) -> tensors.Tensor:
+    if dtype not in _tensors:
+        _tensors[dtype] = {t.name: t for t in tensors.builtin(SETS, dtype, FRACTION)}
+    return _tensors[dtype][name]
+
+
+def spec(name: str) -> coders.CoderSpec:
+    if name not in _specs:
+        if name.startswith("iota-"):
+            _specs[name] = coders.iota_spec(name.removeprefix("iota-"), threads=1)
+        else:
+            _specs[name] = coders.peer(name)
+    s = _specs[name]
+    why = s.missing()
+    if why:
+        pytest.skip(why)
+    return s
+
+
+def bound(codec: str, tname: str, dtype: str):
+    """The coder bound to the tensor, and the tensor; skips if it cannot code it."""
+    s, t = spec(codec), tensor(tname, dtype)
+    try:
+        return engine.bind(s, t), t
+    except coders.Unsupported as e:
+        pytest.skip(str(e))
+
+
+def _report() -> dict[str, Any] | None:
+    results, used = [], {}
+    for (tname, dtype), by_codec in SUMMARY.items():
+        t = tensor(tname, dtype)
+        used[(tname, dtype)] = t
+        for codec, m in by_codec.items():
+            if any(m.get(k) is None for k in ("encode_s", "decode_s", "coded_bytes")):
+                continue  # only one of the two ran, or --benchmark-disable
+            r = measure.Result(
+                codec,
+                t.nbytes,
+                m["coded_bytes"],
+                m["encode_s"],
+                m["decode_s"],
+                m["rel_rmse"],
+                m["max_abs_error"],
+                m["exact"],
+            )
+            results.append(engine.entry(_specs[codec], t, r))
+    if not results:
+        return None
+    return {
+        "results": results,
+        "tensors": [
+            {
+                "name": t.name,
+                "dtype": t.dtype,
+                "shape": list(t.data.shape),
+                "bytes": t.nbytes,
+                "source": t.source,
+            }
+            for t in used.values()
+        ],
+        "links_bps": list(links.DEFAULT_LINKS_BPS),
+        "settings": {"repeat": ROUNDS},
+    }
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter):
-    if not SUMMARY:
+    rep = _report()
+    if rep is None:
         return
     tr = terminalreporter
-    tr.section(f"iota-codec lossless vs zstd-3, one thread (SIMD: {codec.simd_level()})")
-    tr.write_line(
-        f"{'tensor':<11}{'dtype':<10}{'ratio':>8}{'zstd-3':>8}{'bound':>8}{'of bound':>10}"
-        f"{'enc vs zstd':>13}{'dec vs zstd':>13}"
-    )
-    for (tensor, dtype), s in sorted(SUMMARY.items()):
-        enc, dec = s["encode"], s["decode"]
-        speed = ""
-        if "iota" in enc and "zstd-3" in enc:
-            speed += f"{enc['zstd-3'] / enc['iota']:>12.2f}x"
-        else:
-            speed += f"{'':>13}"
-        if "iota" in dec and "zstd-3" in dec:
-            speed += f"{dec['zstd-3'] / dec['iota']:>12.2f}x"
-        r = s["ratio"]
-        tr.write_line(
-            f"{tensor:<11}{dtype:<10}{r.get('iota', 0):>8.3f}{r.get('zstd-3', 0):>8.3f}"
-            f"{s['bound']:>8.3f}{s['bound_bytes'] / s['coded_bytes']:>10.1%}{speed}"
-        )
+    tr.section("iota-codec and peers: pytest-benchmark medians through the link model")
+    tr.write_line("the same tables as `iota-codec bench`; " + links.FORMULA)
+    for table in report.tables(rep):
+        tr.write_line("")
+        for line in report.render_plain(table).splitlines():
+            tr.write_line(line)
+    lines = []
+    for (tname, dtype), by_codec in SUMMARY.items():
+        m = by_codec.get("iota-lossless")
+        if m and "bound_bytes" in m:
+            lines.append(
+                f"{tname} {dtype}: lossless {m['raw_bytes'] / m['coded_bytes']:.3f}, order-0 "
+                f"bound {m['bound_ratio']:.3f} ({m['bound_bytes'] / m['coded_bytes']:.1%} of it)"
+            )
+    if lines:
+        tr.write_line("")
+        for line in lines:
+            tr.write_line(line)

@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         description="Activation and gradient codec for pipeline-parallel training.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="encode built-in activation data; print ratio and speed")
+    sub.add_parser("demo", help="a short benchmark on built-in activation data")
+    from .bench.command import add_parser as add_bench
+
+    add_bench(sub)
     p = sub.add_parser("info", help="print a frame's header as JSON")
     p.add_argument("frame", help="a file holding one frame")
     p.add_argument("--chunks", action="store_true", help="include each chunk's size")
@@ -35,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         return demo()
     if args.command == "info":
         return _info(args)
+    if args.command == "bench":
+        from .bench.command import main as bench
+
+        return bench(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -124,6 +124,36 @@ def _key(params: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _boundary_params(
+    steps: int, cfg: GPTConfig, batch: int, capture_batches: int, seed: int
+) -> dict[str, Any]:
+    import torch
+
+    return {
+        "steps": steps,
+        "cfg": asdict(cfg),
+        "batch": batch,
+        "capture": capture_batches,
+        "seed": seed,
+        "torch": torch.__version__.split("+")[0],
+        "v": 1,
+    }
+
+
+def boundary_cache_path(
+    steps: int = 150,
+    *,
+    cfg: GPTConfig | None = None,
+    batch: int = 16,
+    capture_batches: int = 8,
+    seed: int = 0,
+) -> pathlib.Path:
+    """Where :func:`boundary_tensors` caches its result for these arguments (the file exists
+    once they have been computed)."""
+    params = _boundary_params(steps, cfg or GPTConfig(), batch, capture_batches, seed)
+    return cache_dir() / f"boundary-{_key(params)}.pt"
+
+
 def boundary_tensors(
     steps: int = 150,
     *,
@@ -147,15 +177,7 @@ def boundary_tensors(
     import torch
 
     cfg = cfg or GPTConfig()
-    params = {
-        "steps": steps,
-        "cfg": asdict(cfg),
-        "batch": batch,
-        "capture": capture_batches,
-        "seed": seed,
-        "torch": torch.__version__.split("+")[0],
-        "v": 1,
-    }
+    params = _boundary_params(steps, cfg, batch, capture_batches, seed)
     path = cache_dir() / f"boundary-{_key(params)}.pt"
     if cache and path.exists():
         return torch.load(path)

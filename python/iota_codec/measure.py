@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,8 +49,9 @@ def lossless_bound(x: Any) -> dict[str, float]:
     }
 
 
-def median_seconds(fn: Callable[[], Any], repeat: int = 7, warmup: int = 1) -> float:
-    """The median wall time of ``fn()`` over ``repeat`` runs after ``warmup`` runs."""
+def times_seconds(fn: Callable[[], Any], repeat: int = 7, warmup: int = 1) -> list[float]:
+    """The wall times of ``repeat`` runs of ``fn()`` after ``warmup`` untimed runs
+    (``time.perf_counter``, the timer pytest-benchmark uses too)."""
     for _ in range(warmup):
         fn()
     times = []
@@ -58,18 +59,83 @@ def median_seconds(fn: Callable[[], Any], repeat: int = 7, warmup: int = 1) -> f
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return times
+
+
+def median_seconds(fn: Callable[[], Any], repeat: int = 7, warmup: int = 1) -> float:
+    """The median wall time of ``fn()`` over ``repeat`` runs after ``warmup`` runs."""
+    return statistics.median(times_seconds(fn, repeat, warmup))
+
+
+def achieved_error(x: Any, y: Any) -> dict[str, Any]:
+    """How far the decoded ``y`` is from the original ``x`` (arrays or tensors of any float
+    dtype, same number of elements), computed in float64 over the elements where ``x`` is
+    finite:
+
+    - ``rel_rmse``: ||x - y|| / ||x|| (0 when both are zero; inf when only x is);
+    - ``max_abs_error``: the largest |x - y|;
+    - ``exact``: whether the bit patterns are identical (NaN payloads and signed zeros
+      included), i.e. whether the round trip was lossless.
+    """
+    a, b = _float64(x), _float64(y)
+    if a.size != b.size:
+        raise ValueError(f"decoded {b.size} elements, expected {a.size}")
+    exact = _same_bits(x, y)
+    if exact:
+        return {"rel_rmse": 0.0, "max_abs_error": 0.0, "exact": True}
+    finite = np.isfinite(a)
+    if not finite.all():
+        a, b = a[finite], b[finite]
+    diff = np.abs(a - b)
+    if diff.size and not np.isfinite(diff).all():
+        # A finite input that comes back as NaN or Inf is an unbounded error.
+        return {"rel_rmse": float("inf"), "max_abs_error": float("inf"), "exact": False}
+    err = float(np.sqrt(np.dot(diff, diff)))
+    norm = float(np.sqrt(np.dot(a, a)))
+    if norm == 0.0:
+        rel = 0.0 if err == 0.0 else float("inf")
+    else:
+        rel = err / norm
+    return {
+        "rel_rmse": rel,
+        "max_abs_error": float(diff.max()) if diff.size else 0.0,
+        "exact": False,
+    }
+
+
+def _float64(x: Any) -> np.ndarray:
+    if _adapt.is_tensor(x):
+        x = x.detach().cpu().reshape(-1)
+        import torch
+
+        return x.to(torch.float64).numpy()
+    return np.asarray(x).reshape(-1).astype(np.float64)
+
+
+def _same_bits(x: Any, y: Any) -> bool:
+    try:
+        bx, dx = raw_bits(x)
+        by, dy = raw_bits(y)
+    except (ValueError, TypeError):
+        return False
+    return dx == dy and np.array_equal(bx, by)
 
 
 @dataclass
 class Result:
-    """One codec on one tensor: sizes and median timings (encode and decode)."""
+    """One codec on one tensor: sizes, median timings (encode and decode) and the error of
+    the round trip (see :func:`achieved_error`; zero when it was bit-exact)."""
 
     codec: str
     raw_bytes: int
     coded_bytes: int
     encode_s: float
     decode_s: float
+    rel_rmse: float = 0.0
+    max_abs_error: float = 0.0
+    exact: bool | None = None
+    encode_times: list[float] = field(default_factory=list, repr=False)
+    decode_times: list[float] = field(default_factory=list, repr=False)
 
     @property
     def ratio(self) -> float:
@@ -91,17 +157,32 @@ def measure(
     raw_bytes: int,
     repeat: int = 7,
     check: Callable[[Any], bool] | None = None,
+    reference: Any = None,
+    warmup: int = 1,
 ) -> Result:
-    """Times ``encode()`` and ``decode(blob)``; ``check`` verifies the decoded result."""
+    """Times ``encode()`` and ``decode(blob)`` (medians of ``repeat`` runs after ``warmup``
+    runs each); ``check`` verifies the decoded result; with ``reference`` (the original
+    tensor) the result carries the :func:`achieved_error` of the round trip."""
     blob = encode()
-    if check is not None and not check(decode(blob)):
+    out = decode(blob)
+    if check is not None and not check(out):
         raise AssertionError(f"{name}: decoded data does not match the input")
+    err = achieved_error(reference, out) if reference is not None else {}
+    del out
+    # The calls above count as the first warmup run of each.
+    enc = times_seconds(encode, repeat, max(0, warmup - 1))
+    dec = times_seconds(lambda: decode(blob), repeat, max(0, warmup - 1))
     return Result(
         codec=name,
         raw_bytes=raw_bytes,
         coded_bytes=len(blob),
-        encode_s=median_seconds(encode, repeat),
-        decode_s=median_seconds(lambda: decode(blob), repeat),
+        encode_s=statistics.median(enc),
+        decode_s=statistics.median(dec),
+        rel_rmse=err.get("rel_rmse", 0.0),
+        max_abs_error=err.get("max_abs_error", 0.0),
+        exact=err.get("exact"),
+        encode_times=enc,
+        decode_times=dec,
     )
 
 
