@@ -68,10 +68,38 @@ pub fn threshold(seed: u64, index: u64) -> f32 {
     (hash(seed, index) >> 40) as f32 * (1.0 / 16_777_216.0)
 }
 
+/// 2^23: from here on every `f32` is an integer.
+const TWO23: f32 = 8_388_608.0;
+
+/// Rounds to the nearest integer, ties to even, like `f32::round_ties_even`, with two IEEE
+/// additions (`(|t| + 2^23) - 2^23` rounds `|t| < 2^23` in the default rounding mode) rather
+/// than a libm call: the baseline x86-64 target has no rounding instruction, and a vector
+/// kernel does the same additions.
+#[inline(always)]
+pub fn round_even(t: f32) -> f32 {
+    let a = t.abs();
+    if a < TWO23 {
+        ((a + TWO23) - TWO23).copysign(t)
+    } else {
+        t
+    }
+}
+
+/// `floor(a)` of a non-negative `a` (NaN stays NaN).
+#[inline(always)]
+pub fn floor_pos(a: f32) -> f32 {
+    let r = round_even(a);
+    if r > a {
+        r - 1.0
+    } else {
+        r
+    }
+}
+
 /// Rounds a non-negative magnitude up when its fractional part exceeds `u`.
 #[inline(always)]
 pub fn round_up_if(a: f32, u: f32) -> f32 {
-    let f = a.floor();
+    let f = floor_pos(a);
     if a - f > u {
         f + 1.0
     } else {
@@ -84,7 +112,7 @@ pub fn round_up_if(a: f32, u: f32) -> f32 {
 #[inline(always)]
 pub fn round(t: f32, stochastic: Option<f32>) -> f32 {
     match stochastic {
-        None => t.round_ties_even(),
+        None => round_even(t),
         Some(u) => round_up_if(t.abs(), u).copysign(t),
     }
 }
@@ -92,6 +120,32 @@ pub fn round(t: f32, stochastic: Option<f32>) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_rounding_matches_std() {
+        let mut x = 1u32;
+        for i in 0..2_000_000u32 {
+            x = x.wrapping_mul(747796405).wrapping_add(2891336453);
+            let t = f32::from_bits(x);
+            let t = if i % 2 == 0 {
+                t
+            } else {
+                (i as f32 - 1e6) / 64.0
+            };
+            if t.is_nan() {
+                assert!(round_even(t).is_nan());
+                continue;
+            }
+            assert_eq!(
+                round_even(t).to_bits(),
+                t.round_ties_even().to_bits(),
+                "{t}"
+            );
+            if t >= 0.0 {
+                assert_eq!(floor_pos(t).to_bits(), t.floor().to_bits(), "{t}");
+            }
+        }
+    }
 
     #[test]
     fn nearest_even_ties() {
