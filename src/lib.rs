@@ -170,6 +170,19 @@ impl Codec {
         hint: ContainerHint,
     ) -> Result<EncodeRequest<'a>> {
         self.mode.validate()?;
+        if let Mode::Bounded(BoundedSpec {
+            scope: StepScope::Channel,
+            ..
+        }) = self.mode
+        {
+            if shape.len() < 2 {
+                return Err(Error::invalid(format!(
+                    "step='channel' gives each index of the last dimension its own step, which \
+                     needs a tensor of at least 2 dimensions (this one has shape {shape:?}); \
+                     use step='global' or 'block'"
+                )));
+            }
+        }
         Ok(EncodeRequest {
             input,
             dtype,

@@ -863,8 +863,13 @@ pub fn encode_bounded(req: &EncodeRequest, spec: &BoundedSpec) -> Result<Vec<u8>
             }
             Err(Error::invalid(format!(
                 "target_bits={target} cannot be met: the smallest frame for this tensor takes \
-                 {actual:.3} bits per element (a fixed cost of headers and tables); raise \
-                 target_bits or code larger tensors"
+                 {actual:.3} bits per element (a fixed cost of headers and tables{}); raise \
+                 target_bits or code larger tensors",
+                if global {
+                    ""
+                } else {
+                    ", and a 16-bit step per group"
+                }
             )))
         }
     }
