@@ -439,21 +439,23 @@ pub(super) fn decode_uniform_chunk(
         s.q.resize(n, 0);
         uniform::desymbolize(&s.symbols, extra, &mut s.q)?;
         let esc = r.bytes(escapes * isz, "escaped elements")?;
+        s.xs.resize(n, 0.0);
         match p.scope {
-            SCOPE_GLOBAL => uniform::dequantize_run(dtype, &s.q, p.step(), out, 0),
+            SCOPE_GLOBAL => uniform::dequantize_run(&s.q, p.step(), &mut s.xs),
             SCOPE_BLOCK => {
                 let b = p.group as usize;
-                for (g, q) in s.q.chunks(b).enumerate() {
-                    uniform::dequantize_run(dtype, q, s.steps[g], out, g * b);
+                for (g, (q, o)) in s.q.chunks(b).zip(s.xs.chunks_mut(b)).enumerate() {
+                    uniform::dequantize_run(q, s.steps[g], o);
                 }
             }
             _ => {
                 let m = s.steps.len().max(1);
-                for (k, q) in s.q.chunks(m).enumerate() {
-                    uniform::dequantize_steps(dtype, q, &s.steps, out, k * m);
+                for (q, o) in s.q.chunks(m).zip(s.xs.chunks_mut(m)) {
+                    uniform::dequantize_steps(q, &s.steps, o);
                 }
             }
         }
+        convert::store_all_sat(dtype, &s.xs, out);
         let mut k = 0;
         for (i, &v) in s.q.iter().enumerate() {
             if v == ESC_Q {
@@ -489,16 +491,30 @@ struct Stats {
 fn chunk_stats(dtype: DType, input: &[u8], base: u64) -> Stats {
     let n = input.len() / dtype.itemsize();
     let mut st = Stats::default();
-    for i in 0..n {
-        let x = convert::load(dtype, input, i);
-        if x.is_finite() {
-            st.sumsq.0[i & 7] += f64::from(x) * f64::from(x);
-            st.finite += 1;
-            st.amax = st.amax.max(x.abs());
-        } else if st.first_nonfinite.is_none() {
-            st.first_nonfinite = Some((base + i as u64, x));
+    with_scratch(|s| {
+        s.xs.resize(n, 0.0);
+        convert::load_all(dtype, input, &mut s.xs);
+        let mut groups = s.xs.chunks_exact(8);
+        for g in &mut groups {
+            for (k, &x) in g.iter().enumerate() {
+                // Non-finite values are counted apart below; here they add nothing.
+                let v = if x.is_finite() { f64::from(x) } else { 0.0 };
+                st.sumsq.0[k] += v * v;
+            }
         }
-    }
+        for (k, &x) in groups.remainder().iter().enumerate() {
+            let v = if x.is_finite() { f64::from(x) } else { 0.0 };
+            st.sumsq.0[k] += v * v;
+        }
+        for (i, &x) in s.xs.iter().enumerate() {
+            if x.is_finite() {
+                st.finite += 1;
+                st.amax = st.amax.max(x.abs());
+            } else if st.first_nonfinite.is_none() {
+                st.first_nonfinite = Some((base + i as u64, x));
+            }
+        }
+    });
     st
 }
 

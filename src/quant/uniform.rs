@@ -64,19 +64,113 @@ fn inverse(step: f32) -> f32 {
 }
 
 #[inline(always)]
-fn quantize_one(x: f32, step: f32, inv: f32, u: Option<f32>, check: &Check) -> (i32, f64) {
+fn quantize_one(
+    x: f32,
+    step: f32,
+    inv: f32,
+    u: Option<f32>,
+    max_abs: f64,
+    round_dtype: impl Fn(f32) -> f32,
+) -> (i32, f64) {
     let t = x * inv;
     if t.is_nan() || t.abs() > Q_LIMIT {
         // Non-finite x, or beyond the symbol range.
         return (ESC_Q, 0.0);
     }
     let q = rounding::round(t, u);
-    let y = convert::round_sat(check.dtype, q * step);
+    let y = round_dtype(q * step);
     let d = f64::from(y) - f64::from(x);
-    if d.abs() > check.max_abs {
+    if d.abs() > max_abs {
         return (ESC_Q, 0.0);
     }
     (q as i32, d * d)
+}
+
+/// The loop of [`quantize_run`] and [`quantize_steps`]: `steps(i)` gives element `i`'s step
+/// and its reciprocal. Errors go to lane `(lane0 + i) mod 8`, in element order.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn quantize_loop(
+    xs: &[f32],
+    steps: impl Fn(usize) -> (f32, f32),
+    threshold: impl Fn(usize) -> Option<f32>,
+    max_abs: f64,
+    round_dtype: impl Fn(f32) -> f32 + Copy,
+    q: &mut [i32],
+    err: &mut ErrSum,
+    lane0: usize,
+) {
+    let n = xs.len().min(q.len());
+    let acc = &mut err.0;
+    let mut one = |i: usize| {
+        let (step, inv) = steps(i);
+        let (v, e) = quantize_one(xs[i], step, inv, threshold(i), max_abs, round_dtype);
+        q[i] = v;
+        e
+    };
+    // Align to lane 0, then whole groups of eight with fixed lanes.
+    let head = ((8 - lane0 % 8) % 8).min(n);
+    for i in 0..head {
+        acc[(lane0 + i) & 7] += one(i);
+    }
+    let body = head + (n - head) / 8 * 8;
+    let mut i = head;
+    while i < body {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a += one(i + k);
+        }
+        i += 8;
+    }
+    for i in body..n {
+        acc[(lane0 + i) & 7] += one(i);
+    }
+}
+
+/// Runs `quantize_loop` with the dtype's rounding and the rounding mode fixed per loop.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn quantize_dispatch(
+    xs: &[f32],
+    steps: impl Fn(usize) -> (f32, f32) + Copy,
+    rounding: Rounding,
+    base: u64,
+    check: &Check,
+    q: &mut [i32],
+    err: &mut ErrSum,
+    lane0: usize,
+) {
+    let m = check.max_abs;
+    macro_rules! go {
+        ($dt:expr) => {
+            match rounding {
+                Rounding::Nearest => quantize_loop(
+                    xs,
+                    steps,
+                    |_| None,
+                    m,
+                    |v| convert::round_sat($dt, v),
+                    q,
+                    err,
+                    lane0,
+                ),
+                Rounding::Stochastic { seed } => quantize_loop(
+                    xs,
+                    steps,
+                    |i| Some(rounding::threshold(seed, base + i as u64)),
+                    m,
+                    |v| convert::round_sat($dt, v),
+                    q,
+                    err,
+                    lane0,
+                ),
+            }
+        };
+    }
+    match check.dtype {
+        DType::F32 => go!(DType::F32),
+        DType::F16 => go!(DType::F16),
+        DType::BF16 => go!(DType::BF16),
+    }
 }
 
 /// Quantizes `xs` (elements `base..` of the tensor; `lane0` is the lane of `xs[0]`) with
@@ -95,15 +189,7 @@ pub fn quantize_run(
 ) {
     debug_assert_eq!(xs.len(), q.len());
     let inv = inverse(step);
-    for (i, (o, &x)) in q.iter_mut().zip(xs).enumerate() {
-        let u = match rounding {
-            Rounding::Nearest => None,
-            Rounding::Stochastic { seed } => Some(rounding::threshold(seed, base + i as u64)),
-        };
-        let (v, e) = quantize_one(x, step, inv, u, check);
-        *o = v;
-        err.0[(lane0 + i) & 7] += e;
-    }
+    quantize_dispatch(xs, |_| (step, inv), rounding, base, check, q, err, lane0);
 }
 
 /// [`quantize_run`] with a step per element (`steps[i]`).
@@ -119,43 +205,30 @@ pub fn quantize_steps(
     lane0: usize,
 ) {
     debug_assert!(xs.len() == q.len() && xs.len() <= steps.len());
-    for (i, ((o, &x), &step)) in q.iter_mut().zip(xs).zip(steps).enumerate() {
-        let u = match rounding {
-            Rounding::Nearest => None,
-            Rounding::Stochastic { seed } => Some(rounding::threshold(seed, base + i as u64)),
-        };
-        let (v, e) = quantize_one(x, step, inverse(step), u, check);
-        *o = v;
-        err.0[(lane0 + i) & 7] += e;
-    }
+    quantize_dispatch(
+        xs,
+        |i| (steps[i], inverse(steps[i])),
+        rounding,
+        base,
+        check,
+        q,
+        err,
+        lane0,
+    );
 }
 
-/// Reconstructs the elements of a run that share one step into `dtype` bits (escaped
-/// elements are skipped: the caller writes them).
-pub fn dequantize_run(dtype: DType, q: &[i32], step: f32, out: &mut [u8], start: usize) {
-    for (i, &v) in q.iter().enumerate() {
-        if v != ESC_Q {
-            convert::store_bits(
-                dtype,
-                convert::to_bits_sat(dtype, v as f32 * step),
-                out,
-                start + i,
-            );
-        }
+/// Reconstructs `q` with one step as `f32` values (`f32(q) * step`; escaped elements get 0:
+/// the caller writes them).
+pub fn dequantize_run(q: &[i32], step: f32, out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(q) {
+        *o = if v == ESC_Q { 0.0 } else { v as f32 * step };
     }
 }
 
 /// [`dequantize_run`] with a step per element.
-pub fn dequantize_steps(dtype: DType, q: &[i32], steps: &[f32], out: &mut [u8], start: usize) {
-    for (i, (&v, &step)) in q.iter().zip(steps).enumerate() {
-        if v != ESC_Q {
-            convert::store_bits(
-                dtype,
-                convert::to_bits_sat(dtype, v as f32 * step),
-                out,
-                start + i,
-            );
-        }
+pub fn dequantize_steps(q: &[i32], steps: &[f32], out: &mut [f32]) {
+    for ((o, &v), &step) in out.iter_mut().zip(q).zip(steps) {
+        *o = if v == ESC_Q { 0.0 } else { v as f32 * step };
     }
 }
 
