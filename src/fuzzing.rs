@@ -192,7 +192,12 @@ pub fn lossy_roundtrip(data: &[u8]) {
             Bound::RelRmse(e) => assert!(num <= e * e * den * (1.0 + 1e-9), "relative RMSE"),
             Bound::MaxAbs(e) => assert!(worst <= e, "max abs error {worst} > {e}"),
             // Bits per element mean nothing for an empty tensor.
-            Bound::Bits(b) => assert!(n == 0 || frame.len() as f64 * 8.0 <= b * n as f64, "bits"),
+            Bound::Bits(b) => assert!(
+                n == 0 || frame.len() as f64 * 8.0 <= b * n as f64,
+                "bits {} > {b} * {n}, info {:?}",
+                frame.len() * 8,
+                crate::info(&frame)
+            ),
         }
     }
     let serial = Codec {

@@ -847,7 +847,8 @@ pub fn encode_bounded(req: &EncodeRequest, spec: &BoundedSpec) -> Result<Vec<u8>
                 let (payloads, _, recipe) = encode_all(theta);
                 let frame = frame_of(&payloads, recipe);
                 let actual = frame.len() as f64 * 8.0 / numel as f64;
-                let fits = actual <= target;
+                // The guarantee, in exactly the form callers check it.
+                let fits = frame.len() as f64 * 8.0 <= target * numel as f64;
                 if fits && best.as_ref().is_none_or(|b| actual > b.0) {
                     best = Some((actual, frame));
                 }
@@ -874,7 +875,7 @@ pub fn encode_bounded(req: &EncodeRequest, spec: &BoundedSpec) -> Result<Vec<u8>
             let (payloads, _, recipe) = encode_all(coarse);
             let frame = frame_of(&payloads, recipe);
             let actual = frame.len() as f64 * 8.0 / numel as f64;
-            if actual <= target {
+            if frame.len() as f64 * 8.0 <= target * numel as f64 {
                 return Ok(frame);
             }
             Err(Error::invalid(format!(
