@@ -59,16 +59,32 @@ pub(crate) fn nonfinite_error(index: u64, value: f32, mode: &str) -> Error {
 
 /// The first non-finite element of a chunk of `dtype` bytes: its index and value.
 fn first_nonfinite(dtype: DType, input: &[u8]) -> Option<(usize, f32)> {
-    let isz = dtype.itemsize();
-    // A float is non-finite exactly when its exponent bits are all ones.
-    let (exp, bits): (u32, fn(&[u8]) -> u32) = match dtype {
-        DType::F32 => (0x7f80_0000, |b| {
-            u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-        }),
-        DType::F16 => (0x7c00, |b| u32::from(u16::from_le_bytes([b[0], b[1]]))),
-        DType::BF16 => (0x7f80, |b| u32::from(u16::from_le_bytes([b[0], b[1]]))),
-    };
-    let i = input.chunks_exact(isz).position(|b| bits(b) & exp == exp)?;
+    // A float is non-finite exactly when its exponent bits are all ones. Groups of 64 are
+    // scanned without branches; only a group with a hit is searched.
+    fn scan<const N: usize>(
+        input: &[u8],
+        exp: u32,
+        bits: impl Fn(&[u8; N]) -> u32,
+    ) -> Option<usize> {
+        let group = 64 * N;
+        for (g, chunk) in input.chunks(group).enumerate() {
+            let hit = chunk.chunks_exact(N).fold(false, |acc, b| {
+                acc | (bits(b.try_into().unwrap()) & exp == exp)
+            });
+            if hit {
+                let j = chunk
+                    .chunks_exact(N)
+                    .position(|b| bits(b.try_into().unwrap()) & exp == exp)?;
+                return Some(g * 64 + j);
+            }
+        }
+        None
+    }
+    let i = match dtype {
+        DType::F32 => scan::<4>(input, 0x7f80_0000, |b| u32::from_le_bytes(*b)),
+        DType::F16 => scan::<2>(input, 0x7c00, |b| u32::from(u16::from_le_bytes(*b))),
+        DType::BF16 => scan::<2>(input, 0x7f80, |b| u32::from(u16::from_le_bytes(*b))),
+    }?;
     Some((i, convert::load(dtype, input, i)))
 }
 
@@ -179,8 +195,7 @@ pub(super) fn decode_block_chunk(
         match rans {
             None => {
                 let packed = r.bytes(bitpack::packed_len(n, bits), "packed block codes")?;
-                let codes = &mut s.codes;
-                bitpack::unpack_with(n, bits, packed, |i, v| codes[i] = v as u8);
+                bitpack::unpack_bytes(bits, packed, &mut s.codes);
             }
             Some(p) => {
                 s.symbols.resize(n, 0);
@@ -256,7 +271,8 @@ fn group_steps(
         } else {
             (sum / count as f64).sqrt() as f32
         };
-        let b = convert::f32_to_bf16_sat(theta * rms);
+        // A product beyond f32 saturates too: a step must be finite.
+        let b = convert::f32_to_bf16_sat((theta * rms).min(f32::MAX));
         steps.push(convert::bf16_to_f32(b));
         if let Some(o) = bits_out.as_deref_mut() {
             o.extend_from_slice(&b.to_le_bytes());

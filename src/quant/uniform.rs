@@ -63,31 +63,12 @@ fn inverse(step: f32) -> f32 {
     }
 }
 
-#[inline(always)]
-fn quantize_one(
-    x: f32,
-    step: f32,
-    inv: f32,
-    u: Option<f32>,
-    max_abs: f64,
-    round_dtype: impl Fn(f32) -> f32,
-) -> (i32, f64) {
-    let t = x * inv;
-    if t.is_nan() || t.abs() > Q_LIMIT {
-        // Non-finite x, or beyond the symbol range.
-        return (ESC_Q, 0.0);
-    }
-    let q = rounding::round(t, u);
-    let y = round_dtype(q * step);
-    let d = f64::from(y) - f64::from(x);
-    if d.abs() > max_abs {
-        return (ESC_Q, 0.0);
-    }
-    (q as i32, d * d)
-}
-
 /// The loop of [`quantize_run`] and [`quantize_steps`]: `steps(i)` gives element `i`'s step
 /// and its reciprocal. Errors go to lane `(lane0 + i) mod 8`, in element order.
+///
+/// Tiles of 256 elements go through two simple passes, which the compiler can vectorize: in
+/// `f32`, `q = round(x / step)` and the reconstruction `y`; in `f64`, the error `y - x`, the
+/// escapes it calls for, and the sums.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn quantize_loop(
@@ -100,29 +81,51 @@ fn quantize_loop(
     err: &mut ErrSum,
     lane0: usize,
 ) {
+    const TILE: usize = 256;
     let n = xs.len().min(q.len());
-    let acc = &mut err.0;
-    let mut one = |i: usize| {
-        let (step, inv) = steps(i);
-        let (v, e) = quantize_one(xs[i], step, inv, threshold(i), max_abs, round_dtype);
-        q[i] = v;
-        e
-    };
-    // Align to lane 0, then whole groups of eight with fixed lanes.
-    let head = ((8 - lane0 % 8) % 8).min(n);
-    for i in 0..head {
-        acc[(lane0 + i) & 7] += one(i);
-    }
-    let body = head + (n - head) / 8 * 8;
-    let mut i = head;
-    while i < body {
-        for (k, a) in acc.iter_mut().enumerate() {
-            *a += one(i + k);
+    let mut ys = [0f32; TILE];
+    let mut start = 0;
+    while start < n {
+        let len = TILE.min(n - start);
+        let (xt, qt) = (&xs[start..start + len], &mut q[start..start + len]);
+        for (j, ((&x, o), y)) in xt.iter().zip(qt.iter_mut()).zip(&mut ys).enumerate() {
+            let (step, inv) = steps(start + j);
+            let t = x * inv;
+            // Non-finite x, or beyond the symbol range: an escape (y = NaN marks it).
+            let bad = t.is_nan() || t.abs() > Q_LIMIT;
+            let r = rounding::round(if bad { 0.0 } else { t }, threshold(start + j));
+            *y = if bad { f32::NAN } else { round_dtype(r * step) };
+            // |r| <= 2^24, so the conversion is exact.
+            *o = if bad { ESC_Q } else { r as i32 };
         }
-        i += 8;
-    }
-    for i in body..n {
-        acc[(lane0 + i) & 7] += one(i);
+        let mut one = |j: usize| {
+            let d = f64::from(ys[j]) - f64::from(xt[j]);
+            // NaN (an escape already) or beyond the bound: no error counted.
+            if d.is_nan() || d.abs() > max_abs {
+                qt[j] = ESC_Q;
+                0.0
+            } else {
+                d * d
+            }
+        };
+        // Align to lane 0, then whole groups of eight with fixed lanes.
+        let l0 = lane0 + start;
+        let head = ((8 - l0 % 8) % 8).min(len);
+        for j in 0..head {
+            err.0[(l0 + j) & 7] += one(j);
+        }
+        let body = head + (len - head) / 8 * 8;
+        let mut j = head;
+        while j < body {
+            for (k, a) in err.0.iter_mut().enumerate() {
+                *a += one(j + k);
+            }
+            j += 8;
+        }
+        for j in body..len {
+            err.0[(l0 + j) & 7] += one(j);
+        }
+        start += len;
     }
 }
 
