@@ -375,3 +375,21 @@ def test_lossy_edge_cases(dtype):
                 assert rel_rmse(x, y) <= kw["error"]
             if "max_abs_error" in kw:
                 assert np.abs(as64(x) - as64(y)).max(initial=0) <= kw["max_abs_error"]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"profile": "fast"}, {"profile": "balanced"}, {"format": "mxfp4"}, {"target_bits": 3.0}],
+    ids=str,
+)
+def test_lossy_frames_stream(kw):
+    x = make_data("outlier_channels", (64, 300), 4).astype(np.float32)
+    c = codec.Codec(**kw, chunk_size=2048)
+    blob = c.encode(x)
+    pieces = list(c.encode_stream(x))
+    assert len(pieces) == 1 + codec.info(blob)["n_chunks"]
+    assert b"".join(pieces) == blob
+    dec = c.decoder()
+    for p in pieces:
+        dec.feed(p)
+    np.testing.assert_array_equal(dec.result(), c.decode(blob))
