@@ -68,7 +68,7 @@ bench-docs: build
 # into fuzz/regressions/<target>/, where `cargo test` replays it forever.
 FUZZ_SECONDS ?= 300
 FUZZ_WORK ?= $(CACHE_DIR)/fuzz-corpus
-FUZZ_TARGETS := decode roundtrip
+FUZZ_TARGETS := decode roundtrip lossy
 fuzz:
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	for t in $(FUZZ_TARGETS); do \

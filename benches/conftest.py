@@ -27,6 +27,9 @@ import pytest
 from iota_codec import PROFILES, measure
 from iota_codec.bench import coders, engine, links, report, tensors
 
+# (kind, tensor, ...) -> {"error": ..., "ratio": ..., "encode": seconds, ...} (test_lossy.py)
+LOSSY: dict[tuple, dict] = defaultdict(dict)
+
 
 def _env_list(name: str, default: Any) -> list[str]:
     value = os.environ.get(name)
@@ -116,8 +119,50 @@ def _report() -> dict[str, Any] | None:
     }
 
 
+def _lossy_summary(tr) -> None:
+    def speed(s, key):
+        return f"{s['mb'] / s[key]:>9.0f}" if key in s else f"{'':>9}"
+
+    rows = sorted(k for k in LOSSY if k[0] == "bounded")
+    if rows:
+        tr.section("iota-codec error-bounded (bf16, one thread) vs ideal coder and int8+zstd-3")
+        tr.write_line(
+            f"{'tensor':<11}{'bound':>7}{'error':>9}{'ratio':>8}{'ideal':>8}{'of ideal':>10}"
+            f"{'enc MB/s':>9}{'dec MB/s':>9}"
+        )
+        for key in rows:
+            s = LOSSY[key]
+            tr.write_line(
+                f"{key[1]:<11}{key[2]:>7.0%}{s['error']:>9.4f}{s['ratio']:>8.3f}"
+                f"{s['ideal']:>8.3f}{s['ratio'] / s['ideal']:>10.1%}"
+                f"{speed(s, 'encode')}{speed(s, 'decode')}"
+            )
+        for key in sorted(k for k in LOSSY if k[0] == "peer"):
+            s = LOSSY[key]
+            tr.write_line(
+                f"{key[1]:<11}{'int8+zstd-3 (numpy, row-wise)':<22}{s['error']:>9.4f}"
+                f"{s['ratio']:>8.3f}{'':>18}{speed(s, 'encode')}{speed(s, 'decode')}"
+            )
+    for kind, title in (("fixed", "fixed-rate formats"), ("profile", "profiles")):
+        rows = sorted(k for k in LOSSY if k[0] == kind)
+        if not rows:
+            continue
+        tr.section(f"iota-codec {title} (bf16, one thread)")
+        tr.write_line(
+            f"{'tensor':<11}{'':<22}{'rel. error':>11}{'ratio':>8}{'enc MB/s':>9}{'dec MB/s':>9}"
+        )
+        for key in rows:
+            s = LOSSY[key]
+            tr.write_line(
+                f"{key[1]:<11}{key[2]:<22}{s['error']:>11.4f}{s['ratio']:>8.3f}"
+                f"{speed(s, 'encode')}{speed(s, 'decode')}"
+            )
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter):
+    if LOSSY:
+        _lossy_summary(terminalreporter)
     rep = _report()
     if rep is None:
         return

@@ -26,6 +26,9 @@ pub enum ErrorKind {
     /// The frame decoded, but its values fail the caller's validation (non-finite values or
     /// magnitudes above `max_abs`).
     RejectedValue,
+    /// The tensor holds NaN or an infinity, which the chosen lossy mode was told not to carry
+    /// (a kind of invalid argument).
+    NonFinite,
 }
 
 impl ErrorKind {
@@ -38,6 +41,7 @@ impl ErrorKind {
             ErrorKind::UnsupportedVersion => "unsupported version",
             ErrorKind::LimitExceeded => "limit exceeded",
             ErrorKind::RejectedValue => "rejected value",
+            ErrorKind::NonFinite => "non-finite value",
         }
     }
 }

@@ -27,6 +27,7 @@ mod error;
 pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod mode;
 pub mod pipeline;
 pub mod quant;
 pub mod simd;
@@ -39,48 +40,26 @@ mod python;
 pub use dtype::DType;
 pub use error::{Error, ErrorKind, Result};
 pub use format::ContainerHint;
+pub use mode::{BlockSpec, Bound, BoundedSpec, Mode, NonFinite, Profile, StepScope};
 pub use pipeline::stream::EncodePieces;
-pub use pipeline::{Limits, StreamDecoder, StreamEncoder};
+pub use pipeline::{Limits, ParamValue, StreamDecoder, StreamEncoder};
+pub use quant::block::ScaleFormat;
+pub use quant::minifloat::Element;
+pub use quant::rounding::Rounding;
 
 use entropy::rans::RansParams;
-use pipeline::{EncodeRequest, Recipe};
+use pipeline::{BlockParams, EncodeRequest, Recipe, UniformParams};
 
 /// The format version this build writes.
 pub const FORMAT_VERSION: u8 = format::VERSION;
 
-/// A named set of coding choices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Profile {
-    /// Bit-exact: sign and exponent entropy-coded with rANS, mantissas packed.
-    Lossless,
-}
-
-impl Profile {
-    pub const ALL: [Profile; 1] = [Profile::Lossless];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Profile::Lossless => "lossless",
-        }
-    }
-
-    pub fn parse(name: &str) -> Result<Profile> {
-        Profile::ALL
-            .into_iter()
-            .find(|p| p.name() == name.trim().to_ascii_lowercase())
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "unknown profile {name:?}; choose one of: {}",
-                    Profile::ALL.map(|p| p.name()).join(", ")
-                ))
-            })
-    }
-}
-
 /// Encoder and decoder settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Codec {
+    /// The profile this codec was made from (informational: [`Codec::mode`] decides).
     pub profile: Profile,
+    /// What the encoder does: lossless, fixed-rate or error-bounded coding.
+    pub mode: Mode,
     /// Elements per chunk. Chunks are coded independently (and in parallel); smaller chunks
     /// start streaming sooner, larger ones spend less on per-chunk tables.
     pub chunk_elems: u64,
@@ -98,20 +77,68 @@ impl Codec {
     pub fn new(profile: Profile) -> Self {
         Codec {
             profile,
+            mode: profile.mode(),
             chunk_elems: Self::DEFAULT_CHUNK_ELEMS,
             threads: 0,
             limits: Limits::default(),
         }
     }
 
-    fn recipe(&self, numel: u64) -> Recipe {
-        match self.profile {
-            Profile::Lossless => Recipe::Lossless {
-                rans: RansParams {
-                    lanes: pipeline::lanes_for(numel.min(self.chunk_elems)),
-                    ..RansParams::DEFAULT
+    /// A codec of `mode` (the profile is recorded as the closest one: lossless or not).
+    pub fn with_mode(mode: Mode) -> Self {
+        Codec {
+            mode,
+            ..Codec::new(Profile::Lossless)
+        }
+    }
+
+    fn recipe(&self, shape: &[u64], numel: u64) -> Recipe {
+        let rans = RansParams {
+            lanes: pipeline::lanes_for(numel.min(self.chunk_elems)),
+            ..RansParams::DEFAULT
+        };
+        match self.mode {
+            Mode::Lossless => Recipe::Lossless { rans },
+            Mode::Block(b) => Recipe::Block {
+                params: BlockParams {
+                    format: quant::block::BlockFormat {
+                        element: b.element,
+                        scale: b.scale,
+                        block: b.block,
+                    },
+                    rounding: b.rounding.code(),
+                    nonfinite: b.nonfinite.code(),
                 },
+                rans: b.entropy.then_some(rans),
             },
+            Mode::Bounded(b) => Recipe::Uniform {
+                params: UniformParams {
+                    bound: b.bound.code(),
+                    bound_value: b.bound.value().to_bits(),
+                    scope: b.scope.code(),
+                    group: match b.scope {
+                        StepScope::Global => 0,
+                        StepScope::Channel => shape.last().copied().unwrap_or(1).max(1),
+                        StepScope::Block(n) => n as u64,
+                    },
+                    step: 1.0f32.to_bits(),
+                    rounding: b.rounding.code(),
+                    nonfinite: b.nonfinite.code(),
+                },
+                rans,
+            },
+        }
+    }
+
+    fn seed(&self) -> u64 {
+        let r = match self.mode {
+            Mode::Lossless => Rounding::Nearest,
+            Mode::Block(b) => b.rounding,
+            Mode::Bounded(b) => b.rounding,
+        };
+        match r {
+            Rounding::Stochastic { seed } => seed,
+            Rounding::Nearest => 0,
         }
     }
 
@@ -128,7 +155,11 @@ impl Codec {
         shape: &[u64],
         hint: ContainerHint,
     ) -> Result<Vec<u8>> {
-        pipeline::encode_frame(&self.request(input, dtype, shape, hint))
+        let req = self.request(input, dtype, shape, hint)?;
+        match &self.mode {
+            Mode::Bounded(spec) => pipeline::encode_bounded(&req, spec),
+            _ => pipeline::encode_frame(&req),
+        }
     }
 
     fn request<'a>(
@@ -137,21 +168,37 @@ impl Codec {
         dtype: DType,
         shape: &'a [u64],
         hint: ContainerHint,
-    ) -> EncodeRequest<'a> {
-        EncodeRequest {
+    ) -> Result<EncodeRequest<'a>> {
+        self.mode.validate()?;
+        if let Mode::Bounded(BoundedSpec {
+            scope: StepScope::Channel,
+            ..
+        }) = self.mode
+        {
+            if shape.len() < 2 {
+                return Err(Error::invalid(format!(
+                    "step='channel' gives each index of the last dimension its own step, which \
+                     needs a tensor of at least 2 dimensions (this one has shape {shape:?}); \
+                     use step='global' or 'block'"
+                )));
+            }
+        }
+        Ok(EncodeRequest {
             input,
             dtype,
             shape,
             hint,
             chunk_elems: self.chunk_elems,
             threads: self.threads,
-            recipe: self.recipe(format::numel(shape).unwrap_or(0)),
-        }
+            recipe: self.recipe(shape, format::numel(shape).unwrap_or(0)),
+            seed: self.seed(),
+        })
     }
 
     /// Encodes piece by piece: the header, then one chunk record at a time, so that sending
     /// can start before encoding ends. The pieces concatenated are exactly
-    /// [`Codec::encode`]'s frame.
+    /// [`Codec::encode`]'s frame. (An error-bounded mode codes the whole frame first: its
+    /// step is only final once the decoded error of every chunk is known.)
     pub fn encode_stream<'a>(
         &self,
         input: &'a [u8],
@@ -173,7 +220,13 @@ impl Codec {
         shape: &[u64],
         hint: ContainerHint,
     ) -> Result<StreamEncoder> {
-        StreamEncoder::new(&self.request(input, dtype, shape, hint))
+        let req = self.request(input, dtype, shape, hint)?;
+        match &self.mode {
+            Mode::Bounded(spec) => {
+                StreamEncoder::from_frame(&req, pipeline::encode_bounded(&req, spec)?)
+            }
+            _ => StreamEncoder::new(&req),
+        }
     }
 
     /// A decoder that takes a frame in pieces as they arrive; see [`StreamDecoder`].
@@ -220,14 +273,14 @@ pub struct Tensor {
 }
 
 /// One stage of a frame as [`info`] reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StageInfo {
     pub name: &'static str,
-    pub params: Vec<(&'static str, i64)>,
+    pub params: Vec<(&'static str, ParamValue)>,
 }
 
 /// What a frame's header and chunk table say.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FrameInfo {
     pub format_version: u8,
     pub dtype: DType,

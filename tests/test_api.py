@@ -20,7 +20,7 @@ def test_config_round_trip():
     assert c2 == c and hash(c2) == hash(c)
     assert "chunk_size=1000" in repr(c)
     with pytest.raises(codec.InvalidArgumentError, match="unknown config keys"):
-        codec.Codec.from_config({**cfg, "bits": 4})
+        codec.Codec.from_config({**cfg, "colour": 4})
     with pytest.raises(codec.InvalidArgumentError, match="config id"):
         codec.Codec.from_config({**cfg, "id": "zstd"})
 

@@ -126,3 +126,14 @@ def test_out_parameter_checks():
     ro.flags.writeable = False
     with pytest.raises(codec.InvalidArgumentError, match="writable"):
         codec.decode(blob, out=ro)
+
+
+def test_empty_shape_beyond_array_indexing_is_refused():
+    # Zero elements, so within any output limit, but no numpy array or torch tensor has
+    # this shape.
+    from iota_codec import _core
+
+    head = b"\x89IOT\x01\x01\x03\x02" + bytes([0xFF] * 8 + [0x7F]) + b"\x00\x01\x00"
+    blob = _core._reseal(head + bytes(4))
+    with pytest.raises(codec.LimitExceededError, match="beyond what an array can index"):
+        codec.decode(blob)

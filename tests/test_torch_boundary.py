@@ -104,7 +104,8 @@ def test_boundary_micro_batches(loop, profile, order):
     the given order while stage 0 always goes 0..3, so with "reversed" every gradient
     arrives before it is wanted and has to be kept aside. Activations use one codec and
     gradients another, and the frames show it."""
-    act, grad = iota_codec.Codec(profile, chunk_size=64), iota_codec.Codec(profile, chunk_size=32)
+    # Chunk sizes that are whole blocks of every fixed-rate profile (they round down to one).
+    act, grad = iota_codec.Codec(profile, chunk_size=128), iota_codec.Codec(profile, chunk_size=64)
     c0, c1 = _pair(act, grad)
     s0, s1 = _stages()
     r0, r1 = _stages()  # an uncompressed reference
@@ -139,7 +140,7 @@ def test_boundary_micro_batches(loop, profile, order):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-7)
     sizes0 = {f["chunk_size"] for f in loop.frames(0)}
     sizes1 = {f["chunk_size"] for f in loop.frames(1)}
-    assert sizes0 == {64} and sizes1 == {32}  # activations vs gradients
+    assert sizes0 == {128} and sizes1 == {64}  # activations vs gradients
     assert c0.stats.messages_sent == c1.stats.messages_received == 4
     assert c1.stats.messages_sent == c0.stats.messages_received == 4
     assert not c0._stash and not c1._stash

@@ -96,7 +96,7 @@ def test_bad_inputs_raise_codec_errors():
     with pytest.raises(iota_codec.InvalidArgumentError, match="JSON"):
         torch.ops.iota_codec.encode(torch.ones(3), "{not json")
     with pytest.raises(iota_codec.InvalidArgumentError, match="unknown config keys"):
-        torch.ops.iota_codec.encode(torch.ones(3), json.dumps({"bits": 3}))
+        torch.ops.iota_codec.encode(torch.ones(3), json.dumps({"colour": 3}))
     with pytest.raises(iota_codec.InvalidArgumentError, match="meta tensor"):
         iota_codec.encode(torch.ones(3, device="meta"))
     with pytest.raises(RuntimeError, match="data-dependent shape"):

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._core import InvalidArgumentError
+from ._core import InvalidArgumentError, LimitExceededError
 
 # Container hints written into frames (see docs/FORMAT.md).
 HINT_UNSPECIFIED = 0
@@ -217,6 +217,16 @@ def _empty_numpy(dtype: str, shape: tuple[int, ...]) -> np.ndarray:
 
 def allocate(dtype: str, shape: tuple[int, ...], container: str) -> tuple[Any, np.ndarray]:
     """A new output of the kind the frame names, and a flat writable uint8 view of it."""
+    # A frame may declare a shape with no elements whose other dimensions multiply beyond
+    # what numpy and torch can index, e.g. (2**63 - 1, 0): valid bytes, but no array.
+    biggest = ITEMSIZE[dtype]
+    for d in shape:
+        biggest *= max(d, 1)
+    if biggest > sys.maxsize:
+        raise LimitExceededError(
+            f"the frame declares shape {shape}, whose dimensions multiply beyond what an "
+            "array can index"
+        )
     if container == "torch":
         try:
             import torch

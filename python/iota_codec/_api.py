@@ -14,6 +14,25 @@ DEFAULT_CHUNK_SIZE: int = _core.DEFAULT_CHUNK_SIZE
 DEFAULT_MAX_OUTPUT_BYTES: int = _core.DEFAULT_MAX_OUTPUT_BYTES
 CONFIG_ID = "iota_codec"
 
+#: Element formats of fixed-rate quantization (``format=``).
+FORMATS: tuple[str, ...] = tuple(_core.ELEMENTS)
+#: Block scale encodings of fixed-rate quantization (``scale=``).
+SCALES: tuple[str, ...] = tuple(_core.SCALES)
+#: OCP Microscaling (MX v1.0) formats: element, with blocks of 32 and E8M0 scales.
+MX_FORMATS = {
+    "mxint8": "int8",
+    "mxfp8": "e4m3",
+    "mxfp8_e4m3": "e4m3",
+    "mxfp8_e5m2": "e5m2",
+    "mxfp4": "e2m1",
+}
+
+# The coding settings, in the order get_config lists them.
+_SETTINGS: tuple[str, ...] = tuple(_core.SETTING_KEYS)
+_FIXED = ("format", "scale", "entropy")
+_BOUNDS = ("error", "max_abs_error", "target_bits")
+_BOUNDED = (*_BOUNDS, "step")
+
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -23,11 +42,144 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return value
 
 
+def _mode(settings: dict[str, Any]) -> str:
+    if settings["format"] is not None:
+        return "fixed"
+    if any(settings[k] is not None for k in _BOUNDS):
+        return "bounded"
+    return "lossless"
+
+
+def _resolve(profile: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The coding settings of ``profile`` with the explicit parameters ``given`` (those not
+    ``None``) laid over it. Parameters that pick a mode (``bits``/``format`` for fixed rate,
+    ``error``/``max_abs_error``/``target_bits`` for error-bounded) replace a profile of
+    another mode; the rest refine the mode's settings."""
+    given = {k: v for k, v in given.items() if v is not None}
+    for k in ("error", "max_abs_error", "target_bits"):
+        if k in given:
+            if isinstance(given[k], bool) or not isinstance(given[k], (int, float)):
+                raise InvalidArgumentError(f"{k} must be a number, not {type(given[k]).__name__}")
+            given[k] = float(given[k])
+    for k in ("block", "seed"):
+        if k in given:
+            _check_int(k, given[k], 0)
+    for k in ("format", "scale", "step", "rounding", "nonfinite"):
+        if k in given:
+            if not isinstance(given[k], str):
+                raise InvalidArgumentError(f"{k} must be a string, not {type(given[k]).__name__}")
+            given[k] = given[k].lower()
+    if "entropy" in given and not isinstance(given["entropy"], bool):
+        raise InvalidArgumentError("entropy must be True or False")
+    bits = given.pop("bits", None)
+    fmt = given.get("format")
+    if fmt in MX_FORMATS:
+        if given.get("block", 32) != 32 or given.get("scale", "e8m0") != "e8m0":
+            raise InvalidArgumentError(
+                f"format={fmt!r} is an OCP MX format: blocks of 32 with e8m0 scales; for other "
+                f"blocks or scales use format={MX_FORMATS[fmt]!r} with block= and scale="
+            )
+        given.update(format=MX_FORMATS[fmt], block=32, scale="e8m0")
+        fmt = given["format"]
+    if bits is not None:
+        _check_int("bits", bits, 0)
+        if fmt is None:
+            if bits not in (2, 3, 4, 8):
+                raise InvalidArgumentError(
+                    f"bits={bits}: integer codes have 8, 4, 3 or 2 bits (for 8-bit floats use "
+                    "format='e4m3' or 'e5m2', for 4-bit floats format='e2m1')"
+                )
+            given["format"] = f"int{bits}"
+        else:
+            width = {"e4m3": 8, "e5m2": 8, "e2m1": 4}.get(fmt) or int(fmt.removeprefix("int") or 0)
+            if width != bits:
+                raise InvalidArgumentError(
+                    f"bits={bits} contradicts format={fmt!r}, which has {width}-bit codes"
+                )
+    fixed = [k for k in _FIXED if k in given]
+    bounded = [k for k in _BOUNDED if k in given]
+    if fixed and bounded:
+        raise InvalidArgumentError(
+            f"{fixed[0]}= (fixed-rate quantization) and {bounded[0]}= (error-bounded "
+            "quantization) exclude each other: pass parameters of one mode"
+        )
+    base = dict(_core.profile_settings(profile))
+    base_mode = _mode(base)
+    if "format" in given:
+        mode = "fixed"
+    elif any(k in given for k in _BOUNDS):
+        mode = "bounded"
+    elif fixed and base_mode != "fixed":
+        raise InvalidArgumentError(
+            f"{fixed[0]}= applies to fixed-rate quantization: also pass bits= or format="
+        )
+    elif bounded and base_mode != "bounded":
+        raise InvalidArgumentError(
+            "step= applies to error-bounded quantization: also pass error=, max_abs_error= or "
+            "target_bits="
+        )
+    else:
+        mode = base_mode
+    if mode != base_mode:
+        base = dict.fromkeys(_SETTINGS)
+    if any(k in given for k in _BOUNDS):
+        base.update(dict.fromkeys(_BOUNDS))
+    settings = {**base, **given}
+    if mode == "bounded":
+        if "block" in given and "step" not in given:
+            settings["step"] = "block"
+        settings["step"] = settings["step"] or "global"
+        if settings["step"] != "block" and "block" not in given:
+            settings["block"] = None
+    if mode == "lossless":
+        if given.get("nonfinite") == "keep":
+            settings["nonfinite"] = None  # lossless coding always carries them
+    else:
+        settings["rounding"] = settings["rounding"] or "nearest"
+        settings["nonfinite"] = settings["nonfinite"] or "error"
+        if settings["rounding"] == "nearest" and "seed" not in given:
+            settings["seed"] = None
+    return dict(_core.check_settings(settings))
+
+
 class Codec:
     """Encoder and decoder settings.
 
     Args:
-        profile: what to optimize for. ``"lossless"`` (bit-exact; the default).
+        profile: what to optimize for: ``"lossless"`` (bit-exact; the default), ``"fast"``
+            (fixed-rate int8 blocks), ``"balanced"`` (1% relative error, entropy-coded) or
+            ``"max"`` (5% relative error). The README lists what each costs and gives.
+            Explicit parameters below override the profile's.
+
+        Fixed-rate quantization (``bits=`` or ``format=`` selects it):
+
+        bits: integer code width, 8, 4, 3 or 2 (shorthand for ``format="int<bits>"``).
+        format: element format: ``"int8"``, ``"int4"``, ``"int3"``, ``"int2"``, ``"e4m3"``,
+            ``"e5m2"`` (FP8), ``"e2m1"`` (FP4); or an OCP MX format, ``"mxint8"``,
+            ``"mxfp8"`` (= ``"mxfp8_e4m3"``), ``"mxfp8_e5m2"``, ``"mxfp4"`` (blocks of 32,
+            E8M0 scales).
+        block: elements per block, 16 to 256 (also the step's block with ``step="block"``).
+        scale: per-block scale: ``"e8m0"`` (a power of two, 1 byte, MX), ``"f16"`` or
+            ``"bf16"`` (2 bytes).
+        entropy: rANS-code the element codes instead of packing them (smaller, not fixed).
+
+        Error-bounded quantization (one of these selects it):
+
+        error: relative RMSE the decoded tensor may have, ``||x - y|| / ||x||`` (0.01 = 1%).
+        max_abs_error: largest absolute error of any element.
+        target_bits: bits per element the whole frame may take.
+        step: ``"global"`` (one step: the best total error for the bits; default),
+            ``"channel"`` (a step per last-dimension channel, proportional to its RMS) or
+            ``"block"`` (per ``block`` consecutive elements).
+
+        Both lossy modes:
+
+        rounding: ``"nearest"`` (to nearest even; default) or ``"stochastic"`` (unbiased,
+            reproducible from ``seed`` and each element's index: for gradients).
+        seed: the stochastic-rounding seed (default 0).
+        nonfinite: ``"error"`` (default: NaN/Inf raise :class:`NonFiniteError`) or
+            ``"keep"`` (carried exactly, bit for bit).
+
         chunk_size: elements per independently coded chunk (default 262144). Chunks are
             coded in parallel and can be streamed; larger chunks spend less on tables.
         threads: worker threads. ``None`` or ``0`` uses one per core, ``1`` runs on the
@@ -36,15 +188,28 @@ class Codec:
             a frame that declares more raises :class:`LimitExceededError` before anything
             is allocated. Raise it only for senders you trust.
 
-    A ``Codec`` holds only settings: one instance can be shared by many threads.
+    Bad combinations raise :class:`InvalidArgumentError` saying what to change. A ``Codec``
+    holds only settings: one instance can be shared by many threads.
     """
 
-    __slots__ = ("_chunk_size", "_max_output_bytes", "_profile", "_threads")
+    __slots__ = ("_chunk_size", "_max_output_bytes", "_profile", "_settings", "_threads")
 
     def __init__(
         self,
         profile: str = DEFAULT_PROFILE,
         *,
+        bits: int | None = None,
+        format: str | None = None,
+        block: int | None = None,
+        scale: str | None = None,
+        entropy: bool | None = None,
+        error: float | None = None,
+        max_abs_error: float | None = None,
+        target_bits: float | None = None,
+        step: str | None = None,
+        rounding: str | None = None,
+        seed: int | None = None,
+        nonfinite: str | None = None,
         chunk_size: int | None = None,
         threads: int | None = None,
         max_output_bytes: int | None = None,
@@ -54,6 +219,23 @@ class Codec:
                 f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}"
             )
         self._profile = profile.lower()
+        self._settings = _resolve(
+            self._profile,
+            {
+                "bits": bits,
+                "format": format,
+                "block": block,
+                "scale": scale,
+                "entropy": entropy,
+                "error": error,
+                "max_abs_error": max_abs_error,
+                "target_bits": target_bits,
+                "step": step,
+                "rounding": rounding,
+                "seed": seed,
+                "nonfinite": nonfinite,
+            },
+        )
         self._chunk_size = (
             DEFAULT_CHUNK_SIZE if chunk_size is None else _check_int("chunk_size", chunk_size, 1)
         )
@@ -67,6 +249,17 @@ class Codec:
     @property
     def profile(self) -> str:
         return self._profile
+
+    @property
+    def mode(self) -> str:
+        """``"lossless"``, ``"fixed"`` (fixed-rate quantization) or ``"bounded"``
+        (error-bounded quantization)."""
+        return _mode(self._settings)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The coding settings in effect (the profile's, overridden by explicit ones)."""
+        return dict(self._settings)
 
     @property
     def chunk_size(self) -> int:
@@ -99,6 +292,7 @@ class Codec:
             src.dtype,
             list(src.shape),
             profile=self._profile,
+            settings=self._settings,
             chunk_size=self._chunk_size,
             threads=self._threads,
             hint=src.hint,
@@ -112,7 +306,7 @@ class Codec:
         ``ml_dtypes.bfloat16``, or as uint16 bit patterns when ml_dtypes is missing). With
         ``out=`` (a C-contiguous numpy array or CPU tensor of the frame's dtype and element
         count; a uint16 array receives bfloat16 bits) the result is written there and ``out``
-        is returned.
+        is returned. Lossy frames decode to the dtype and shape that was encoded.
 
         With ``device=`` (e.g. ``"cuda:0"``) the result is a torch tensor on that device,
         whatever was encoded: the frame is decoded into pinned host memory and copied over
@@ -137,13 +331,15 @@ class Codec:
         """Encodes ``x`` piece by piece: yields the header, then one chunk record at a time,
         each as soon as it is encoded, so that sending can start before encoding ends.
         ``b"".join(pieces) == encode(x)``. Keeps a reference to ``x`` until exhausted; do
-        not modify ``x`` meanwhile."""
+        not modify ``x`` meanwhile. (Error-bounded modes code the whole frame before the first
+        piece: their step is final only once every chunk's decoded error is known.)"""
         src = _adapt.as_source(x, dtype=dtype, shape=shape)
         return _core.StreamEncoder(
             src.data,
             src.dtype,
             list(src.shape),
             profile=self._profile,
+            settings=self._settings,
             chunk_size=self._chunk_size,
             threads=self._threads,
             hint=src.hint,
@@ -155,10 +351,13 @@ class Codec:
         return StreamDecoder(self, out=out)
 
     def get_config(self) -> dict[str, Any]:
-        """The settings as a JSON-able dict (numcodecs style, with ``"id"``)."""
+        """The settings as a JSON-able dict (numcodecs style, with ``"id"``): the profile,
+        every coding setting in effect (``None`` where it does not apply), and the chunking,
+        thread and limit settings."""
         return {
             "id": CONFIG_ID,
             "profile": self._profile,
+            **self._settings,
             "chunk_size": self._chunk_size,
             "threads": self._threads,
             "max_output_bytes": self._max_output_bytes,
@@ -171,7 +370,7 @@ class Codec:
         cid = cfg.pop("id", CONFIG_ID)
         if cid != CONFIG_ID:
             raise InvalidArgumentError(f"config id {cid!r} is not {CONFIG_ID!r}")
-        known = {"profile", "chunk_size", "threads", "max_output_bytes"}
+        known = {"profile", "bits", *_SETTINGS, "chunk_size", "threads", "max_output_bytes"}
         unknown = set(cfg) - known
         if unknown:
             raise InvalidArgumentError(f"unknown config keys: {', '.join(sorted(unknown))}")
@@ -184,7 +383,9 @@ class Codec:
         return hash(tuple(sorted(self.get_config().items())))
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "id")
+        args = ", ".join(
+            f"{k}={v!r}" for k, v in self.get_config().items() if k != "id" and v is not None
+        )
         return f"Codec({args})"
 
 
@@ -257,9 +458,11 @@ def encode(
     shape: Any = None,
     chunk_size: int | None = None,
     threads: int | None = None,
+    **settings: Any,
 ) -> bytes:
-    """Encodes ``x`` with a :class:`Codec` of the given settings (default: lossless)."""
-    return Codec(profile, chunk_size=chunk_size, threads=threads).encode(
+    """Encodes ``x`` with a :class:`Codec` of the given settings (default: lossless); any
+    other keyword (``bits=``, ``error=``, ...) is a :class:`Codec` parameter."""
+    return Codec(profile, chunk_size=chunk_size, threads=threads, **settings).encode(
         x, dtype=dtype, shape=shape
     )
 
@@ -281,7 +484,8 @@ def decode(
 
 def info(blob: Any) -> dict[str, Any]:
     """The frame's header and chunk table as a dict: ``format_version``, ``dtype``,
-    ``shape``, ``container``, ``chunk_size``, ``n_chunks``, ``stages``, ``chunk_bytes``,
-    ``header_bytes``, ``frame_bytes``, ``uncompressed_bytes`` and ``ratio``. Every checksum
-    is verified; nothing is decoded."""
+    ``shape``, ``container``, ``chunk_size``, ``n_chunks``, ``stages`` (each a dict with its
+    ``name`` and parameters, e.g. a quantizer's format, block, scale, bound and step),
+    ``chunk_bytes``, ``header_bytes``, ``frame_bytes``, ``uncompressed_bytes`` and
+    ``ratio``. Every checksum is verified; nothing is decoded."""
     return _core.info(blob)

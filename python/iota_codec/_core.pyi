@@ -9,6 +9,9 @@ FORMAT_VERSION: int
 DEFAULT_CHUNK_SIZE: int
 DEFAULT_MAX_OUTPUT_BYTES: int
 PROFILES: list[str]
+ELEMENTS: list[str]
+SCALES: list[str]
+SETTING_KEYS: list[str]
 __version__: str
 
 class CodecError(ValueError): ...
@@ -17,6 +20,7 @@ class CorruptFrameError(CodecError): ...
 class ChecksumMismatchError(CorruptFrameError): ...
 class UnsupportedVersionError(CodecError): ...
 class LimitExceededError(CodecError): ...
+class NonFiniteError(InvalidArgumentError): ...
 
 def encode(
     data: Buffer,
@@ -24,6 +28,7 @@ def encode(
     shape: list[int],
     *,
     profile: str = "lossless",
+    settings: dict[str, Any] | None = None,
     chunk_size: int = ...,
     threads: int = 0,
     hint: int = 0,
@@ -38,6 +43,8 @@ def decode_into(
 def header(frame: Buffer, *, max_output_bytes: int = ...) -> tuple[str, list[int], str]: ...
 def info(frame: Buffer) -> dict[str, Any]: ...
 def simd_level() -> str: ...
+def profile_settings(name: str) -> dict[str, Any]: ...
+def check_settings(settings: dict[str, Any]) -> dict[str, Any]: ...
 def _reseal(frame: Buffer) -> bytes: ...
 
 class StreamEncoder(Iterator[bytes]):
@@ -48,6 +55,7 @@ class StreamEncoder(Iterator[bytes]):
         shape: list[int],
         *,
         profile: str = "lossless",
+        settings: dict[str, Any] | None = None,
         chunk_size: int = ...,
         threads: int = 0,
         hint: int = 0,

@@ -3,6 +3,7 @@
 //! The stage modules (transform, quant, entropy) know nothing of each other or of the
 //! format; a [`Recipe`] composes them and turns into the frame's stage list, and back.
 
+mod lossy;
 pub mod stream;
 mod threads;
 
@@ -15,24 +16,203 @@ use crate::dtype::DType;
 use crate::entropy::rans::{self, RansParams};
 use crate::error::{ensure_frame, Error, ErrorKind, Result};
 use crate::format::{self, ContainerHint, Header, HeaderExtent, Reader, StageDesc};
+use crate::quant::block::{self, BlockFormat, ScaleFormat};
+use crate::quant::minifloat::Element;
+use crate::quant::{rounding, uniform};
 use crate::transform::floatsplit;
 use crate::validate::{self, Validation};
+
+pub use lossy::encode_bounded;
 
 /// Stage kind: the lossless float split (no parameters).
 pub const STAGE_FLOAT_SPLIT: u8 = 1;
 /// Stage kind: interleaved rANS (parameters: lanes, probability bits).
 pub const STAGE_RANS: u8 = 2;
+/// Stage kind: fixed-rate block quantization (parameters: element, scale, block size,
+/// rounding, non-finite handling).
+pub const STAGE_BLOCK_QUANT: u8 = 3;
+/// Stage kind: error-bounded uniform quantization (parameters: bound, scope, step, ...).
+pub const STAGE_UNIFORM_QUANT: u8 = 4;
 
 /// Chunk payload mode: the chunk's elements, stored as they are (little-endian).
 const MODE_STORED: u8 = 0;
 /// Chunk payload mode: coded by the frame's stages.
 const MODE_CODED: u8 = 1;
 
+/// Parameters of a fixed-rate block quantization stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockParams {
+    pub format: BlockFormat,
+    /// Rounding code (0 nearest-even, 1 stochastic); informational.
+    pub rounding: u8,
+    /// Non-finite handling code (0 error, 1 keep); informational.
+    pub nonfinite: u8,
+}
+
+/// Bound codes of a uniform quantization stage.
+pub const BOUND_REL_RMSE: u8 = 1;
+pub const BOUND_MAX_ABS: u8 = 2;
+pub const BOUND_BITS: u8 = 3;
+/// Step scope codes of a uniform quantization stage.
+pub const SCOPE_GLOBAL: u8 = 0;
+pub const SCOPE_CHANNEL: u8 = 1;
+pub const SCOPE_BLOCK: u8 = 2;
+
+/// Parameters of an error-bounded uniform quantization stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UniformParams {
+    /// Which bound the encoder met ([`BOUND_REL_RMSE`], ...); informational.
+    pub bound: u8,
+    /// The bound's value, as `f64` bits; informational, except that a maximum-error bound is
+    /// what the encoder checks every element against.
+    pub bound_value: u64,
+    /// [`SCOPE_GLOBAL`], [`SCOPE_CHANNEL`] or [`SCOPE_BLOCK`].
+    pub scope: u8,
+    /// Channels (the last dimension) for the channel scope, elements per block for the
+    /// block scope, 0 for the global one.
+    pub group: u64,
+    /// `f32` bits: the step (global scope), or the factor of each group's RMS (others).
+    pub step: u32,
+    pub rounding: u8,
+    pub nonfinite: u8,
+}
+
+impl UniformParams {
+    pub fn step(&self) -> f32 {
+        f32::from_bits(self.step)
+    }
+}
+
 /// The sequence of stages a frame runs, with their parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recipe {
     /// Float split, rANS over the sign+exponent symbols, packed mantissas.
     Lossless { rans: RansParams },
+    /// Block quantization; codes packed, or rANS-coded when `rans` is given.
+    Block {
+        params: BlockParams,
+        rans: Option<RansParams>,
+    },
+    /// Uniform quantization with rANS over its symbols.
+    Uniform {
+        params: UniformParams,
+        rans: RansParams,
+    },
+}
+
+fn rans_desc(rans: &RansParams) -> StageDesc {
+    StageDesc {
+        kind: STAGE_RANS,
+        params: vec![rans.lanes as u8, rans.prob_bits as u8],
+    }
+}
+
+fn parse_rans(r: &StageDesc) -> Result<RansParams> {
+    ensure_frame!(r.params.len() == 2, "rANS stage needs 2 parameter bytes");
+    let rans = RansParams {
+        lanes: r.params[0] as usize,
+        prob_bits: u32::from(r.params[1]),
+    };
+    rans.validate()?;
+    Ok(rans)
+}
+
+fn parse_block(d: &StageDesc) -> Result<BlockParams> {
+    ensure_frame!(
+        d.params.len() == 6,
+        "block quantization stage needs 6 parameter bytes"
+    );
+    let p = &d.params;
+    let element = Element::from_code(p[0])
+        .ok_or_else(|| Error::corrupt(format!("unknown block element format {}", p[0])))?;
+    let scale = ScaleFormat::from_code(p[1])
+        .ok_or_else(|| Error::corrupt(format!("unknown block scale format {}", p[1])))?;
+    let block = usize::from(u16::from_le_bytes([p[2], p[3]]));
+    ensure_frame!(
+        (block::MIN_BLOCK..=block::MAX_BLOCK).contains(&block),
+        "block size {block} is outside {}..={}",
+        block::MIN_BLOCK,
+        block::MAX_BLOCK
+    );
+    ensure_frame!(p[4] <= 1, "unknown rounding code {}", p[4]);
+    ensure_frame!(p[5] <= 1, "unknown non-finite code {}", p[5]);
+    Ok(BlockParams {
+        format: BlockFormat {
+            element,
+            scale,
+            block,
+        },
+        rounding: p[4],
+        nonfinite: p[5],
+    })
+}
+
+fn block_desc(b: &BlockParams) -> StageDesc {
+    let f = &b.format;
+    let mut params = vec![f.element.code(), f.scale.code()];
+    params.extend_from_slice(&(f.block as u16).to_le_bytes());
+    params.extend_from_slice(&[b.rounding, b.nonfinite]);
+    StageDesc {
+        kind: STAGE_BLOCK_QUANT,
+        params,
+    }
+}
+
+fn uniform_desc(u: &UniformParams) -> StageDesc {
+    let mut params = vec![u.bound];
+    params.extend_from_slice(&u.bound_value.to_le_bytes());
+    params.push(u.scope);
+    params.extend_from_slice(&u.group.to_le_bytes());
+    params.extend_from_slice(&u.step.to_le_bytes());
+    params.extend_from_slice(&[u.rounding, u.nonfinite]);
+    StageDesc {
+        kind: STAGE_UNIFORM_QUANT,
+        params,
+    }
+}
+
+fn parse_uniform(d: &StageDesc) -> Result<UniformParams> {
+    ensure_frame!(
+        d.params.len() == 24,
+        "uniform quantization stage needs 24 parameter bytes"
+    );
+    let p = &d.params;
+    let u = UniformParams {
+        bound: p[0],
+        bound_value: u64::from_le_bytes(p[1..9].try_into().unwrap()),
+        scope: p[9],
+        group: u64::from_le_bytes(p[10..18].try_into().unwrap()),
+        step: u32::from_le_bytes(p[18..22].try_into().unwrap()),
+        rounding: p[22],
+        nonfinite: p[23],
+    };
+    ensure_frame!(
+        (BOUND_REL_RMSE..=BOUND_BITS).contains(&u.bound),
+        "unknown bound code {}",
+        u.bound
+    );
+    let v = f64::from_bits(u.bound_value);
+    ensure_frame!(v.is_finite() && v > 0.0, "bound value {v} is not positive");
+    match u.scope {
+        SCOPE_GLOBAL => ensure_frame!(u.group == 0, "global step with a group size"),
+        SCOPE_CHANNEL => ensure_frame!(u.group >= 1, "channel scope with no channels"),
+        SCOPE_BLOCK => ensure_frame!(
+            (block::MIN_BLOCK as u64..=block::MAX_BLOCK as u64).contains(&u.group),
+            "step block size {} is outside {}..={}",
+            u.group,
+            block::MIN_BLOCK,
+            block::MAX_BLOCK
+        ),
+        s => return Err(Error::corrupt(format!("unknown step scope {s}"))),
+    }
+    let step = u.step();
+    ensure_frame!(
+        step.is_finite() && step > 0.0,
+        "quantizer step {step} is not positive"
+    );
+    ensure_frame!(u.rounding <= 1, "unknown rounding code {}", u.rounding);
+    ensure_frame!(u.nonfinite <= 1, "unknown non-finite code {}", u.nonfinite);
+    Ok(u)
 }
 
 impl Recipe {
@@ -44,20 +224,36 @@ impl Recipe {
                     kind: STAGE_FLOAT_SPLIT,
                     params: vec![],
                 },
-                StageDesc {
-                    kind: STAGE_RANS,
-                    params: vec![rans.lanes as u8, rans.prob_bits as u8],
-                },
+                rans_desc(rans),
             ],
+            Recipe::Block { params, rans } => {
+                let mut v = vec![block_desc(params)];
+                v.extend(rans.as_ref().map(rans_desc));
+                v
+            }
+            Recipe::Uniform { params, rans } => vec![uniform_desc(params), rans_desc(rans)],
+        }
+    }
+
+    /// The number of consecutive elements that must not be split between chunks (chunk
+    /// sizes are a multiple of it).
+    pub fn chunk_multiple(&self) -> u64 {
+        match self {
+            Recipe::Lossless { .. } => 1,
+            Recipe::Block { params, .. } => params.format.block as u64,
+            Recipe::Uniform { params, .. } if params.scope == SCOPE_BLOCK => params.group,
+            Recipe::Uniform { .. } => 1,
         }
     }
 
     /// Recognizes a stage list read from a frame.
     pub fn from_stages(stages: &[StageDesc]) -> Result<Recipe> {
-        if let Some(s) = stages
-            .iter()
-            .find(|s| !matches!(s.kind, STAGE_FLOAT_SPLIT | STAGE_RANS))
-        {
+        if let Some(s) = stages.iter().find(|s| {
+            !matches!(
+                s.kind,
+                STAGE_FLOAT_SPLIT | STAGE_RANS | STAGE_BLOCK_QUANT | STAGE_UNIFORM_QUANT
+            )
+        }) {
             return Err(Error::new(
                 ErrorKind::UnsupportedVersion,
                 format!(
@@ -70,13 +266,23 @@ impl Recipe {
         match stages {
             [split, r] if split.kind == STAGE_FLOAT_SPLIT && r.kind == STAGE_RANS => {
                 ensure_frame!(split.params.is_empty(), "float split takes no parameters");
-                ensure_frame!(r.params.len() == 2, "rANS stage needs 2 parameter bytes");
-                let rans = RansParams {
-                    lanes: r.params[0] as usize,
-                    prob_bits: u32::from(r.params[1]),
-                };
-                rans.validate()?;
-                Ok(Recipe::Lossless { rans })
+                Ok(Recipe::Lossless {
+                    rans: parse_rans(r)?,
+                })
+            }
+            [b] if b.kind == STAGE_BLOCK_QUANT => Ok(Recipe::Block {
+                params: parse_block(b)?,
+                rans: None,
+            }),
+            [b, r] if b.kind == STAGE_BLOCK_QUANT && r.kind == STAGE_RANS => Ok(Recipe::Block {
+                params: parse_block(b)?,
+                rans: Some(parse_rans(r)?),
+            }),
+            [u, r] if u.kind == STAGE_UNIFORM_QUANT && r.kind == STAGE_RANS => {
+                Ok(Recipe::Uniform {
+                    params: parse_uniform(u)?,
+                    rans: parse_rans(r)?,
+                })
             }
             _ => Err(Error::corrupt(format!(
                 "unsupported stage sequence {:?}",
@@ -86,20 +292,83 @@ impl Recipe {
     }
 
     /// A human-readable description of each stage: name and parameters.
-    pub fn describe(&self) -> Vec<(&'static str, Vec<(&'static str, i64)>)> {
+    pub fn describe(&self) -> Vec<(&'static str, Vec<(&'static str, ParamValue)>)> {
+        use ParamValue::{Float, Int, Str};
+        let rans_info = |rans: &RansParams| {
+            (
+                "rans",
+                vec![
+                    ("lanes", Int(rans.lanes as i64)),
+                    ("prob_bits", Int(i64::from(rans.prob_bits))),
+                ],
+            )
+        };
+        let nonfinite = |c: u8| if c == 1 { "keep" } else { "error" };
         match self {
-            Recipe::Lossless { rans } => vec![
-                ("float_split", vec![]),
-                (
-                    "rans",
+            Recipe::Lossless { rans } => vec![("float_split", vec![]), rans_info(rans)],
+            Recipe::Block { params, rans } => {
+                let f = &params.format;
+                let mut v = vec![(
+                    "block_quant",
                     vec![
-                        ("lanes", rans.lanes as i64),
-                        ("prob_bits", i64::from(rans.prob_bits)),
+                        ("element", Str(f.element.name())),
+                        ("bits", Int(i64::from(f.element.bits()))),
+                        ("scale", Str(f.scale.name())),
+                        ("block", Int(f.block as i64)),
+                        (
+                            "rounding",
+                            Str(rounding::code_name(params.rounding).unwrap_or("?")),
+                        ),
+                        ("nonfinite", Str(nonfinite(params.nonfinite))),
                     ],
-                ),
-            ],
+                )];
+                v.extend(rans.as_ref().map(rans_info));
+                v
+            }
+            Recipe::Uniform { params: u, rans } => {
+                let bound = match u.bound {
+                    BOUND_REL_RMSE => "error",
+                    BOUND_MAX_ABS => "max_abs_error",
+                    _ => "target_bits",
+                };
+                let scope = match u.scope {
+                    SCOPE_GLOBAL => "global",
+                    SCOPE_CHANNEL => "channel",
+                    _ => "block",
+                };
+                let mut p = vec![
+                    ("bound", Str(bound)),
+                    (bound, Float(f64::from_bits(u.bound_value))),
+                    ("step_scope", Str(scope)),
+                ];
+                match u.scope {
+                    SCOPE_GLOBAL => p.push(("step", Float(f64::from(u.step())))),
+                    SCOPE_CHANNEL => {
+                        p.push(("channels", Int(u.group as i64)));
+                        p.push(("step_per_rms", Float(f64::from(u.step()))));
+                    }
+                    _ => {
+                        p.push(("block", Int(u.group as i64)));
+                        p.push(("step_per_rms", Float(f64::from(u.step()))));
+                    }
+                }
+                p.push((
+                    "rounding",
+                    Str(rounding::code_name(u.rounding).unwrap_or("?")),
+                ));
+                p.push(("nonfinite", Str(nonfinite(u.nonfinite))));
+                vec![("uniform_quant", p), rans_info(rans)]
+            }
         }
     }
+}
+
+/// A stage parameter as [`Recipe::describe`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ParamValue {
+    Int(i64),
+    Float(f64),
+    Str(&'static str),
 }
 
 /// Picks the rANS lane count for chunks of `m` elements: 32 lanes when there are at least
@@ -116,6 +385,15 @@ struct Scratch {
     symbols: Vec<u16>,
     counts: Vec<u32>,
     rans: rans::EncScratch,
+    /// Elements as `f32` (lossy modes).
+    xs: Vec<f32>,
+    /// Quantized values (uniform quantizer).
+    q: Vec<i32>,
+    /// Element codes (block quantizer).
+    codes: Vec<u8>,
+    /// Steps per element or group (uniform quantizer).
+    steps: Vec<f32>,
+    extra: uniform::BitWriter,
 }
 
 thread_local! {
@@ -129,7 +407,7 @@ fn with_scratch<T>(f: impl FnOnce(&mut Scratch) -> T) -> T {
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let out = f(&mut s);
-        if s.symbols.capacity() > KEEP_SCRATCH_ELEMS {
+        if s.symbols.capacity().max(s.xs.capacity()) > KEEP_SCRATCH_ELEMS {
             *s = Scratch::default();
         }
         out
@@ -146,6 +424,8 @@ pub struct EncodeRequest<'a> {
     pub chunk_elems: u64,
     pub threads: usize,
     pub recipe: Recipe,
+    /// Seed of stochastic rounding (not written into the frame).
+    pub seed: u64,
 }
 
 /// A checked encode request: the header to write and how the input splits into chunks.
@@ -154,6 +434,8 @@ pub(crate) struct EncodePlan {
     pub header: Header,
     pub recipe: Recipe,
     pub threads: usize,
+    /// Seed of stochastic rounding.
+    pub seed: u64,
     pub input_len: usize,
     /// Bytes of input per chunk (the last chunk may be shorter).
     pub chunk_bytes: usize,
@@ -189,8 +471,15 @@ impl EncodePlan {
         // A chunk's payload (at most its stored form: a mode byte and the elements) must fit
         // its record's 32-bit length field.
         let max_chunk = (format::MAX_CHUNK_PAYLOAD as u64 - 1) / itemsize as u64;
-        let chunk_elems = req.chunk_elems.min(max_chunk);
+        // Quantizer blocks never straddle chunks.
+        let multiple = req.recipe.chunk_multiple();
+        let chunk_elems = (req.chunk_elems.min(max_chunk) / multiple).max(1) * multiple;
         let chunk_bytes = chunk_elems as usize * itemsize;
+        if let Recipe::Block { params, .. } = &req.recipe {
+            if params.nonfinite == 0 {
+                lossy::refuse_nonfinite(req, chunk_bytes, "fixed-rate")?;
+            }
+        }
         Ok(EncodePlan {
             header: Header {
                 version: format::VERSION,
@@ -202,6 +491,7 @@ impl EncodePlan {
             },
             recipe: req.recipe,
             threads: req.threads,
+            seed: req.seed,
             input_len: req.input.len(),
             chunk_bytes,
             n_chunks: req.input.len().div_ceil(chunk_bytes),
@@ -212,6 +502,25 @@ impl EncodePlan {
     pub fn chunk<'a>(&self, input: &'a [u8], i: usize) -> &'a [u8] {
         let start = i * self.chunk_bytes;
         &input[start..(start + self.chunk_bytes).min(input.len())]
+    }
+
+    /// Appends the payload of chunk `i` coded with `recipe` to `out`; returns its squared
+    /// error as decoded (see [`encode_chunk`]).
+    pub fn encode_chunk_with(
+        &self,
+        recipe: &Recipe,
+        input: &[u8],
+        i: usize,
+        out: &mut Vec<u8>,
+    ) -> f64 {
+        encode_chunk(
+            recipe,
+            self.header.dtype,
+            self.chunk(input, i),
+            self.header.chunk_elems * i as u64,
+            self.seed,
+            out,
+        )
     }
 
     /// Encodes chunks `range` (in parallel when the plan has threads) into their records.
@@ -226,7 +535,7 @@ impl EncodePlan {
             let i = first + k;
             let mut rec = Vec::new();
             format::write_chunk_with(&mut rec, header_checksum, i as u64, |out| {
-                encode_chunk(&self.recipe, self.header.dtype, self.chunk(input, i), out)
+                self.encode_chunk_with(&self.recipe, input, i, out);
             });
             rec
         })
@@ -242,12 +551,7 @@ pub fn encode_frame(req: &EncodeRequest) -> Result<Vec<u8>> {
         // Serially, each payload is written straight into the frame.
         for i in 0..plan.n_chunks {
             format::write_chunk_with(&mut frame, ext.checksum, i as u64, |out| {
-                encode_chunk(
-                    &plan.recipe,
-                    plan.header.dtype,
-                    plan.chunk(req.input, i),
-                    out,
-                )
+                plan.encode_chunk_with(&plan.recipe, req.input, i, out);
             });
         }
     } else {
@@ -258,10 +562,20 @@ pub fn encode_frame(req: &EncodeRequest) -> Result<Vec<u8>> {
     Ok(frame)
 }
 
-/// Appends the payload of one chunk to `out`.
-fn encode_chunk(recipe: &Recipe, dtype: DType, input: &[u8], out: &mut Vec<u8>) {
+/// Appends the payload of one chunk (elements `base..` of the tensor) to `out`. Returns the
+/// sum of the squared errors of the chunk as it decodes (uniform quantization; otherwise 0).
+/// A chunk whose coded form would be larger than its elements is stored instead (exactly).
+fn encode_chunk(
+    recipe: &Recipe,
+    dtype: DType,
+    input: &[u8],
+    base: u64,
+    seed: u64,
+    out: &mut Vec<u8>,
+) -> f64 {
     let n = input.len() / dtype.itemsize();
     let start = out.len();
+    let mut err = 0.0;
     out.reserve(input.len() + 16);
     match recipe {
         Recipe::Lossless { rans: params } => with_scratch(|s| {
@@ -281,12 +595,22 @@ fn encode_chunk(recipe: &Recipe, dtype: DType, input: &[u8], out: &mut Vec<u8>) 
             );
             floatsplit::pack_mantissa(dtype, input, drop, out);
         }),
+        Recipe::Block { params, rans } => {
+            lossy::encode_block_chunk(params, rans.as_ref(), dtype, input, base, seed, out)
+        }
+        Recipe::Uniform { params, rans } => {
+            let check = lossy::check_for(params, dtype);
+            err = lossy::encode_uniform_chunk(params, rans, &check, dtype, input, base, seed, out);
+        }
     }
     if out.len() - start > input.len() {
+        // Only tiny chunks (or ones with many escapes) get here; stored, they are exact.
         out.truncate(start);
         out.push(MODE_STORED);
         out.extend_from_slice(input);
+        err = 0.0;
     }
+    err
 }
 
 fn decode_chunk(recipe: &Recipe, dtype: DType, payload: &[u8], out: &mut [u8]) -> Result<()> {
@@ -315,6 +639,12 @@ fn decode_chunk(recipe: &Recipe, dtype: DType, payload: &[u8], out: &mut [u8]) -
                     floatsplit::merge(dtype, &s.symbols, packed, drop, out);
                     Ok(())
                 })?;
+            }
+            Recipe::Block { params, rans } => {
+                lossy::decode_block_chunk(params, rans.as_ref(), dtype, &mut r, out)?
+            }
+            Recipe::Uniform { params, rans } => {
+                lossy::decode_uniform_chunk(params, rans, dtype, &mut r, out)?
             }
         },
         m => return Err(Error::corrupt(format!("unknown chunk mode {m}"))),
@@ -358,6 +688,12 @@ pub struct ParsedFrame<'a> {
 pub fn parse_frame<'a>(frame: &'a [u8], limits: &Limits) -> Result<ParsedFrame<'a>> {
     let (header, extent) = Header::parse(frame)?;
     let recipe = Recipe::from_stages(&header.stages)?;
+    ensure_frame!(
+        header.chunk_elems % recipe.chunk_multiple() == 0,
+        "chunk size {} is not a multiple of the quantizer's block of {}",
+        header.chunk_elems,
+        recipe.chunk_multiple()
+    );
     let out_bytes = header.output_bytes()?;
     if out_bytes > limits.max_output_bytes {
         return Err(Error::limit(format!(

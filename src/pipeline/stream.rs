@@ -32,6 +32,28 @@ impl StreamEncoder {
         })
     }
 
+    /// A stream of the pieces of `frame`, a whole frame already encoded for `req` (the
+    /// error-bounded encoder must see every chunk's error before its header is final).
+    pub(crate) fn from_frame(req: &EncodeRequest, frame: Vec<u8>) -> Result<StreamEncoder> {
+        let plan = EncodePlan::new(req)?;
+        let (header, ext) = Header::parse(&frame)?;
+        let mut ready = VecDeque::with_capacity(1 + plan.n_chunks);
+        ready.push_back(frame[..ext.len].to_vec());
+        let mut r = Reader::new(&frame[ext.len..]);
+        let max = header.max_chunk_payload();
+        for i in 0..header.n_chunks()? {
+            let start = ext.len + r.position();
+            format::read_chunk(&mut r, ext.checksum, i, max)?;
+            ready.push_back(frame[start..ext.len + r.position()].to_vec());
+        }
+        Ok(StreamEncoder {
+            next_chunk: plan.n_chunks,
+            plan,
+            header_checksum: Some(ext.checksum),
+            ready,
+        })
+    }
+
     /// Number of pieces in all: the header and one per chunk.
     pub fn n_pieces(&self) -> usize {
         1 + self.plan.n_chunks

@@ -398,3 +398,464 @@ fn validation_rejects_values_after_decoding() {
     let frame = c.encode(&data, DType::F32, &[10_000]).unwrap();
     assert_eq!(strict(true, Some(1.0)).decode(&frame).unwrap().data, data);
 }
+
+// ---- lossy modes ----
+
+use crate::quant::convert;
+use crate::{
+    BlockSpec, Bound, BoundedSpec, Element, Mode, NonFinite, Rounding, ScaleFormat, StepScope,
+};
+
+/// Test data of `n` elements: 0 gaussian-ish, 1 heavy-tailed, 2 with outlier channels
+/// (every 37th element of rows of 256 scaled by 40).
+fn lossy_data(dtype: DType, n: usize, kind: u32, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 40) as f64 / (1u64 << 24) as f64
+    };
+    let mut out = Vec::with_capacity(n * dtype.itemsize());
+    for i in 0..n {
+        let g = (next() + next() + next() + next() - 2.0) * 1.7;
+        let v = match kind {
+            0 => g,
+            // Gaussian over a random scale: heavy tails.
+            1 => g / (next() * next() + 0.02),
+            _ => {
+                if (i % 256) % 37 == 0 {
+                    g * 40.0
+                } else {
+                    g
+                }
+            }
+        } as f32
+            * 0.01;
+        let bits = convert::to_bits_sat(dtype, v);
+        if dtype.itemsize() == 4 {
+            out.extend_from_slice(&bits.to_le_bytes());
+        } else {
+            out.extend_from_slice(&(bits as u16).to_le_bytes());
+        }
+    }
+    out
+}
+
+fn values(dtype: DType, bytes: &[u8]) -> Vec<f64> {
+    (0..bytes.len() / dtype.itemsize())
+        .map(|i| f64::from(convert::load(dtype, bytes, i)))
+        .collect()
+}
+
+fn rel_rmse(dtype: DType, a: &[u8], b: &[u8]) -> f64 {
+    let (x, y) = (values(dtype, a), values(dtype, b));
+    let num: f64 = x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum();
+    let den: f64 = x.iter().map(|a| a * a).sum();
+    (num / den).sqrt()
+}
+
+fn max_abs(dtype: DType, a: &[u8], b: &[u8]) -> f64 {
+    let (x, y) = (values(dtype, a), values(dtype, b));
+    x.iter()
+        .zip(&y)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+}
+
+fn lossy(mode: Mode, chunk: u64, threads: usize) -> Codec {
+    Codec {
+        chunk_elems: chunk,
+        threads,
+        ..Codec::with_mode(mode)
+    }
+}
+
+fn block_spec(element: Element, scale: ScaleFormat, block: usize) -> BlockSpec {
+    BlockSpec {
+        element,
+        scale,
+        block,
+        entropy: false,
+        rounding: Rounding::Nearest,
+        nonfinite: NonFinite::Error,
+    }
+}
+
+#[test]
+fn block_formats_round_trip_with_bounded_error() {
+    for dtype in DType::ALL {
+        let data = lossy_data(dtype, 5000, 0, 1);
+        for element in Element::ALL {
+            for scale in ScaleFormat::ALL {
+                for block in [16, 32, 100, 256] {
+                    let mut spec = block_spec(element, scale, block);
+                    let c = lossy(Mode::Block(spec), 1024, 1);
+                    let frame = c.encode(&data, dtype, &[50, 100]).unwrap();
+                    let t = c.decode(&frame).unwrap();
+                    assert_eq!(t.shape, vec![50, 100]);
+                    let e = rel_rmse(dtype, &data, &t.data);
+                    // Coarse sanity: the finest formats err well under 1%, 2-bit codes less
+                    // than their own step.
+                    let limit = match element.bits() {
+                        8 => 0.08,
+                        4 => 0.3,
+                        _ => 0.9,
+                    };
+                    assert!(e < limit, "{dtype} {element:?} {scale:?} {block}: {e}");
+                    // The packed size is what the format says.
+                    let payload = 5000 * element.bits() as usize / 8
+                        + 5000usize.div_ceil(block).max(5) * scale.bytes();
+                    assert!(frame.len() < payload + 200, "{}", frame.len());
+                    // The entropy-coded variant decodes to the same values.
+                    spec.entropy = true;
+                    let c2 = lossy(Mode::Block(spec), 1024, 1);
+                    let t2 = c2
+                        .decode(&c2.encode(&data, dtype, &[50, 100]).unwrap())
+                        .unwrap();
+                    assert_eq!(t2.data, t.data, "{dtype} {element:?} {scale:?} {block}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn block_output_does_not_depend_on_threads_or_chunks() {
+    let data = lossy_data(DType::BF16, 100_000, 1, 2);
+    for rounding in [Rounding::Nearest, Rounding::Stochastic { seed: 9 }] {
+        let spec = BlockSpec {
+            rounding,
+            ..block_spec(Element::E4M3, ScaleFormat::E8M0, 32)
+        };
+        let frames: Vec<Vec<u8>> = [1, 2, 0]
+            .iter()
+            .map(|&t| {
+                lossy(Mode::Block(spec), 8192, t)
+                    .encode(&data, DType::BF16, &[100_000])
+                    .unwrap()
+            })
+            .collect();
+        assert!(frames.windows(2).all(|w| w[0] == w[1]));
+        let a = Codec::default().decode(&frames[0]).unwrap().data;
+        // Another chunk size (rounded to whole blocks): same decoded values.
+        let f = lossy(Mode::Block(spec), 5000, 2)
+            .encode(&data, DType::BF16, &[100_000])
+            .unwrap();
+        assert_eq!(crate::info(&f).unwrap().chunk_elems, 4992);
+        assert_eq!(Codec::default().decode(&f).unwrap().data, a);
+    }
+}
+
+#[test]
+fn stochastic_rounding_is_unbiased_and_seeded() {
+    // A constant that sits 30% of the way between two int4 codes of its block scale.
+    let n = 1 << 16;
+    let v = 5.3f32 / 7.0;
+    let mut data = Vec::new();
+    for i in 0..n {
+        // Each block of 16 has one element at 1.0 to fix the scale at 1/7.
+        let x = if i % 16 == 0 { 1.0f32 } else { v };
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    let mk = |seed| {
+        lossy(
+            Mode::Block(BlockSpec {
+                rounding: Rounding::Stochastic { seed },
+                ..block_spec(Element::Int4, ScaleFormat::F16, 16)
+            }),
+            4096,
+            0,
+        )
+    };
+    let f1 = mk(1).encode(&data, DType::F32, &[n as u64]).unwrap();
+    assert_eq!(f1, mk(1).encode(&data, DType::F32, &[n as u64]).unwrap());
+    assert_ne!(f1, mk(2).encode(&data, DType::F32, &[n as u64]).unwrap());
+    let y = values(DType::F32, &Codec::default().decode(&f1).unwrap().data);
+    let picks: Vec<f64> = y
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 16 != 0)
+        .map(|(_, &v)| v)
+        .collect();
+    let mean = picks.iter().sum::<f64>() / picks.len() as f64;
+    let step = f64::from(convert::f16_to_f32(convert::f32_to_f16(1.0 / 7.0)));
+    // Standard deviation of one draw is below step / 2.
+    let sigma = step / 2.0 / (picks.len() as f64).sqrt();
+    assert!((mean - f64::from(v)).abs() < 5.0 * sigma, "{mean} vs {v}");
+    // Rounding to nearest is biased here by 0.3 steps.
+    let y = values(
+        DType::F32,
+        &Codec::default()
+            .decode(
+                &lossy(
+                    Mode::Block(block_spec(Element::Int4, ScaleFormat::F16, 16)),
+                    4096,
+                    0,
+                )
+                .encode(&data, DType::F32, &[n as u64])
+                .unwrap(),
+            )
+            .unwrap()
+            .data,
+    );
+    let mean_rne = y
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 16 != 0)
+        .map(|(_, &v)| v)
+        .sum::<f64>()
+        / picks.len() as f64;
+    assert!((mean_rne - f64::from(v)).abs() > 0.2 * step);
+}
+
+fn bounded(bound: Bound, scope: StepScope) -> Mode {
+    Mode::Bounded(BoundedSpec {
+        scope,
+        ..BoundedSpec::new(bound)
+    })
+}
+
+#[test]
+fn error_bounds_hold() {
+    for dtype in DType::ALL {
+        for kind in 0..3 {
+            let data = lossy_data(dtype, 40_000, kind, 3 + kind as u64);
+            for eps in [0.001, 0.01, 0.03, 0.1, 0.5] {
+                for scope in [StepScope::Global, StepScope::Channel, StepScope::Block(64)] {
+                    let c = lossy(bounded(Bound::RelRmse(eps), scope), 16_384, 0);
+                    let t = c
+                        .decode(&c.encode(&data, dtype, &[160, 250]).unwrap())
+                        .unwrap();
+                    let e = rel_rmse(dtype, &data, &t.data);
+                    assert!(e <= eps, "{dtype} kind {kind} {eps} {scope:?}: {e}");
+                    if scope == StepScope::Global && eps >= 0.01 {
+                        assert!(e > eps * 0.9, "{dtype} kind {kind} {eps}: only {e}");
+                    }
+                }
+            }
+            for m in [1e-4, 1e-3, 0.01, 0.3] {
+                for rounding in [Rounding::Nearest, Rounding::Stochastic { seed: 5 }] {
+                    let mode = Mode::Bounded(BoundedSpec {
+                        rounding,
+                        ..BoundedSpec::new(Bound::MaxAbs(m))
+                    });
+                    let c = lossy(mode, 16_384, 0);
+                    let t = c
+                        .decode(&c.encode(&data, dtype, &[40_000]).unwrap())
+                        .unwrap();
+                    let e = max_abs(dtype, &data, &t.data);
+                    assert!(e <= m, "{dtype} kind {kind} max {m}: {e}");
+                }
+            }
+            for bits in [1.0, 2.5, 4.0, 7.0] {
+                let c = lossy(bounded(Bound::Bits(bits), StepScope::Global), 16_384, 0);
+                let f = c.encode(&data, dtype, &[40_000]).unwrap();
+                let got = f.len() as f64 * 8.0 / 40_000.0;
+                assert!(got <= bits, "{dtype} kind {kind} bits {bits}: {got}");
+                assert!(
+                    got > bits - 0.35,
+                    "{dtype} kind {kind} bits {bits}: only {got}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bounded_output_does_not_depend_on_threads() {
+    let data = lossy_data(DType::BF16, 300_000, 2, 4);
+    for rounding in [Rounding::Nearest, Rounding::Stochastic { seed: 3 }] {
+        let mode = Mode::Bounded(BoundedSpec {
+            rounding,
+            ..BoundedSpec::new(Bound::RelRmse(0.02))
+        });
+        let frames: Vec<Vec<u8>> = [1, 2, 3, 0]
+            .iter()
+            .map(|&t| {
+                lossy(mode, 30_000, t)
+                    .encode(&data, DType::BF16, &[300_000])
+                    .unwrap()
+            })
+            .collect();
+        assert!(frames.windows(2).all(|w| w[0] == w[1]));
+    }
+}
+
+#[test]
+fn nonfinite_is_refused_or_kept() {
+    for dtype in DType::ALL {
+        let mut data = lossy_data(dtype, 3000, 0, 5);
+        let specials: [u32; 3] = match dtype {
+            DType::F32 => [0x7fc0_0001, 0xff80_0000, 0x7f80_0000],
+            DType::F16 => [0x7e01, 0xfc00, 0x7c00],
+            DType::BF16 => [0x7fc1, 0xff80, 0x7f80],
+        };
+        for (k, &b) in specials.iter().enumerate() {
+            convert::store_bits(dtype, b, &mut data, 100 + 977 * k);
+        }
+        let modes = [
+            Mode::Block(block_spec(Element::Int8, ScaleFormat::E8M0, 32)),
+            bounded(Bound::RelRmse(0.01), StepScope::Global),
+            bounded(Bound::MaxAbs(0.001), StepScope::Global),
+            bounded(Bound::Bits(4.0), StepScope::Block(32)),
+        ];
+        for mode in modes {
+            let e = lossy(mode, 1000, 1)
+                .encode(&data, dtype, &[3000])
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::NonFinite, "{mode:?}");
+            assert!(
+                e.message().contains("element 100 ") && e.message().contains("keep"),
+                "{e}"
+            );
+            let keep = match mode {
+                Mode::Block(b) => Mode::Block(BlockSpec {
+                    nonfinite: NonFinite::Keep,
+                    ..b
+                }),
+                Mode::Bounded(b) => Mode::Bounded(BoundedSpec {
+                    nonfinite: NonFinite::Keep,
+                    ..b
+                }),
+                Mode::Lossless => unreachable!(),
+            };
+            let c = lossy(keep, 1000, 1);
+            let t = c.decode(&c.encode(&data, dtype, &[3000]).unwrap()).unwrap();
+            for (k, &b) in specials.iter().enumerate() {
+                assert_eq!(
+                    convert::load_bits(dtype, &t.data, 100 + 977 * k),
+                    b,
+                    "{mode:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn lossy_edge_cases() {
+    for mode in [
+        Mode::Block(block_spec(Element::E2M1, ScaleFormat::BF16, 16)),
+        bounded(Bound::RelRmse(0.05), StepScope::Global),
+        bounded(Bound::RelRmse(0.05), StepScope::Channel),
+        bounded(Bound::MaxAbs(0.5), StepScope::Global),
+        bounded(Bound::Bits(3.0), StepScope::Block(16)),
+    ] {
+        for dtype in DType::ALL {
+            let c = lossy(mode, 100, 1);
+            // Empty, scalar, all zeros (with a negative zero), extremes.
+            let t = c.decode(&c.encode(&[], dtype, &[0, 5]).unwrap()).unwrap();
+            assert!(t.data.is_empty() && t.shape == vec![0, 5]);
+            let zeros = vec![0u8; 2000 * dtype.itemsize()];
+            match c.encode(&zeros, dtype, &[2000]) {
+                Ok(f) => assert_eq!(c.decode(&f).unwrap().data, zeros, "{mode:?}"),
+                Err(e) => assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{mode:?}"),
+            }
+            let mut big = Vec::new();
+            for i in 0..300u32 {
+                let v = if i % 2 == 0 { 6e4f32 } else { -1e-7 };
+                let b = convert::to_bits_sat(dtype, v);
+                if dtype.itemsize() == 4 {
+                    big.extend_from_slice(&b.to_le_bytes());
+                } else {
+                    big.extend_from_slice(&(b as u16).to_le_bytes());
+                }
+            }
+            if let Ok(f) = c.encode(&big, dtype, &[300]) {
+                let t = c.decode(&f).unwrap();
+                assert!(
+                    values(dtype, &t.data).iter().all(|v| v.is_finite()),
+                    "{mode:?} {dtype}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn lossy_goldens_and_hostile_payloads_never_panic() {
+    // Mutate chunk payloads of lossy frames and re-seal the checksums, so the damage reaches
+    // the stage decoders: they must return errors (or some output), never panic.
+    let data = lossy_data(DType::F16, 3000, 2, 8);
+    let modes = [
+        Mode::Block(block_spec(Element::Int3, ScaleFormat::E8M0, 16)),
+        Mode::Block(BlockSpec {
+            entropy: true,
+            nonfinite: NonFinite::Keep,
+            ..block_spec(Element::E5M2, ScaleFormat::F16, 32)
+        }),
+        bounded(Bound::RelRmse(0.01), StepScope::Global),
+        bounded(Bound::RelRmse(0.01), StepScope::Channel),
+        bounded(Bound::MaxAbs(1e-4), StepScope::Global),
+    ];
+    for mode in modes {
+        let c = lossy(mode, 1024, 1);
+        let frame = c.encode(&data, DType::F16, &[30, 100]).unwrap();
+        let parsed = crate::pipeline::parse_frame(&frame, &crate::Limits::default()).unwrap();
+        let hdr = parsed.extent;
+        let chunk0 = parsed.chunks[0].to_vec();
+        let reseal = |payload: &[u8]| {
+            let mut f = frame[..hdr.len].to_vec();
+            crate::format::write_chunk(&mut f, hdr.checksum, 0, payload);
+            for (i, p) in parsed.chunks.iter().enumerate().skip(1) {
+                crate::format::write_chunk(&mut f, hdr.checksum, i as u64, p);
+            }
+            f
+        };
+        assert_eq!(reseal(&chunk0), frame);
+        for n in 0..chunk0.len() {
+            assert!(
+                c.decode(&reseal(&chunk0[..n])).is_err(),
+                "{mode:?} prefix {n}"
+            );
+        }
+        for bit in (0..chunk0.len() * 8).step_by(7) {
+            let mut p = chunk0.clone();
+            p[bit / 8] ^= 1 << (bit % 8);
+            let _ = c.decode(&reseal(&p));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn lossy_round_trips(
+        kind in 0u32..3,
+        n in 1usize..5000,
+        dtype_i in 0usize..3,
+        chunk in 16u64..3000,
+        which in 0usize..6,
+        eps in 0.002f64..0.3,
+    ) {
+        let dtype = DType::ALL[dtype_i];
+        let data = lossy_data(dtype, n, kind, n as u64);
+        let mode = match which {
+            0 => Mode::Block(block_spec(Element::ALL[n % 7], ScaleFormat::ALL[n % 3], 16 + n % 241)),
+            1 => bounded(Bound::RelRmse(eps), StepScope::Global),
+            2 => bounded(Bound::RelRmse(eps), StepScope::Channel),
+            3 => bounded(Bound::RelRmse(eps), StepScope::Block(16 + n % 241)),
+            4 => bounded(Bound::MaxAbs(eps * 0.01), StepScope::Global),
+            _ => Mode::Bounded(BoundedSpec {
+                rounding: Rounding::Stochastic { seed: n as u64 },
+                ..BoundedSpec::new(Bound::RelRmse(eps))
+            }),
+        };
+        let c = lossy(mode, chunk, 1);
+        let shape = if n % 10 == 0 { [n as u64 / 10, 10] } else { [1, n as u64] };
+        let t = c.decode(&c.encode(&data, dtype, &shape).unwrap()).unwrap();
+        prop_assert_eq!(t.data.len(), data.len());
+        match mode {
+            Mode::Bounded(BoundedSpec { bound: Bound::RelRmse(e), .. }) => {
+                let got = rel_rmse(dtype, &data, &t.data);
+                prop_assert!(got.is_nan() || got <= e, "{} > {}", got, e);
+            }
+            Mode::Bounded(BoundedSpec { bound: Bound::MaxAbs(e), .. }) => {
+                prop_assert!(max_abs(dtype, &data, &t.data) <= e);
+            }
+            _ => {}
+        }
+    }
+}

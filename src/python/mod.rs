@@ -12,7 +12,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::validate::Validation;
-use crate::{Codec, ContainerHint, DType, Error, ErrorKind, Limits, Profile};
+use crate::{
+    BlockSpec, Bound as ErrorBound, BoundedSpec, Codec, ContainerHint, DType, Element, Error,
+    ErrorKind, Limits, Mode, NonFinite, ParamValue, Profile, Rounding, ScaleFormat, StepScope,
+};
 
 create_exception!(
     _core,
@@ -56,6 +59,13 @@ create_exception!(
     CodecError,
     "Decoding would exceed a resource limit such as max_output_bytes."
 );
+create_exception!(
+    _core,
+    NonFiniteError,
+    InvalidArgumentError,
+    "The tensor holds NaN or Inf and the lossy mode was not asked to keep them \
+     (pass nonfinite=\"keep\" to carry them exactly)."
+);
 
 fn to_py(e: Error) -> PyErr {
     let msg = e.message().to_owned();
@@ -66,6 +76,7 @@ fn to_py(e: Error) -> PyErr {
         ErrorKind::UnsupportedVersion => UnsupportedVersionError::new_err(msg),
         ErrorKind::LimitExceeded => LimitExceededError::new_err(msg),
         ErrorKind::RejectedValue => RejectedValueError::new_err(msg),
+        ErrorKind::NonFinite => NonFiniteError::new_err(msg),
     }
 }
 
@@ -122,8 +133,10 @@ fn hint_from_code(code: u8) -> PyResult<ContainerHint> {
 }
 
 fn codec(profile: &str, chunk_size: u64, threads: usize, limits: Limits) -> PyResult<Codec> {
+    let profile = Profile::parse(profile).map_err(to_py)?;
     Ok(Codec {
-        profile: Profile::parse(profile).map_err(to_py)?,
+        profile,
+        mode: profile.mode(),
         chunk_elems: chunk_size,
         threads,
         limits,
@@ -143,9 +156,229 @@ fn limits(max_output_bytes: u64, reject_nonfinite: bool, max_abs: Option<f64>) -
     })
 }
 
-/// Encodes the bytes of a C-contiguous tensor of `dtype` and `shape` into a frame.
+// ---- settings dicts (the Python config's coding keys) <-> modes ----
+
+/// The keys of a settings dict, in the order `get_config` lists them.
+const SETTING_KEYS: [&str; 11] = [
+    "format",
+    "block",
+    "scale",
+    "entropy",
+    "error",
+    "max_abs_error",
+    "target_bits",
+    "step",
+    "rounding",
+    "seed",
+    "nonfinite",
+];
+
+fn invalid(msg: impl Into<String>) -> PyErr {
+    InvalidArgumentError::new_err(msg.into())
+}
+
+fn get<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<T>> {
+    match d.get_item(key)? {
+        None => Ok(None),
+        Some(v) if v.is_none() => Ok(None),
+        Some(v) => v.extract::<T>().map(Some).map_err(|_| {
+            invalid(format!(
+                "{key}={} has the wrong type",
+                v.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        }),
+    }
+}
+
+fn rounding_from(d: &Bound<'_, PyDict>) -> PyResult<Rounding> {
+    let seed: Option<u64> = get(d, "seed")?;
+    match get::<String>(d, "rounding")?.as_deref() {
+        None | Some("nearest") => {
+            if seed.is_some() {
+                return Err(invalid(
+                    "seed= applies to rounding='stochastic'; pass rounding='stochastic' or drop \
+                     seed=",
+                ));
+            }
+            Ok(Rounding::Nearest)
+        }
+        Some("stochastic") => Ok(Rounding::Stochastic {
+            seed: seed.unwrap_or(0),
+        }),
+        Some(r) => Err(invalid(format!(
+            "rounding={r:?} is unknown; choose 'nearest' (round to nearest even) or 'stochastic' \
+             (unbiased, for gradients)"
+        ))),
+    }
+}
+
+fn nonfinite_from(d: &Bound<'_, PyDict>) -> PyResult<NonFinite> {
+    match get::<String>(d, "nonfinite")?.as_deref() {
+        None | Some("error") => Ok(NonFinite::Error),
+        Some("keep") => Ok(NonFinite::Keep),
+        Some(v) => Err(invalid(format!(
+            "nonfinite={v:?} is unknown; choose 'error' (refuse NaN/Inf) or 'keep' (carry them \
+             exactly)"
+        ))),
+    }
+}
+
+/// The mode a settings dict describes: fixed-rate when `format` is set, error-bounded when
+/// one of `error`, `max_abs_error`, `target_bits` is, lossless otherwise.
+fn mode_from(d: &Bound<'_, PyDict>) -> PyResult<Mode> {
+    for k in d.keys() {
+        let k: String = k.extract()?;
+        if !SETTING_KEYS.contains(&k.as_str()) {
+            return Err(invalid(format!("unknown setting {k:?}")));
+        }
+    }
+    let bounds = [
+        get::<f64>(d, "error")?.map(ErrorBound::RelRmse),
+        get::<f64>(d, "max_abs_error")?.map(ErrorBound::MaxAbs),
+        get::<f64>(d, "target_bits")?.map(ErrorBound::Bits),
+    ];
+    let given: Vec<ErrorBound> = bounds.into_iter().flatten().collect();
+    let mode = if let Some(fmt) = get::<String>(d, "format")? {
+        if !given.is_empty() {
+            return Err(invalid(
+                "format= (fixed-rate quantization) and error=/max_abs_error=/target_bits= \
+                 (error-bounded quantization) exclude each other: pass one kind",
+            ));
+        }
+        let element = Element::parse(&fmt).ok_or_else(|| {
+            invalid(format!(
+                "format={fmt:?} is unknown; choose one of {}",
+                Element::ALL.map(|e| e.name()).join(", ")
+            ))
+        })?;
+        let scale: String = get(d, "scale")?.unwrap_or_else(|| "bf16".into());
+        let scale = ScaleFormat::parse(&scale).ok_or_else(|| {
+            invalid(format!(
+                "scale={scale:?} is unknown; choose one of {}",
+                ScaleFormat::ALL.map(|s| s.name()).join(", ")
+            ))
+        })?;
+        Mode::Block(BlockSpec {
+            element,
+            scale,
+            block: get(d, "block")?.unwrap_or(crate::quant::block::MX_BLOCK),
+            entropy: get(d, "entropy")?.unwrap_or(false),
+            rounding: rounding_from(d)?,
+            nonfinite: nonfinite_from(d)?,
+        })
+    } else if let Some(&bound) = given.first() {
+        if given.len() > 1 {
+            return Err(invalid(
+                "error=, max_abs_error= and target_bits= are alternatives: pass exactly one",
+            ));
+        }
+        let block: Option<usize> = get(d, "block")?;
+        let scope = match get::<String>(d, "step")?.as_deref() {
+            None | Some("global") => StepScope::Global,
+            Some("channel") => StepScope::Channel,
+            Some("block") => StepScope::Block(block.unwrap_or(64)),
+            Some(s) => {
+                return Err(invalid(format!(
+                    "step={s:?} is unknown; choose 'global' (one step: the best total error), \
+                     'channel' or 'block'"
+                )))
+            }
+        };
+        if block.is_some() && !matches!(scope, StepScope::Block(_)) {
+            return Err(invalid(
+                "block= sets the size of the step's blocks: it needs step='block'",
+            ));
+        }
+        if get::<String>(d, "scale")?.is_some() || get::<bool>(d, "entropy")?.is_some() {
+            return Err(invalid(
+                "scale= and entropy= apply to fixed-rate formats (format=/bits=); \
+                 error-bounded quantization always entropy-codes",
+            ));
+        }
+        Mode::Bounded(BoundedSpec {
+            bound,
+            scope,
+            rounding: rounding_from(d)?,
+            nonfinite: nonfinite_from(d)?,
+        })
+    } else {
+        for k in ["block", "scale", "entropy", "step", "rounding", "seed"] {
+            if d.get_item(k)?.is_some_and(|v| !v.is_none()) {
+                return Err(invalid(format!(
+                    "{k}= applies to lossy coding: also pass format=/bits= (fixed rate) or \
+                     error=/max_abs_error=/target_bits= (error-bounded), or pick a lossy \
+                     profile (fast, balanced, max)"
+                )));
+            }
+        }
+        if get::<String>(d, "nonfinite")?.as_deref() == Some("error") {
+            return Err(invalid(
+                "lossless coding carries NaN and Inf exactly: nonfinite='error' applies to \
+                 lossy modes",
+            ));
+        }
+        Mode::Lossless
+    };
+    mode.validate().map_err(to_py)?;
+    Ok(mode)
+}
+
+/// A mode as a settings dict (every key present; `None` where it does not apply).
+fn settings_of<'py>(py: Python<'py>, mode: &Mode) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for k in SETTING_KEYS {
+        d.set_item(k, py.None())?;
+    }
+    let (rounding, nonfinite) = match mode {
+        Mode::Lossless => return Ok(d),
+        Mode::Block(b) => {
+            d.set_item("format", b.element.name())?;
+            d.set_item("block", b.block)?;
+            d.set_item("scale", b.scale.name())?;
+            d.set_item("entropy", b.entropy)?;
+            (b.rounding, b.nonfinite)
+        }
+        Mode::Bounded(b) => {
+            let key = match b.bound {
+                ErrorBound::RelRmse(_) => "error",
+                ErrorBound::MaxAbs(_) => "max_abs_error",
+                ErrorBound::Bits(_) => "target_bits",
+            };
+            d.set_item(key, b.bound.value())?;
+            d.set_item("step", b.scope.name())?;
+            if let StepScope::Block(n) = b.scope {
+                d.set_item("block", n)?;
+            }
+            (b.rounding, b.nonfinite)
+        }
+    };
+    d.set_item("rounding", rounding.name())?;
+    if let Rounding::Stochastic { seed } = rounding {
+        d.set_item("seed", seed)?;
+    }
+    d.set_item("nonfinite", nonfinite.name())?;
+    Ok(d)
+}
+
+/// The settings of a profile, as a dict of the coding keys.
 #[pyfunction]
-#[pyo3(signature = (data, dtype, shape, *, profile="lossless", chunk_size=Codec::DEFAULT_CHUNK_ELEMS, threads=0, hint=0))]
+fn profile_settings<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyDict>> {
+    settings_of(py, &Profile::parse(name).map_err(to_py)?.mode())
+}
+
+/// Checks a settings dict and returns it normalized (every key, canonical names).
+#[pyfunction]
+fn check_settings<'py>(
+    py: Python<'py>,
+    settings: &Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyDict>> {
+    settings_of(py, &mode_from(settings)?)
+}
+
+/// Encodes the bytes of a C-contiguous tensor of `dtype` and `shape` into a frame, with a
+/// profile or, when given, a settings dict (see `check_settings`).
+#[pyfunction]
+#[pyo3(signature = (data, dtype, shape, *, profile="lossless", settings=None, chunk_size=Codec::DEFAULT_CHUNK_ELEMS, threads=0, hint=0))]
 #[allow(clippy::too_many_arguments)]
 fn encode<'py>(
     py: Python<'py>,
@@ -153,13 +386,17 @@ fn encode<'py>(
     dtype: &str,
     shape: Vec<u64>,
     profile: &str,
+    settings: Option<&Bound<'py, PyDict>>,
     chunk_size: u64,
     threads: usize,
     hint: u8,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let dtype = DType::parse(dtype).map_err(to_py)?;
     let hint = hint_from_code(hint)?;
-    let codec = codec(profile, chunk_size, threads, Limits::default())?;
+    let mut codec = codec(profile, chunk_size, threads, Limits::default())?;
+    if let Some(s) = settings {
+        codec.mode = mode_from(s)?;
+    }
     let input = Bytes::get(data, "data", false)?;
     let slice = input.as_slice();
     let frame = py
@@ -225,7 +462,11 @@ fn info<'py>(py: Python<'py>, frame: &Bound<'py, PyAny>) -> PyResult<Bound<'py, 
         let sd = PyDict::new(py);
         sd.set_item("name", s.name)?;
         for (k, v) in &s.params {
-            sd.set_item(*k, *v)?;
+            match *v {
+                ParamValue::Int(i) => sd.set_item(*k, i)?,
+                ParamValue::Float(f) => sd.set_item(*k, f)?,
+                ParamValue::Str(t) => sd.set_item(*k, t)?,
+            }
         }
         stages.append(sd)?;
     }
@@ -254,19 +495,24 @@ struct StreamEncoder {
 #[pymethods]
 impl StreamEncoder {
     #[new]
-    #[pyo3(signature = (data, dtype, shape, *, profile="lossless", chunk_size=Codec::DEFAULT_CHUNK_ELEMS, threads=0, hint=0))]
+    #[pyo3(signature = (data, dtype, shape, *, profile="lossless", settings=None, chunk_size=Codec::DEFAULT_CHUNK_ELEMS, threads=0, hint=0))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         data: &Bound<'_, PyAny>,
         dtype: &str,
         shape: Vec<u64>,
         profile: &str,
+        settings: Option<&Bound<'_, PyDict>>,
         chunk_size: u64,
         threads: usize,
         hint: u8,
     ) -> PyResult<Self> {
         let dtype = DType::parse(dtype).map_err(to_py)?;
         let hint = hint_from_code(hint)?;
-        let codec = codec(profile, chunk_size, threads, Limits::default())?;
+        let mut codec = codec(profile, chunk_size, threads, Limits::default())?;
+        if let Some(s) = settings {
+            codec.mode = mode_from(s)?;
+        }
         let input = Bytes::get(data, "data", false)?;
         let encoder = codec
             .stream_encoder(input.as_slice(), dtype, &shape, hint)
@@ -405,6 +651,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("LimitExceededError", py.get_type::<LimitExceededError>())?;
     m.add("RejectedValueError", py.get_type::<RejectedValueError>())?;
+    m.add("NonFiniteError", py.get_type::<NonFiniteError>())?;
     m.add("FORMAT_VERSION", crate::FORMAT_VERSION)?;
     m.add("DEFAULT_CHUNK_SIZE", Codec::DEFAULT_CHUNK_ELEMS)?;
     m.add("DEFAULT_MAX_OUTPUT_BYTES", Limits::DEFAULT_MAX_OUTPUT_BYTES)?;
@@ -412,6 +659,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "PROFILES",
         Profile::ALL.iter().map(|p| p.name()).collect::<Vec<_>>(),
     )?;
+    m.add("ELEMENTS", Element::ALL.map(|e| e.name()).to_vec())?;
+    m.add("SCALES", ScaleFormat::ALL.map(|e| e.name()).to_vec())?;
+    m.add("SETTING_KEYS", SETTING_KEYS.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(decode_into, m)?)?;
@@ -419,6 +669,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(info, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(_reseal, m)?)?;
+    m.add_function(wrap_pyfunction!(profile_settings, m)?)?;
+    m.add_function(wrap_pyfunction!(check_settings, m)?)?;
     m.add_class::<StreamEncoder>()?;
     m.add_class::<StreamDecoder>()?;
     Ok(())

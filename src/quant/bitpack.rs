@@ -135,6 +135,34 @@ pub fn unpack_with(n: usize, width: u32, packed: &[u8], mut put: impl FnMut(usiz
     }
 }
 
+/// Unpacks `out.len()` values of `width <= 8` bits into bytes: [`unpack_with`], with direct
+/// byte moves for 8-bit values (the vertical layout is then a 4x16 byte transposition per
+/// group of 64 values).
+pub fn unpack_bytes(width: u32, packed: &[u8], out: &mut [u8]) {
+    let n = out.len();
+    assert!(width <= 8 && packed.len() >= packed_len(n, width));
+    if width != 8 {
+        unpack_with(n, width, packed, |i, v| out[i] = v as u8);
+        return;
+    }
+    let blocks = n / BLOCK;
+    for (src, dst) in packed[..blocks * BLOCK]
+        .chunks_exact(BLOCK)
+        .zip(out.chunks_exact_mut(BLOCK))
+    {
+        // Value 16 r + l is byte r mod 4 of word 16 (r / 4) + l.
+        for (s, d) in src.chunks_exact(64).zip(dst.chunks_exact_mut(64)) {
+            for r in 0..4 {
+                for l in 0..16 {
+                    d[16 * r + l] = s[4 * l + r];
+                }
+            }
+        }
+    }
+    let tail = blocks * BLOCK;
+    out[tail..].copy_from_slice(&packed[tail..n]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +191,21 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn unpack_bytes_matches_unpack_with(
+            raw in proptest::collection::vec(any::<u8>(), 0..3000),
+            width in 1u32..=8,
+        ) {
+            let n = raw.len();
+            let mut packed = vec![0u8; packed_len(n, width)];
+            pack_with(n, width, |i| u32::from(raw[i]), &mut packed);
+            let mut a = vec![0u8; n];
+            unpack_bytes(width, &packed, &mut a);
+            let mut b = vec![0u8; n];
+            unpack_with(n, width, &packed, |i, v| b[i] = v as u8);
+            prop_assert_eq!(a, b);
+        }
+
         #[test]
         fn round_trips(
             raw in proptest::collection::vec(any::<u32>(), 0..2000),

@@ -2,7 +2,13 @@
 
 Golden frames pin the wire format: the tests decode every one of them forever, so a frame
 written today keeps decoding after any change. Run this only to add frames for a new format
-version (or new cases); never rewrite the frames of a version that has shipped.
+version (or new cases); never rewrite the frames of a version that has shipped. Cases whose
+frame already exists are left as they are (files and manifest entry), so adding a case to
+``cases()`` and running this again writes only the new one.
+
+Each case writes ``<name>.iota`` (the frame) and ``<name>.npy`` (the bits it decodes to). A
+case coded with explicit settings (a lossy one) also records its ``config`` in the manifest
+and its input in ``<name>.input.npy``.
 
     python tests/golden/generate.py
 """
@@ -46,6 +52,12 @@ def specials_bf16() -> np.ndarray:
     return out.view(ml_dtypes.bfloat16).reshape(4, 64)
 
 
+def with_nonfinite(x: np.ndarray, bits: list[int]) -> np.ndarray:
+    raw = x.reshape(-1).view(BITS[np.dtype(x.dtype).name]).copy()
+    raw[[3, 40, 41, len(raw) - 1]] = bits
+    return raw.view(x.dtype).reshape(x.shape)
+
+
 def cases():
     rng = np.random.default_rng(0)
     yield "bf16_specials", specials_bf16(), {}
@@ -67,31 +79,113 @@ def cases():
         torch.randn(16, 33, generator=torch.Generator().manual_seed(3)).bfloat16(),
         {},
     )
+    # Stage kinds 3 (block_quant) and 4 (uniform_quant): lossy frames.
+    lossy = np.random.default_rng(10)
+    act = (lossy.standard_t(4, (6, 32)) * 2).astype(ml_dtypes.bfloat16)
+    yield "bf16_mxint8", act, {"format": "mxint8"}
+    yield (
+        "f16_mxfp4_nonfinite_kept",
+        with_nonfinite(
+            lossy.standard_normal((4, 40)).astype(np.float16), [0x7E01, 0xFC00, 0x7C00, 0xFE00]
+        ),
+        {"format": "mxfp4", "nonfinite": "keep"},
+    )
+    yield (
+        "f32_e4m3_f16_scale_rans",
+        (lossy.standard_normal(200) * 1e-3).astype(np.float32),
+        {"format": "e4m3", "scale": "f16", "block": 16, "entropy": True},
+    )
+    yield (
+        "bf16_int3_stochastic_multichunk",
+        lossy.standard_normal(300).astype(ml_dtypes.bfloat16),
+        {
+            "bits": 3,
+            "scale": "bf16",
+            "block": 48,
+            "rounding": "stochastic",
+            "seed": 42,
+            "chunk_size": 100,
+        },
+    )
+    yield (
+        "bf16_e5m2_partial_block",
+        (lossy.standard_normal(300) * 100).astype(ml_dtypes.bfloat16),
+        {"format": "e5m2", "scale": "e8m0", "block": 256},
+    )
+    yield (
+        "bf16_int2_e8m0",
+        lossy.standard_normal((2, 64)).astype(ml_dtypes.bfloat16),
+        {"bits": 2, "scale": "e8m0", "block": 16},
+    )
+    yield (
+        "bf16_error_global_multichunk",
+        (lossy.standard_normal(600) * 3).astype(ml_dtypes.bfloat16),
+        {"error": 0.02, "chunk_size": 256},
+    )
+    yield (
+        "f16_max_abs_escapes",
+        with_nonfinite(
+            (lossy.standard_normal(256) * 30).astype(np.float16), [0x7C00, 0x7E00, 0xFC00, 0x7C00]
+        ),
+        {"max_abs_error": 0.004, "nonfinite": "keep"},
+    )
+    yield (
+        "f32_target_bits_channel",
+        (lossy.standard_normal((32, 12)) * [1, 10, 100, 1, 1, 1, 1, 1, 1, 1, 1, 0.01]).astype(
+            np.float32
+        ),
+        {"target_bits": 5.0, "step": "channel"},
+    )
+    yield (
+        "bf16_error_block_stochastic",
+        lossy.standard_t(3, 256).astype(ml_dtypes.bfloat16),
+        {"error": 0.05, "step": "block", "block": 32, "rounding": "stochastic", "seed": 7},
+    )
+    yield (
+        "torch_bf16_balanced",
+        torch.randn(8, 40, generator=torch.Generator().manual_seed(4)).bfloat16(),
+        {"profile": "balanced"},
+    )
+
+
+def as_numpy(x):
+    if isinstance(x, torch.Tensor):
+        return x.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return x
 
 
 def main() -> None:
     out_dir = HERE / f"v{codec.FORMAT_VERSION}"
     out_dir.mkdir(exist_ok=True)
-    manifest = []
+    path = out_dir / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else []
+    known = {case["name"] for case in manifest}
     for name, x, kw in cases():
-        blob = codec.encode(x, **kw)
+        if (out_dir / f"{name}.iota").exists():
+            if name not in known:
+                raise SystemExit(f"{name}.iota exists but is not in the manifest")
+            continue
+        lossless = not kw or set(kw) == {"chunk_size"}
+        c = codec.Codec(**kw)
+        blob = c.encode(x)
         (out_dir / f"{name}.iota").write_bytes(blob)
-        if isinstance(x, torch.Tensor):
-            x = x.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
         meta = codec.info(blob)
-        np.save(out_dir / f"{name}.npy", x.view(BITS[meta["dtype"]]))
-        manifest.append(
-            {
-                "name": name,
-                "dtype": meta["dtype"],
-                "shape": meta["shape"],
-                "container": meta["container"],
-                "chunk_size": meta["chunk_size"],
-                "frame_bytes": meta["frame_bytes"],
-            }
-        )
+        width = BITS[meta["dtype"]]
+        np.save(out_dir / f"{name}.npy", as_numpy(c.decode(blob)).view(width))
+        entry = {
+            "name": name,
+            "dtype": meta["dtype"],
+            "shape": meta["shape"],
+            "container": meta["container"],
+            "chunk_size": meta["chunk_size"],
+            "frame_bytes": meta["frame_bytes"],
+        }
+        if not lossless:
+            entry["config"] = {**c.get_config(), "threads": 0}
+            np.save(out_dir / f"{name}.input.npy", as_numpy(x).view(width))
+        manifest.append(entry)
         print(f"{name}: {meta['frame_bytes']} bytes")
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
 
 
 if __name__ == "__main__":
