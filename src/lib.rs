@@ -321,12 +321,6 @@ impl FrameInfo {
 /// Reads a frame's header and walks its chunk table (verifying every checksum) without
 /// decoding anything.
 pub fn info(frame: &[u8]) -> Result<FrameInfo> {
-    let parsed = pipeline::parse_frame(
-        frame,
-        &Limits {
-            max_output_bytes: u64::MAX,
-            ..Limits::default()
-        },
-    )?;
+    let parsed = pipeline::parse_frame(frame, &Limits::NONE)?;
     Ok(FrameInfo::new(&parsed, frame.len()))
 }

@@ -90,7 +90,7 @@ def test_output_limit_is_enforced_before_allocating():
     # The core refuses it too, for callers that skip the Python layer.
     out = np.empty(x.nbytes, np.uint8)
     with pytest.raises(codec.LimitExceededError):
-        _core.decode_into(blob, out, max_output_bytes=1000)
+        _core.decode_into(blob, out, limits={"max_output_bytes": 1000})
 
 
 def test_huge_declared_shape_is_refused_without_allocating():
@@ -133,7 +133,54 @@ def test_empty_shape_beyond_array_indexing_is_refused():
     # this shape.
     from iota_codec import _core
 
-    head = b"\x89IOT\x01\x01\x03\x02" + bytes([0xFF] * 8 + [0x7F]) + b"\x00\x01\x00"
+    stages = b"\x02" + b"\x01\x00" + b"\x02\x02\x20\x0b"  # float_split, rans(32, 11)
+    head = b"\x89IOT\x01\x01\x03\x02" + bytes([0xFF] * 8 + [0x7F]) + b"\x00\x01" + stages
     blob = _core._reseal(head + bytes(4))
     with pytest.raises(codec.LimitExceededError, match="beyond what an array can index"):
         codec.decode(blob)
+
+
+def test_chunk_and_dimension_limits():
+    x = np.zeros((2, 3, 4, 5), np.float32)
+    blob = codec.encode(x, chunk_size=10)
+    assert codec.info(blob)["n_chunks"] == 12
+    with pytest.raises(codec.LimitExceededError, match="max_chunks"):
+        codec.decode(blob, max_chunks=11)
+    assert codec.decode(blob, max_chunks=12).shape == x.shape
+    with pytest.raises(codec.LimitExceededError, match="max_ndim"):
+        codec.decode(blob, max_ndim=3)
+    with pytest.raises(codec.LimitExceededError, match="max_chunks"):
+        codec.Codec(max_chunks=1).decoder().feed(blob)
+    for bad in ({"max_chunks": 0}, {"max_ndim": 33}, {"max_ndim": -1}):
+        with pytest.raises(codec.InvalidArgumentError):
+            codec.Codec(**bad)
+    with pytest.raises(codec.InvalidArgumentError, match="unknown decoder limit"):
+        _core.decode_into(blob, np.empty(x.nbytes, np.uint8), limits={"max_chunkz": 1})
+
+
+def test_value_validation_for_untrusted_peers():
+    x = np.linspace(-3, 3, 10_000, dtype=np.float32)
+    x[7777] = np.inf
+    blob = codec.encode(x, chunk_size=1000)
+    np.testing.assert_array_equal(codec.decode(blob), x)  # off by default
+    with pytest.raises(codec.RejectedValueError, match="non-finite value at element 7777"):
+        codec.decode(blob, reject_nonfinite=True)
+    with pytest.raises(codec.RejectedValueError):
+        codec.decode(blob, max_abs=1e30)
+    x[7777] = 0
+    blob = codec.encode(x, chunk_size=1000)
+    assert codec.decode(blob, max_abs=3.0, reject_nonfinite=True).shape == x.shape
+    with pytest.raises(codec.RejectedValueError, match="above max_abs 2.5"):
+        codec.decode(blob, max_abs=2.5)
+    # Streaming and torch outputs check too, and the settings round-trip through configs.
+    c = codec.Codec(max_abs=2.5)
+    with pytest.raises(codec.RejectedValueError):
+        c.decoder().feed(blob)
+    with pytest.raises(codec.RejectedValueError):
+        c.decode(codec.encode(torch.from_numpy(x)))
+    assert codec.Codec.from_config(c.get_config()).limits["max_abs"] == 2.5
+    for bad in (-1.0, float("nan"), "big", True):
+        with pytest.raises(codec.InvalidArgumentError, match="max_abs"):
+            codec.Codec(max_abs=bad)
+    with pytest.raises(codec.InvalidArgumentError, match="reject_nonfinite"):
+        codec.Codec(reject_nonfinite=1)

@@ -10,6 +10,7 @@ True
 
 from ._api import (
     DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_CHUNKS,
     DEFAULT_MAX_OUTPUT_BYTES,
     FORMATS,
     MX_FORMATS,
@@ -29,6 +30,7 @@ from ._core import (
     InvalidArgumentError,
     LimitExceededError,
     NonFiniteError,
+    RejectedValueError,
     UnsupportedVersionError,
     __version__,
     simd_level,
@@ -36,6 +38,7 @@ from ._core import (
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_MAX_CHUNKS",
     "DEFAULT_MAX_OUTPUT_BYTES",
     "FORMATS",
     "FORMAT_VERSION",
@@ -49,6 +52,7 @@ __all__ = [
     "InvalidArgumentError",
     "LimitExceededError",
     "NonFiniteError",
+    "RejectedValueError",
     "StreamDecoder",
     "UnsupportedVersionError",
     "__version__",

@@ -12,6 +12,7 @@ PROFILES: tuple[str, ...] = tuple(_core.PROFILES)
 DEFAULT_PROFILE = "lossless"
 DEFAULT_CHUNK_SIZE: int = _core.DEFAULT_CHUNK_SIZE
 DEFAULT_MAX_OUTPUT_BYTES: int = _core.DEFAULT_MAX_OUTPUT_BYTES
+DEFAULT_MAX_CHUNKS: int = _core.DEFAULT_MAX_CHUNKS
 CONFIG_ID = "iota_codec"
 
 #: Element formats of fixed-rate quantization (``format=``).
@@ -142,6 +143,39 @@ def _resolve(profile: str, given: dict[str, Any]) -> dict[str, Any]:
     return dict(_core.check_settings(settings))
 
 
+_LIMITS = ("max_output_bytes", "max_chunks", "max_ndim", "reject_nonfinite", "max_abs")
+
+
+def _decode_limits(
+    max_output_bytes: Any, max_chunks: Any, max_ndim: Any, reject_nonfinite: Any, max_abs: Any
+) -> dict[str, Any]:
+    """Checks the decoder-side settings and returns them as the core takes them."""
+    if not isinstance(reject_nonfinite, bool):
+        raise InvalidArgumentError(
+            f"reject_nonfinite must be True or False, not {reject_nonfinite!r}"
+        )
+    if max_abs is not None:
+        if isinstance(max_abs, bool) or not isinstance(max_abs, int | float):
+            raise InvalidArgumentError(f"max_abs must be a number or None, not {max_abs!r}")
+        if not max_abs >= 0:
+            raise InvalidArgumentError(f"max_abs must be a non-negative number, not {max_abs}")
+        max_abs = float(max_abs)
+    ndim = 32 if max_ndim is None else _check_int("max_ndim", max_ndim, 0)
+    if ndim > 32:
+        raise InvalidArgumentError(f"max_ndim is at most 32 (the format's limit), not {ndim}")
+    return {
+        "max_output_bytes": DEFAULT_MAX_OUTPUT_BYTES
+        if max_output_bytes is None
+        else _check_int("max_output_bytes", max_output_bytes, 0),
+        "max_chunks": DEFAULT_MAX_CHUNKS
+        if max_chunks is None
+        else _check_int("max_chunks", max_chunks, 1),
+        "max_ndim": ndim,
+        "reject_nonfinite": reject_nonfinite,
+        "max_abs": max_abs,
+    }
+
+
 class Codec:
     """Encoder and decoder settings.
 
@@ -184,15 +218,27 @@ class Codec:
             coded in parallel and can be streamed; larger chunks spend less on tables.
         threads: worker threads. ``None`` or ``0`` uses one per core, ``1`` runs on the
             calling thread. The frame is identical for every value.
+
+        Decoding untrusted frames (a peer may be hostile; these never change the bytes an
+        encoder writes):
+
         max_output_bytes: the largest tensor :meth:`decode` will produce (default 4 GiB);
             a frame that declares more raises :class:`LimitExceededError` before anything
             is allocated. Raise it only for senders you trust.
+        max_chunks: the most chunks a frame may have (default 2**20); each costs a table
+            build, so a frame of many tiny chunks costs CPU out of proportion to its size.
+        max_ndim: the most dimensions a frame may declare (default 32, the format's own).
+        reject_nonfinite: refuse a decoded tensor holding NaN or Inf with
+            :class:`RejectedValueError` (default False).
+        max_abs: refuse a decoded tensor holding a value of larger magnitude (default None;
+            implies rejecting non-finite values). Checked chunk by chunk while the data is
+            in cache: cheap enough to leave on.
 
     Bad combinations raise :class:`InvalidArgumentError` saying what to change. A ``Codec``
     holds only settings: one instance can be shared by many threads.
     """
 
-    __slots__ = ("_chunk_size", "_max_output_bytes", "_profile", "_settings", "_threads")
+    __slots__ = ("_chunk_size", "_limits", "_profile", "_settings", "_threads")
 
     def __init__(
         self,
@@ -213,6 +259,10 @@ class Codec:
         chunk_size: int | None = None,
         threads: int | None = None,
         max_output_bytes: int | None = None,
+        max_chunks: int | None = None,
+        max_ndim: int | None = None,
+        reject_nonfinite: bool = False,
+        max_abs: float | None = None,
     ) -> None:
         if not isinstance(profile, str) or profile.lower() not in PROFILES:
             raise InvalidArgumentError(
@@ -240,10 +290,8 @@ class Codec:
             DEFAULT_CHUNK_SIZE if chunk_size is None else _check_int("chunk_size", chunk_size, 1)
         )
         self._threads = 0 if threads is None else _check_int("threads", threads, 0)
-        self._max_output_bytes = (
-            DEFAULT_MAX_OUTPUT_BYTES
-            if max_output_bytes is None
-            else _check_int("max_output_bytes", max_output_bytes, 0)
+        self._limits = _decode_limits(
+            max_output_bytes, max_chunks, max_ndim, reject_nonfinite, max_abs
         )
 
     @property
@@ -271,7 +319,13 @@ class Codec:
 
     @property
     def max_output_bytes(self) -> int:
-        return self._max_output_bytes
+        return self._limits["max_output_bytes"]
+
+    @property
+    def limits(self) -> dict[str, Any]:
+        """The decoder's limits and value checks: ``max_output_bytes``, ``max_chunks``,
+        ``max_ndim``, ``reject_nonfinite``, ``max_abs``."""
+        return dict(self._limits)
 
     def encode(self, x: Any, *, dtype: Any = None, shape: Any = None) -> bytes:
         """Encodes ``x`` into a frame.
@@ -316,15 +370,13 @@ class Codec:
             from .torch._device import decode_to_device
 
             return decode_to_device(self, blob, out, device)
-        dtype, shape, container = _core.header(blob, max_output_bytes=self._max_output_bytes)
+        dtype, shape, container = _core.header(blob, limits=self._limits)
         shape = tuple(shape)
         if out is None:
             result, view = _adapt.allocate(dtype, shape, container)
         else:
             result, view = out, _adapt.output_view(out, dtype, shape)
-        _core.decode_into(
-            blob, view, threads=self._threads, max_output_bytes=self._max_output_bytes
-        )
+        _core.decode_into(blob, view, threads=self._threads, limits=self._limits)
         return result
 
     def encode_stream(self, x: Any, *, dtype: Any = None, shape: Any = None) -> Iterator[bytes]:
@@ -360,7 +412,7 @@ class Codec:
             **self._settings,
             "chunk_size": self._chunk_size,
             "threads": self._threads,
-            "max_output_bytes": self._max_output_bytes,
+            **self._limits,
         }
 
     @classmethod
@@ -370,7 +422,7 @@ class Codec:
         cid = cfg.pop("id", CONFIG_ID)
         if cid != CONFIG_ID:
             raise InvalidArgumentError(f"config id {cid!r} is not {CONFIG_ID!r}")
-        known = {"profile", "bits", *_SETTINGS, "chunk_size", "threads", "max_output_bytes"}
+        known = {"profile", "bits", *_SETTINGS, "chunk_size", "threads", *_LIMITS}
         unknown = set(cfg) - known
         if unknown:
             raise InvalidArgumentError(f"unknown config keys: {', '.join(sorted(unknown))}")
@@ -404,7 +456,7 @@ class StreamDecoder:
 
     def __init__(self, codec: Codec | None = None, out: Any = None) -> None:
         c = codec or Codec()
-        self._core = _core.StreamDecoder(threads=c.threads, max_output_bytes=c.max_output_bytes)
+        self._core = _core.StreamDecoder(threads=c.threads, limits=c._limits)
         self._out = out
         self._result: Any = None
 
@@ -473,13 +525,22 @@ def decode(
     *,
     threads: int | None = None,
     max_output_bytes: int | None = None,
+    max_chunks: int | None = None,
+    max_ndim: int | None = None,
+    reject_nonfinite: bool = False,
+    max_abs: float | None = None,
     device: Any = None,
 ) -> Any:
-    """Decodes a frame; see :meth:`Codec.decode`. Frames describe themselves, so no profile
-    is needed."""
-    return Codec(threads=threads, max_output_bytes=max_output_bytes).decode(
-        blob, out=out, device=device
-    )
+    """Decodes a frame; see :meth:`Codec.decode` (and :class:`Codec` for the limits and
+    value checks). Frames describe themselves, so no profile is needed."""
+    return Codec(
+        threads=threads,
+        max_output_bytes=max_output_bytes,
+        max_chunks=max_chunks,
+        max_ndim=max_ndim,
+        reject_nonfinite=reject_nonfinite,
+        max_abs=max_abs,
+    ).decode(blob, out=out, device=device)
 
 
 def info(blob: Any) -> dict[str, Any]:

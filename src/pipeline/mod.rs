@@ -657,6 +657,11 @@ fn decode_chunk(recipe: &Recipe, dtype: DType, payload: &[u8], out: &mut [u8]) -
 pub struct Limits {
     /// Largest decoded tensor, in bytes.
     pub max_output_bytes: u64,
+    /// Most chunks a frame may have: each costs a table build and a task, so a frame of
+    /// many tiny chunks costs CPU out of proportion to its size.
+    pub max_chunks: u64,
+    /// Most dimensions a frame may declare (the format allows up to 32).
+    pub max_ndim: usize,
     /// Checks on the decoded values (off by default).
     pub validation: Validation,
 }
@@ -664,12 +669,61 @@ pub struct Limits {
 impl Limits {
     /// 4 GiB.
     pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 4 << 30;
+    /// 2^20 chunks: 256 GiB of bfloat16 at the default chunk size.
+    pub const DEFAULT_MAX_CHUNKS: u64 = 1 << 20;
+
+    /// No limit beyond the format's own.
+    pub const NONE: Limits = Limits {
+        max_output_bytes: u64::MAX,
+        max_chunks: u64::MAX,
+        max_ndim: format::MAX_NDIM,
+        validation: Validation {
+            reject_nonfinite: false,
+            max_abs: None,
+        },
+    };
+
+    /// Checks a header against the limits and recognizes its stages.
+    pub fn check(&self, header: &Header) -> Result<Recipe> {
+        let recipe = Recipe::from_stages(&header.stages)?;
+        ensure_frame!(
+            header.chunk_elems.is_multiple_of(recipe.chunk_multiple()),
+            "chunk size {} is not a multiple of the quantizer's block of {}",
+            header.chunk_elems,
+            recipe.chunk_multiple()
+        );
+        if header.shape.len() > self.max_ndim {
+            return Err(Error::limit(format!(
+                "frame declares {} dimensions, more than the limit of {} (max_ndim)",
+                header.shape.len(),
+                self.max_ndim
+            )));
+        }
+        let out_bytes = header.output_bytes()?;
+        if out_bytes > self.max_output_bytes {
+            return Err(Error::limit(format!(
+                "frame decodes to {out_bytes} bytes, more than the limit of {} \
+                 (raise max_output_bytes if you trust the sender)",
+                self.max_output_bytes
+            )));
+        }
+        let n_chunks = header.n_chunks()?;
+        if n_chunks > self.max_chunks {
+            return Err(Error::limit(format!(
+                "frame has {n_chunks} chunks, more than the limit of {} (max_chunks)",
+                self.max_chunks
+            )));
+        }
+        Ok(recipe)
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_output_bytes: Self::DEFAULT_MAX_OUTPUT_BYTES,
+            max_chunks: Self::DEFAULT_MAX_CHUNKS,
+            max_ndim: format::MAX_NDIM,
             validation: Validation::default(),
         }
     }
@@ -687,21 +741,7 @@ pub struct ParsedFrame<'a> {
 /// Parses `frame` and verifies every checksum, without decoding any chunk.
 pub fn parse_frame<'a>(frame: &'a [u8], limits: &Limits) -> Result<ParsedFrame<'a>> {
     let (header, extent) = Header::parse(frame)?;
-    let recipe = Recipe::from_stages(&header.stages)?;
-    ensure_frame!(
-        header.chunk_elems % recipe.chunk_multiple() == 0,
-        "chunk size {} is not a multiple of the quantizer's block of {}",
-        header.chunk_elems,
-        recipe.chunk_multiple()
-    );
-    let out_bytes = header.output_bytes()?;
-    if out_bytes > limits.max_output_bytes {
-        return Err(Error::limit(format!(
-            "frame decodes to {out_bytes} bytes, more than the limit of {} \
-             (raise max_output_bytes if you trust the sender)",
-            limits.max_output_bytes
-        )));
-    }
+    let recipe = limits.check(&header)?;
     let chunks = format::read_chunks(
         &frame[extent.len..],
         extent.checksum,

@@ -161,15 +161,8 @@ impl StreamDecoder {
             Err(e) if e.is_truncation() => return Ok(()),
             Err(e) => return Err(e),
         };
-        let recipe = Recipe::from_stages(&header.stages)?;
+        let recipe = self.limits.check(&header)?;
         let out_bytes = header.output_bytes()?;
-        if out_bytes > self.limits.max_output_bytes {
-            return Err(Error::limit(format!(
-                "frame decodes to {out_bytes} bytes, more than the limit of {} \
-                 (raise max_output_bytes if you trust the sender)",
-                self.limits.max_output_bytes
-            )));
-        }
         let output_len = usize::try_from(out_bytes)
             .map_err(|_| Error::limit("decoded tensor does not fit in this machine's memory"))?;
         let chunk_bytes = usize::try_from(header.chunk_elems)

@@ -11,7 +11,6 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use crate::validate::Validation;
 use crate::{
     BlockSpec, Bound as ErrorBound, BoundedSpec, Codec, ContainerHint, DType, Element, Error,
     ErrorKind, Limits, Mode, NonFinite, ParamValue, Profile, Rounding, ScaleFormat, StepScope,
@@ -143,17 +142,27 @@ fn codec(profile: &str, chunk_size: u64, threads: usize, limits: Limits) -> PyRe
     })
 }
 
-/// Decoder limits and value checks from the Python arguments.
-fn limits(max_output_bytes: u64, reject_nonfinite: bool, max_abs: Option<f64>) -> PyResult<Limits> {
-    let validation = Validation {
-        reject_nonfinite,
-        max_abs,
-    };
-    validation.check_params().map_err(to_py)?;
-    Ok(Limits {
-        max_output_bytes,
-        validation,
-    })
+/// Decoder limits and value checks from a Python dict (`Codec._limits`); absent keys keep
+/// their defaults.
+fn limits_from(d: Option<&Bound<'_, PyDict>>) -> PyResult<Limits> {
+    let mut l = Limits::default();
+    for (k, v) in d.into_iter().flat_map(|d| d.iter()) {
+        let key: String = k.extract()?;
+        match key.as_str() {
+            "max_output_bytes" => l.max_output_bytes = v.extract()?,
+            "max_chunks" => l.max_chunks = v.extract()?,
+            "max_ndim" => l.max_ndim = v.extract()?,
+            "reject_nonfinite" => l.validation.reject_nonfinite = v.extract()?,
+            "max_abs" => l.validation.max_abs = v.extract()?,
+            _ => {
+                return Err(InvalidArgumentError::new_err(format!(
+                    "unknown decoder limit {key:?}"
+                )))
+            }
+        }
+    }
+    l.validation.check_params().map_err(to_py)?;
+    Ok(l)
 }
 
 // ---- settings dicts (the Python config's coding keys) <-> modes ----
@@ -407,17 +416,15 @@ fn encode<'py>(
 
 /// Decodes `frame` into the writable C-contiguous buffer `out` (exactly the decoded size).
 #[pyfunction]
-#[pyo3(signature = (frame, out, *, threads=0, max_output_bytes=Limits::DEFAULT_MAX_OUTPUT_BYTES, reject_nonfinite=false, max_abs=None))]
+#[pyo3(signature = (frame, out, *, threads=0, limits=None))]
 fn decode_into(
     py: Python<'_>,
     frame: &Bound<'_, PyAny>,
     out: &Bound<'_, PyAny>,
     threads: usize,
-    max_output_bytes: u64,
-    reject_nonfinite: bool,
-    max_abs: Option<f64>,
+    limits: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<()> {
-    let limits = limits(max_output_bytes, reject_nonfinite, max_abs)?;
+    let limits = limits_from(limits)?;
     let codec = codec("lossless", Codec::DEFAULT_CHUNK_ELEMS, threads, limits)?;
     let frame = Bytes::get(frame, "frame", false)?;
     let mut out = Bytes::get(out, "out", true)?;
@@ -426,22 +433,17 @@ fn decode_into(
     Ok(())
 }
 
-/// Parses only the header: `(dtype, shape, container)`, checking the output limit.
+/// Parses only the header: `(dtype, shape, container)`, checking it against the limits.
 #[pyfunction]
-#[pyo3(signature = (frame, *, max_output_bytes=Limits::DEFAULT_MAX_OUTPUT_BYTES))]
+#[pyo3(signature = (frame, *, limits=None))]
 fn header(
     frame: &Bound<'_, PyAny>,
-    max_output_bytes: u64,
+    limits: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<(&'static str, Vec<u64>, &'static str)> {
+    let limits = limits_from(limits)?;
     let frame = Bytes::get(frame, "frame", false)?;
     let (h, _) = crate::format::Header::parse(frame.as_slice()).map_err(to_py)?;
-    let out = h.output_bytes().map_err(to_py)?;
-    if out > max_output_bytes {
-        return Err(LimitExceededError::new_err(format!(
-            "frame decodes to {out} bytes, more than the limit of {max_output_bytes} \
-             (raise max_output_bytes if you trust the sender)"
-        )));
-    }
+    limits.check(&h).map_err(to_py)?;
     Ok((h.dtype.name(), h.shape, h.hint.name()))
 }
 
@@ -548,14 +550,9 @@ struct StreamDecoder {
 #[pymethods]
 impl StreamDecoder {
     #[new]
-    #[pyo3(signature = (*, threads=0, max_output_bytes=Limits::DEFAULT_MAX_OUTPUT_BYTES, reject_nonfinite=false, max_abs=None))]
-    fn new(
-        threads: usize,
-        max_output_bytes: u64,
-        reject_nonfinite: bool,
-        max_abs: Option<f64>,
-    ) -> PyResult<Self> {
-        let limits = limits(max_output_bytes, reject_nonfinite, max_abs)?;
+    #[pyo3(signature = (*, threads=0, limits=None))]
+    fn new(threads: usize, limits: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let limits = limits_from(limits)?;
         let decoder = crate::StreamDecoder::new(limits, threads);
         Ok(StreamDecoder { decoder, out: None })
     }
@@ -655,6 +652,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FORMAT_VERSION", crate::FORMAT_VERSION)?;
     m.add("DEFAULT_CHUNK_SIZE", Codec::DEFAULT_CHUNK_ELEMS)?;
     m.add("DEFAULT_MAX_OUTPUT_BYTES", Limits::DEFAULT_MAX_OUTPUT_BYTES)?;
+    m.add("DEFAULT_MAX_CHUNKS", Limits::DEFAULT_MAX_CHUNKS)?;
     m.add(
         "PROFILES",
         Profile::ALL.iter().map(|p| p.name()).collect::<Vec<_>>(),

@@ -122,7 +122,7 @@ def decode_to_device(codec: Any, blob: Any, out: Any, device: Any) -> torch.Tens
     """:meth:`iota_codec.Codec.decode` into a torch tensor on ``device`` (or into ``out``)."""
     from .. import _core
 
-    dtype, shape, _ = _core.header(blob, max_output_bytes=codec.max_output_bytes)
+    dtype, shape, _ = _core.header(blob, limits=codec.limits)
     tdtype = getattr(torch, dtype)
     if out is not None:
         if not isinstance(out, torch.Tensor):

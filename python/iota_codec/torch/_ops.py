@@ -109,7 +109,7 @@ def encode_tensor(x: torch.Tensor, codec: Codec) -> torch.Tensor:
 def frame_header(frame: torch.Tensor, codec: Codec) -> tuple[torch.dtype, tuple[int, ...]]:
     """The dtype and shape a frame (a ``uint8`` CPU tensor) decodes to; checks the output
     limit."""
-    dtype, shape, _ = _core.header(_frame_bytes(frame), max_output_bytes=codec.max_output_bytes)
+    dtype, shape, _ = _core.header(_frame_bytes(frame), limits=codec.limits)
     return getattr(torch, dtype), tuple(shape)
 
 
