@@ -170,7 +170,7 @@ def test_value_validation_for_untrusted_peers():
     x[7777] = 0
     blob = codec.encode(x, chunk_size=1000)
     assert codec.decode(blob, max_abs=3.0, reject_nonfinite=True).shape == x.shape
-    with pytest.raises(codec.RejectedValueError, match="above max_abs 2.5"):
+    with pytest.raises(codec.RejectedValueError, match=r"above max_abs 2\.5"):
         codec.decode(blob, max_abs=2.5)
     # Streaming and torch outputs check too, and the settings round-trip through configs.
     c = codec.Codec(max_abs=2.5)
