@@ -24,6 +24,10 @@ $(VENV)/.ready: $(REQ)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r $(REQ)
 	touch $@
+	@# Environments of earlier requirements (venv-<hash> beside this one) are stale: remove them.
+	@for d in $(CACHE_DIR)/venv-????????????; do \
+	  [ "$$d" = "$(VENV)" ] || [ ! -f "$$d/.ready" ] || { echo "removing stale $$d"; rm -rf "$$d"; }; \
+	done
 
 env: $(VENV)/.ready
 
