@@ -162,6 +162,25 @@ impl Codec {
         }
     }
 
+    /// [`Codec::encode`] into `out`, which is cleared first and whose capacity is reused: with
+    /// the same `out` from call to call, the frame costs no allocation (the largest frame the
+    /// tensor can take is reserved up front, so `out` never grows while coding). On error
+    /// `out` is left empty.
+    pub fn encode_into(
+        &self,
+        input: &[u8],
+        dtype: DType,
+        shape: &[u64],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        out.clear();
+        let req = self.request(input, dtype, shape, ContainerHint::Unspecified)?;
+        match &self.mode {
+            Mode::Bounded(spec) => pipeline::encode_bounded_into(&req, spec, out),
+            _ => pipeline::encode_frame_into(&req, out),
+        }
+    }
+
     fn request<'a>(
         &self,
         input: &'a [u8],

@@ -33,6 +33,7 @@ pub const KERNELS: Kernels = Kernels {
     split,
     pack_mantissa,
     merge,
+    ..super::SCALAR
 };
 
 /// `_mm_shuffle_epi8` controls, by 8-bit lane mask `m`, that move 16-bit word `k` to the

@@ -38,6 +38,7 @@ pub const KERNELS: Kernels = Kernels {
     split,
     pack_mantissa,
     merge,
+    ..super::SCALAR
 };
 
 /// Index vector for `_mm512_permutex2var_epi16` that takes the low 16 bits of every 32-bit

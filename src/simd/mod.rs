@@ -7,7 +7,9 @@
 //! `neon`, or `auto`) caps it: a level the CPU lacks falls back to the best one it has.
 //!
 //! Kernels take plain slices; the modules that own a format (entropy, transform, quant)
-//! check sizes and parameters before calling them.
+//! check sizes and parameters before calling them. The scalar references of the lossless
+//! kernels are in [`scalar`]; those of the lossy ones live beside their formats in
+//! [`crate::quant`] (`convert`, `block`, `bitpack`, `uniform`).
 
 pub mod scalar;
 
@@ -19,6 +21,12 @@ mod avx512;
 mod common;
 
 use std::sync::OnceLock;
+
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::quant::block::{self, BlockFormat};
+use crate::quant::rounding::Rounding;
+use crate::quant::{bitpack, convert, uniform};
 
 /// An instruction-set level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -85,6 +93,54 @@ pub type PackMantissaFn = fn(fs: FloatSplit, input: &[u8], drop: u32, out: &mut 
 /// Rebuilds elements from symbols and packed mantissas.
 pub type MergeFn = fn(fs: FloatSplit, symbols: &[u16], packed: &[u8], drop: u32, out: &mut [u8]);
 
+/// Loads little-endian `dtype` elements as `f32` (exactly); scalar reference
+/// [`convert::load_all`].
+pub type ToF32Fn = fn(dtype: DType, input: &[u8], out: &mut [f32]);
+/// Rounds `f32` values to `dtype` (nearest-even, saturating) as little-endian bytes; scalar
+/// reference [`convert::store_all_sat`].
+pub type FromF32Fn = fn(dtype: DType, vals: &[f32], out: &mut [u8]);
+/// Block quantization of a chunk's elements into codes and stored scales; returns the count
+/// of non-finite elements. Scalar reference [`block::encode_blocks`].
+pub type BlockEncodeFn = fn(
+    fmt: &BlockFormat,
+    rounding: Rounding,
+    base: u64,
+    dtype: DType,
+    input: &[u8],
+    codes: &mut [u8],
+    scales: &mut [u8],
+) -> usize;
+/// Block dequantization into `dtype` bytes; scalar reference [`block::decode_blocks`].
+pub type BlockDecodeFn =
+    fn(fmt: &BlockFormat, dtype: DType, scales: &[u8], codes: &[u8], out: &mut [u8]);
+/// Packs `width <= 8`-bit codes; scalar reference [`bitpack::pack_bytes`].
+pub type PackCodesFn = fn(width: u32, codes: &[u8], out: &mut [u8]);
+/// Unpacks `width <= 8`-bit codes; scalar reference [`bitpack::unpack_bytes`].
+pub type UnpackCodesFn = fn(width: u32, packed: &[u8], codes: &mut [u8]);
+/// The first pass of the error-bounded encoder; scalar reference [`uniform::stats`].
+pub type StatsFn = fn(dtype: DType, input: &[u8]) -> uniform::Stats;
+/// Uniform quantization to symbols with error sums; scalar reference
+/// [`uniform::encode_symbols`].
+pub type UniformEncodeFn = fn(
+    a: &uniform::QuantArgs,
+    input: &[u8],
+    step: uniform::Step,
+    symbols: &mut [u16],
+    extra: &mut uniform::BitWriter,
+    err: &mut uniform::ErrSum,
+) -> usize;
+/// Reconstruction of uniform symbols; scalar reference [`uniform::decode_symbols`].
+pub type UniformDecodeFn = fn(
+    dtype: DType,
+    symbols: &[u16],
+    step: uniform::Step,
+    extra: &mut uniform::BitReader,
+    out: &mut [u8],
+) -> Result<()>;
+/// The extra bits and escapes of uniform symbols; scalar reference
+/// [`uniform::extra_and_escapes`].
+pub type ExtraCountFn = fn(symbols: &[u16]) -> (usize, usize);
+
 /// The kernels of one level.
 #[derive(Clone, Copy)]
 pub struct Kernels {
@@ -94,6 +150,16 @@ pub struct Kernels {
     pub split: SplitFn,
     pub pack_mantissa: PackMantissaFn,
     pub merge: MergeFn,
+    pub to_f32: ToF32Fn,
+    pub from_f32: FromF32Fn,
+    pub block_encode: BlockEncodeFn,
+    pub block_decode: BlockDecodeFn,
+    pub pack_codes: PackCodesFn,
+    pub unpack_codes: UnpackCodesFn,
+    pub stats: StatsFn,
+    pub uniform_encode: UniformEncodeFn,
+    pub uniform_decode: UniformDecodeFn,
+    pub extra_count: ExtraCountFn,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -112,6 +178,16 @@ pub const SCALAR: Kernels = Kernels {
     split: scalar::split,
     pack_mantissa: scalar::pack_mantissa,
     merge: scalar::merge,
+    to_f32: convert::load_all,
+    from_f32: convert::store_all_sat,
+    block_encode: block::encode_blocks,
+    block_decode: block::decode_blocks,
+    pack_codes: bitpack::pack_bytes,
+    unpack_codes: bitpack::unpack_bytes,
+    stats: uniform::stats,
+    uniform_encode: uniform::encode_symbols,
+    uniform_decode: uniform::decode_symbols,
+    extra_count: uniform::extra_and_escapes,
 };
 
 /// The best level this CPU supports.
