@@ -19,6 +19,8 @@ mod avx2;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod common;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+mod vector;
 
 use std::sync::OnceLock;
 
@@ -243,3 +245,5 @@ pub fn kernels() -> &'static Kernels {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_lossy;
