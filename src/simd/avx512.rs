@@ -829,6 +829,17 @@ const UNTRANSPOSE: [u8; 64] = {
 /// The increment of the stochastic-rounding counter.
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// splitmix64's finalizer of eight counters, then their top 24 bits.
+#[inline(always)]
+unsafe fn mix24(z: __m512i) -> __m256i {
+    let z = _mm512_xor_si512(z, _mm512_srli_epi64::<30>(z));
+    let z = _mm512_mullo_epi64(z, _mm512_set1_epi64(0xBF58_476D_1CE4_E5B9u64 as i64));
+    let z = _mm512_xor_si512(z, _mm512_srli_epi64::<27>(z));
+    let z = _mm512_mullo_epi64(z, _mm512_set1_epi64(0x94D0_49BB_1331_11EBu64 as i64));
+    let z = _mm512_xor_si512(z, _mm512_srli_epi64::<31>(z));
+    _mm512_cvtepi64_epi32(_mm512_srli_epi64::<40>(z))
+}
+
 // SAFETY: the methods wrap AVX-512 F/BW/DQ/VBMI intrinsics; `Simd`'s contract (features
 // present and enabled, the named bytes readable or writable) is the caller's.
 unsafe impl Simd for V512 {
@@ -1076,15 +1087,7 @@ unsafe impl Simd for V512 {
             _mm512_setr_epi64(0, g(1), g(2), g(3), g(4), g(5), g(6), g(7)),
         );
         let hi = _mm512_add_epi64(lo, _mm512_set1_epi64(g(8)));
-        let mix = |z: __m512i| {
-            let z = _mm512_xor_si512(z, _mm512_srli_epi64::<30>(z));
-            let z = _mm512_mullo_epi64(z, _mm512_set1_epi64(0xBF58_476D_1CE4_E5B9u64 as i64));
-            let z = _mm512_xor_si512(z, _mm512_srli_epi64::<27>(z));
-            let z = _mm512_mullo_epi64(z, _mm512_set1_epi64(0x94D0_49BB_1331_11EBu64 as i64));
-            let z = _mm512_xor_si512(z, _mm512_srli_epi64::<31>(z));
-            _mm512_cvtepi64_epi32(_mm512_srli_epi64::<40>(z))
-        };
-        let h = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(mix(lo)), mix(hi));
+        let h = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(mix24(lo)), mix24(hi));
         _mm512_mul_ps(_mm512_cvtepi32_ps(h), _mm512_set1_ps(1.0 / 16_777_216.0))
     }
     #[inline(always)]
