@@ -577,8 +577,9 @@ impl EncodePlan {
     }
 
     /// Appends every chunk record coded with `recipe` to `out` (which holds a header whose
-    /// checksum is `header_checksum`): straight into `out` on one thread, through a record
-    /// per chunk on several. Returns the outcomes added up.
+    /// checksum is `header_checksum`): straight into `out` on one thread; on several, each
+    /// record goes through a buffer of its worker and into `out` as soon as the records
+    /// before it are there. Returns the outcomes added up (in chunk order).
     pub fn write_records(
         &self,
         recipe: &Recipe,
@@ -586,20 +587,16 @@ impl EncodePlan {
         header_checksum: u32,
         out: &mut Vec<u8>,
     ) -> ChunkOutcome {
+        let outcomes = threads::append_in_order(self.threads, self.n_chunks, out, |i, buf| {
+            let mut outcome = ChunkOutcome::default();
+            format::write_chunk_with(buf, header_checksum, i as u64, |o| {
+                outcome = self.encode_chunk_with(recipe, input, i, o);
+            });
+            outcome
+        });
         let mut total = ChunkOutcome::default();
-        if self.threads == 1 || self.n_chunks <= 1 {
-            for i in 0..self.n_chunks {
-                format::write_chunk_with(out, header_checksum, i as u64, |o| {
-                    total.add(&self.encode_chunk_with(recipe, input, i, o));
-                });
-            }
-        } else {
-            let records =
-                self.encode_records_with(recipe, input, header_checksum, 0..self.n_chunks);
-            for (rec, outcome) in &records {
-                out.extend_from_slice(rec);
-                total.add(outcome);
-            }
+        for o in &outcomes {
+            total.add(o);
         }
         total
     }
