@@ -17,9 +17,11 @@ pub mod scalar;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod common;
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[cfg(target_arch = "aarch64")]
+mod neon;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod vector;
 
 use std::sync::OnceLock;
@@ -203,6 +205,12 @@ pub fn detected() -> Level {
             return Level::Avx2;
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if neon::supported() {
+            return Level::Neon;
+        }
+    }
     Level::Scalar
 }
 
@@ -225,6 +233,12 @@ pub fn kernels_for(level: Level) -> Kernels {
         }
         if level >= Level::Avx2 {
             return avx2::KERNELS;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if level >= Level::Neon {
+            return neon::KERNELS;
         }
     }
     let _ = level;

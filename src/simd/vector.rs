@@ -15,6 +15,8 @@
 //! (the reference's two-addition trick gives the same result), and the `f64` error sums keep
 //! their eight lanes (element `i` in lane `i mod 8`, added in element order).
 
+use super::common::{add_histogram, alphabet, vector_layout};
+use super::{scalar, FloatSplit};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::quant::block::{self, BlockFormat, ScaleFormat};
@@ -1289,3 +1291,194 @@ macro_rules! vector_kernels {
 }
 
 pub(crate) use vector_kernels;
+
+// ---------------------------------------------------------------------------------------
+// The float split, for levels without kernels of their own (NEON)
+// ---------------------------------------------------------------------------------------
+
+/// The OR of the lanes.
+#[inline(always)]
+unsafe fn hor<S: Simd>(v: S::I) -> u32 {
+    let mut lanes = [0u32; 16];
+    // SAFETY: `4 W <= 64` bytes.
+    unsafe { S::store_i32(lanes.as_mut_ptr().cast(), v) };
+    lanes[..S::W].iter().fold(0, |a, &b| a | b)
+}
+
+/// [`super::scalar::split`] for the vector layouts.
+#[allow(dead_code)]
+#[inline(always)]
+pub(crate) unsafe fn split<S: Simd>(
+    fs: FloatSplit,
+    input: &[u8],
+    symbols: &mut [u16],
+    counts: &mut [u32],
+) -> u32 {
+    if !(vector_layout(fs) && counts.len() >= alphabet(fs)) {
+        return scalar::split(fs, input, symbols, counts);
+    }
+    let n = symbols.len();
+    assert_eq!(input.len(), n * fs.bytes);
+    let done = n / S::W * S::W;
+    let mut acc = S::splat_i(0);
+    for i in (0..done).step_by(S::W) {
+        // SAFETY: elements `i..i + W` are inside `input` and `symbols`.
+        unsafe {
+            let v = if fs.bytes == 2 {
+                S::load_u16(input.as_ptr().add(2 * i))
+            } else {
+                S::load_i32(input.as_ptr().add(4 * i))
+            };
+            acc = S::or(acc, v);
+            S::store_u16(symbols.as_mut_ptr().add(i).cast(), S::shr(v, fs.mant_bits));
+        }
+    }
+    // SAFETY: the caller's features.
+    let or = unsafe { hor::<S>(acc) } & ((1 << fs.mant_bits) - 1);
+    if alphabet(fs) == 512 {
+        add_histogram::<512>(&symbols[..done], counts);
+    } else {
+        add_histogram::<64>(&symbols[..done], counts);
+    }
+    or | scalar::split(fs, &input[done * fs.bytes..], &mut symbols[done..], counts)
+}
+
+/// [`super::scalar::pack_mantissa`] for the vector layouts.
+#[allow(dead_code)]
+#[inline(always)]
+pub(crate) unsafe fn pack_mantissa<S: Simd>(
+    fs: FloatSplit,
+    input: &[u8],
+    drop: u32,
+    out: &mut [u8],
+) {
+    if !(vector_layout(fs) && drop <= fs.mant_bits) {
+        return scalar::pack_mantissa(fs, input, drop, out);
+    }
+    let n = input.len() / fs.bytes;
+    let width = fs.mant_bits - drop;
+    assert!(out.len() >= bitpack::packed_len(n, width));
+    if width == 0 {
+        return;
+    }
+    let w = width as usize;
+    let blocks = n / bitpack::BLOCK;
+    let mant = S::splat_i(((1u32 << fs.mant_bits) - 1) as i32);
+    for blk in 0..blocks {
+        // SAFETY: block `blk` of elements and its `64 w` packed bytes are inside `input`
+        // and `out` (asserted above).
+        let (src, dst) = unsafe {
+            (
+                input.as_ptr().add(blk * bitpack::BLOCK * fs.bytes),
+                out.as_mut_ptr().add(blk * 64 * w),
+            )
+        };
+        for s in 0..16 / S::W {
+            let mut acc = S::splat_i(0);
+            let mut bits = 0u32;
+            let mut k = 0usize;
+            for row in 0..32 {
+                let e = 16 * row + S::W * s;
+                // SAFETY: element `e + W <= 512` of the block.
+                let v = unsafe {
+                    if fs.bytes == 2 {
+                        S::load_u16(src.add(2 * e))
+                    } else {
+                        S::load_i32(src.add(4 * e))
+                    }
+                };
+                let m = S::shr(S::and(v, mant), drop);
+                acc = S::or(acc, S::shl(m, bits));
+                bits += width;
+                if bits >= 32 {
+                    // SAFETY: word `k < w` of the block's lanes.
+                    unsafe { S::store_i32(dst.add(64 * k + 4 * S::W * s), acc) };
+                    k += 1;
+                    bits -= 32;
+                    acc = S::shr(m, width - bits);
+                }
+            }
+        }
+    }
+    let done = blocks * bitpack::BLOCK;
+    scalar::pack_mantissa(
+        fs,
+        &input[done * fs.bytes..n * fs.bytes],
+        drop,
+        &mut out[blocks * 64 * w..],
+    );
+}
+
+/// [`super::scalar::merge`] for the vector layouts.
+#[allow(dead_code)]
+#[inline(always)]
+pub(crate) unsafe fn merge<S: Simd>(
+    fs: FloatSplit,
+    symbols: &[u16],
+    packed: &[u8],
+    drop: u32,
+    out: &mut [u8],
+) {
+    if !(vector_layout(fs) && drop <= fs.mant_bits) {
+        return scalar::merge(fs, symbols, packed, drop, out);
+    }
+    let n = symbols.len();
+    let width = fs.mant_bits - drop;
+    let w = width as usize;
+    assert_eq!(out.len(), n * fs.bytes);
+    assert!(packed.len() >= bitpack::packed_len(n, width));
+    let blocks = n / bitpack::BLOCK;
+    let mask = S::splat_i(((1u64 << width) - 1) as i32);
+    for blk in 0..blocks {
+        // SAFETY: block `blk` is inside `symbols`, `out` and (its `64 w` bytes) `packed`.
+        let (src, sym, dst) = unsafe {
+            (
+                packed.as_ptr().add(blk * 64 * w),
+                symbols.as_ptr().add(blk * bitpack::BLOCK).cast::<u8>(),
+                out.as_mut_ptr().add(blk * bitpack::BLOCK * fs.bytes),
+            )
+        };
+        for s in 0..16 / S::W {
+            let mut acc = S::splat_i(0);
+            let mut bits = 0u32;
+            let mut k = 0usize;
+            for row in 0..32 {
+                let m = if bits < width {
+                    // SAFETY: word `k < w` of the block's lanes.
+                    let nw = unsafe { S::load_i32(src.add(64 * k + 4 * S::W * s)) };
+                    k += 1;
+                    let m = S::or(acc, S::shl(nw, bits));
+                    acc = S::shr(nw, width - bits);
+                    bits += 32 - width;
+                    m
+                } else {
+                    let m = acc;
+                    acc = S::shr(acc, width);
+                    bits -= width;
+                    m
+                };
+                let e = 16 * row + S::W * s;
+                // SAFETY: element `e + W <= 512` of the block.
+                unsafe {
+                    let v = S::or(
+                        S::shl(S::load_u16(sym.add(2 * e)), fs.mant_bits),
+                        S::shl(S::and(m, mask), drop),
+                    );
+                    if fs.bytes == 2 {
+                        S::store_u16(dst.add(2 * e), v);
+                    } else {
+                        S::store_i32(dst.add(4 * e), v);
+                    }
+                }
+            }
+        }
+    }
+    let done = blocks * bitpack::BLOCK;
+    scalar::merge(
+        fs,
+        &symbols[done..],
+        &packed[blocks * 64 * w..],
+        drop,
+        &mut out[done * fs.bytes..],
+    );
+}
