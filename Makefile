@@ -41,8 +41,11 @@ fmt: env
 	$(VENV)/bin/ruff format python tests benches
 	$(VENV)/bin/ruff check --fix python tests benches
 
+# The pipeline's tests run once more on the scalar reference kernels (as IOTA_CODEC_SIMD
+# forces them); the kernel tests compare every level with it in any case.
 test-rust:
 	cargo test --quiet
+	IOTA_CODEC_SIMD=scalar cargo test --quiet --lib pipeline::
 
 test-python: build
 	$(PY) -m pytest tests -q

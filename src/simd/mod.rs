@@ -245,16 +245,63 @@ pub fn kernels_for(level: Level) -> Kernels {
     SCALAR
 }
 
+/// The kernels of `level` (or of the best supported level below it), as a static.
+fn static_kernels(level: Level) -> &'static Kernels {
+    static SCALAR_K: Kernels = SCALAR;
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX512_K: Kernels = avx512::KERNELS;
+        static AVX2_K: Kernels = avx2::KERNELS;
+        match kernels_for(level).level {
+            Level::Avx512 => return &AVX512_K,
+            Level::Avx2 => return &AVX2_K,
+            _ => {}
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        static NEON_K: Kernels = neon::KERNELS;
+        if kernels_for(level).level == Level::Neon {
+            return &NEON_K;
+        }
+    }
+    let _ = level;
+    &SCALAR_K
+}
+
+thread_local! {
+    /// Kernels that [`with_level`] puts in place on this thread.
+    static OVERRIDE: std::cell::Cell<Option<&'static Kernels>> = const { std::cell::Cell::new(None) };
+}
+
 /// The kernels used by the codec: the detected level, capped by `IOTA_CODEC_SIMD`.
 pub fn kernels() -> &'static Kernels {
-    static K: OnceLock<Kernels> = OnceLock::new();
+    if let Some(k) = OVERRIDE.with(std::cell::Cell::get) {
+        return k;
+    }
+    static K: OnceLock<&'static Kernels> = OnceLock::new();
     K.get_or_init(|| {
         let cap = std::env::var("IOTA_CODEC_SIMD")
             .ok()
             .and_then(|v| Level::parse(&v))
             .unwrap_or(Level::Avx512);
-        kernels_for(cap)
+        static_kernels(cap)
     })
+}
+
+/// Runs `f` with the kernels of `level` (or of the best supported level below it) in
+/// place of [`kernels`] on the calling thread only: with one thread (`threads = 1`) a codec
+/// codes everything there. For tests and benchmarks that compare levels in one process.
+#[doc(hidden)]
+pub fn with_level<T>(level: Level, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<&'static Kernels>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OVERRIDE.with(|o| o.set(self.0));
+        }
+    }
+    let _restore = Restore(OVERRIDE.with(|o| o.replace(Some(static_kernels(level)))));
+    f()
 }
 
 #[cfg(test)]
