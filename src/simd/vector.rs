@@ -848,6 +848,21 @@ pub(crate) unsafe fn uniform_encode<S: Simd, const DT: u8>(
     escapes + encode_scalar(a, input, step, i, n, symbols, extra, err)
 }
 
+/// The bucket symbols of `z >= DIRECT` (other lanes: anything): the symbol, `k` and the
+/// `k` extra bits, as [`uniform::symbol_of`]. With `w = z - DIRECT + 1 < 2^25`, `k` is
+/// `floor(log2 w)`, read off `w`'s exponent as an `f32` (corrected where rounding to `f32`
+/// reached the next power of two).
+#[inline(always)]
+unsafe fn bucket<S: Simd>(z: S::I) -> (S::I, S::I, S::I) {
+    let w = S::isub(z, S::splat_i(DIRECT as i32 - 1));
+    let e = S::isub(S::shr(S::bits(S::cvt_if(w)), 23), S::splat_i(127));
+    let p = S::cvt_fi(S::from_bits(S::shl(S::iadd(e, S::splat_i(127)), 23)));
+    let over = S::igt(p, w);
+    let k = S::sel_i(over, S::isub(e, S::splat_i(1)), e);
+    let p = S::sel_i(over, S::shr(p, 1), p);
+    (S::iadd(k, S::splat_i(DIRECT as i32)), k, S::isub(w, p))
+}
+
 /// The vector loop of [`uniform_encode`] from element `i` (whose error lane starts a group):
 /// returns where it stopped and the escapes. `SAT`: reconstructions may need saturation
 /// (see [`store_x`]); `BOUNDED`: a finite maximum error.
@@ -902,15 +917,8 @@ unsafe fn encode_vec<S: Simd, const DT: u8, const SAT: bool, const BOUNDED: bool
             };
             let q = S::cvt_fi(r);
             let z = S::xor(S::shl(q, 1), S::sra(q, 31));
-            // Escapes have z = 0.
-            if S::mask_bits(S::igt(z, S::splat_i(DIRECT as i32 - 1))) != 0 {
-                // A bucket symbol and its extra bits: this group goes to the reference.
-                S::acc_store(acc, &mut err.0);
-                escapes += encode_scalar(a, input, step, i, i + S::W, symbols, extra, err);
-                acc = S::acc_load(&err.0);
-                i += S::W;
-                continue;
-            }
+            // Beyond the direct symbols (escapes have z = 0).
+            let big = S::igt(z, S::splat_i(DIRECT as i32 - 1));
             let y = round_dtype::<S, DT, SAT>(S::mul(r, st));
             let lane = (a.lane0 + i) & 7;
             let esc = if BOUNDED {
@@ -921,6 +929,27 @@ unsafe fn encode_vec<S: Simd, const DT: u8, const SAT: bool, const BOUNDED: bool
                 // Finite x and a finite or infinite y: d is never NaN.
                 S::err_add_keep(&mut acc, y, x, S::m_not(bad), lane);
                 bad
+            };
+            let big_bits = S::mask_bits(big);
+            let z = if big_bits != 0 {
+                let (sym, k, v) = bucket::<S>(z);
+                let put = big_bits & !S::mask_bits(esc);
+                if put != 0 {
+                    // The extra bits of the bucket symbols that are not escaped, in order.
+                    let mut ks = [0u32; 16];
+                    let mut vs = [0u32; 16];
+                    S::store_i32(ks.as_mut_ptr().cast(), k);
+                    S::store_i32(vs.as_mut_ptr().cast(), v);
+                    let mut m = put;
+                    while m != 0 {
+                        let l = m.trailing_zeros() as usize;
+                        extra.put(vs[l], ks[l]);
+                        m &= m - 1;
+                    }
+                }
+                S::sel_i(big, sym, z)
+            } else {
+                z
             };
             let sym = S::sel_i(esc, S::splat_i(i32::from(ESC)), z);
             S::store_u16(symbols.as_mut_ptr().add(i).cast(), sym);
@@ -993,19 +1022,45 @@ unsafe fn decode_vec<S: Simd, const DT: u8, const SAT: bool>(
         // SAFETY: elements `i..i + W` are inside `symbols`, `out` and the steps.
         unsafe {
             let s = S::load_u16(src.add(2 * i));
-            if S::mask_bits(S::igt(s, S::splat_i(DIRECT as i32 - 1))) != 0 {
-                scalar(i, i + S::W, extra, out)?;
+            let st = if one_step.is_some() {
+                one_st
             } else {
+                S::load_f32(steps_ptr.add(4 * i))
+            };
+            let big = S::mask_bits(S::igt(s, S::splat_i(DIRECT as i32 - 1)));
+            if big == 0 {
                 let q = S::xor(
                     S::shr(s, 1),
                     S::isub(S::splat_i(0), S::and(s, S::splat_i(1))),
                 );
-                let st = if one_step.is_some() {
-                    one_st
-                } else {
-                    S::load_f32(steps_ptr.add(4 * i))
-                };
                 store_x::<S, DT, SAT>(out.as_mut_ptr(), i, S::mul(S::cvt_if(q), st));
+            } else if S::mask_bits(S::igt(s, S::splat_i(i32::from(ESC)))) != 0 {
+                // A symbol outside the alphabet: the reference reports it.
+                scalar(i, i + S::W, extra, out)?;
+            } else {
+                // Escapes decode as 0, buckets read their extra bits in order.
+                let mut zs = [0i32; 16];
+                S::store_i32(zs.as_mut_ptr().cast(), s);
+                let mut m = big;
+                while m != 0 {
+                    let l = m.trailing_zeros() as usize;
+                    let sym = zs[l] as u32;
+                    zs[l] = if sym == u32::from(ESC) {
+                        0
+                    } else {
+                        uniform::zigzag(uniform::bucket_q(sym, extra)?) as i32
+                    };
+                    m &= m - 1;
+                }
+                let z = S::load_i32(zs.as_ptr().cast());
+                let q = S::xor(
+                    S::shr(z, 1),
+                    S::isub(S::splat_i(0), S::and(z, S::splat_i(1))),
+                );
+                let v = S::mul(S::cvt_if(q), st);
+                let v = S::sel_f(S::ieq(s, S::splat_i(i32::from(ESC))), S::splat(0.0), v);
+                // |q| may reach 2^24 here: the saturating store.
+                store_x::<S, DT, true>(out.as_mut_ptr(), i, v);
             }
         }
         i += S::W;
