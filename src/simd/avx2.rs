@@ -868,6 +868,7 @@ unsafe impl Simd for V256 {
     type F = __m256;
     type I = __m256i;
     type M = __m256i;
+    type D = [__m256d; 2];
     type Acc = [__m256d; 2];
 
     #[inline(always)]
@@ -1067,19 +1068,24 @@ unsafe impl Simd for V256 {
         _mm256_storeu_pd(s.as_mut_ptr().add(4), acc[1]);
     }
     #[inline(always)]
-    unsafe fn err_add(
-        acc: &mut [__m256d; 2],
-        y: __m256,
-        x: __m256,
-        max_abs: f64,
-        lane: usize,
-    ) -> u32 {
+    unsafe fn diff(y: __m256, x: __m256) -> [__m256d; 2] {
+        let (lo, hi) = diffs(y, x);
+        [lo, hi]
+    }
+    #[inline(always)]
+    unsafe fn widen(d: __m256) -> [__m256d; 2] {
+        [
+            _mm256_cvtps_pd(_mm256_castps256_ps128(d)),
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(d)),
+        ]
+    }
+    #[inline(always)]
+    unsafe fn err_add(acc: &mut [__m256d; 2], d: [__m256d; 2], max_abs: f64, lane: usize) -> u32 {
         debug_assert_eq!(lane, 0);
         let max = _mm256_set1_pd(max_abs);
         let abs = _mm256_castsi256_pd(_mm256_set1_epi64x(i64::MAX));
-        let (lo, hi) = diffs(y, x);
         let mut bits = 0;
-        for (k, d) in [lo, hi].into_iter().enumerate() {
+        for (k, d) in d.into_iter().enumerate() {
             let bad = _mm256_or_pd(
                 _mm256_cmp_pd::<_CMP_UNORD_Q>(d, d),
                 _mm256_cmp_pd::<_CMP_GT_OQ>(_mm256_and_pd(d, abs), max),
@@ -1091,18 +1097,19 @@ unsafe impl Simd for V256 {
         bits
     }
     #[inline(always)]
-    unsafe fn err_add_keep(
-        acc: &mut [__m256d; 2],
-        y: __m256,
-        x: __m256,
-        keep: __m256i,
-        lane: usize,
-    ) {
+    unsafe fn err_add_keep(acc: &mut [__m256d; 2], d: [__m256d; 2], keep: __m256i, lane: usize) {
         debug_assert_eq!(lane, 0);
-        let (lo, hi) = diffs(y, x);
         let (klo, khi) = widen_mask(keep);
-        acc[0] = _mm256_blendv_pd(acc[0], _mm256_add_pd(acc[0], _mm256_mul_pd(lo, lo)), klo);
-        acc[1] = _mm256_blendv_pd(acc[1], _mm256_add_pd(acc[1], _mm256_mul_pd(hi, hi)), khi);
+        acc[0] = _mm256_blendv_pd(
+            acc[0],
+            _mm256_add_pd(acc[0], _mm256_mul_pd(d[0], d[0])),
+            klo,
+        );
+        acc[1] = _mm256_blendv_pd(
+            acc[1],
+            _mm256_add_pd(acc[1], _mm256_mul_pd(d[1], d[1])),
+            khi,
+        );
     }
     #[inline(always)]
     unsafe fn sq_add(acc: &mut [__m256d; 2], v: __m256, lane: usize) {

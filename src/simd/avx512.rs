@@ -847,6 +847,7 @@ unsafe impl Simd for V512 {
     type F = __m512;
     type I = __m512i;
     type M = __mmask16;
+    type D = [__m512d; 2];
     type Acc = __m512d;
 
     #[inline(always)]
@@ -1034,40 +1035,47 @@ unsafe impl Simd for V512 {
         _mm512_storeu_pd(s.as_mut_ptr(), acc)
     }
     #[inline(always)]
-    unsafe fn err_add(acc: &mut __m512d, y: __m512, x: __m512, max_abs: f64, lane: usize) -> u32 {
+    unsafe fn diff(y: __m512, x: __m512) -> [__m512d; 2] {
+        [
+            _mm512_sub_pd(
+                _mm512_cvtps_pd(_mm512_castps512_ps256(y)),
+                _mm512_cvtps_pd(_mm512_castps512_ps256(x)),
+            ),
+            _mm512_sub_pd(
+                _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(y)),
+                _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(x)),
+            ),
+        ]
+    }
+    #[inline(always)]
+    unsafe fn widen(d: __m512) -> [__m512d; 2] {
+        [
+            _mm512_cvtps_pd(_mm512_castps512_ps256(d)),
+            _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(d)),
+        ]
+    }
+    #[inline(always)]
+    unsafe fn err_add(acc: &mut __m512d, d: [__m512d; 2], max_abs: f64, lane: usize) -> u32 {
         debug_assert_eq!(lane, 0);
         let max = _mm512_set1_pd(max_abs);
-        let mut half = |y: __m256, x: __m256| {
-            let d = _mm512_sub_pd(_mm512_cvtps_pd(y), _mm512_cvtps_pd(x));
+        let mut bits = 0;
+        for (k, d) in d.into_iter().enumerate() {
             let bad = _mm512_cmp_pd_mask::<_CMP_UNORD_Q>(d, d)
                 | _mm512_cmp_pd_mask::<_CMP_GT_OQ>(_mm512_abs_pd(d), max);
             *acc = _mm512_mask_add_pd(*acc, !bad, *acc, _mm512_mul_pd(d, d));
-            u32::from(bad)
-        };
-        let lo = half(_mm512_castps512_ps256(y), _mm512_castps512_ps256(x));
-        let hi = half(
-            _mm512_extractf32x8_ps::<1>(y),
-            _mm512_extractf32x8_ps::<1>(x),
-        );
-        lo | hi << 8
+            bits |= u32::from(bad) << (8 * k);
+        }
+        bits
     }
     #[inline(always)]
-    unsafe fn err_add_keep(acc: &mut __m512d, y: __m512, x: __m512, keep: __mmask16, lane: usize) {
+    unsafe fn err_add_keep(acc: &mut __m512d, d: [__m512d; 2], keep: __mmask16, lane: usize) {
         debug_assert_eq!(lane, 0);
-        let lo_d = _mm512_sub_pd(
-            _mm512_cvtps_pd(_mm512_castps512_ps256(y)),
-            _mm512_cvtps_pd(_mm512_castps512_ps256(x)),
-        );
-        let hi_d = _mm512_sub_pd(
-            _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(y)),
-            _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(x)),
-        );
-        *acc = _mm512_mask_add_pd(*acc, keep as __mmask8, *acc, _mm512_mul_pd(lo_d, lo_d));
+        *acc = _mm512_mask_add_pd(*acc, keep as __mmask8, *acc, _mm512_mul_pd(d[0], d[0]));
         *acc = _mm512_mask_add_pd(
             *acc,
             (keep >> 8) as __mmask8,
             *acc,
-            _mm512_mul_pd(hi_d, hi_d),
+            _mm512_mul_pd(d[1], d[1]),
         );
     }
     #[inline(always)]

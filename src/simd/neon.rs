@@ -351,6 +351,7 @@ unsafe impl Simd for V128 {
     type F = float32x4_t;
     type I = int32x4_t;
     type M = uint32x4_t;
+    type D = [float64x2_t; 2];
     type Acc = [float64x2_t; 4];
 
     #[inline(always)]
@@ -553,42 +554,54 @@ unsafe impl Simd for V128 {
         }
     }
     #[inline(always)]
+    unsafe fn diff(y: float32x4_t, x: float32x4_t) -> [float64x2_t; 2] {
+        let (lo, hi) = diffs(y, x);
+        [lo, hi]
+    }
+    #[inline(always)]
+    unsafe fn widen(d: float32x4_t) -> [float64x2_t; 2] {
+        [vcvt_f64_f32(vget_low_f32(d)), vcvt_high_f64_f32(d)]
+    }
+    #[inline(always)]
     unsafe fn err_add(
         acc: &mut [float64x2_t; 4],
-        y: float32x4_t,
-        x: float32x4_t,
+        d: [float64x2_t; 2],
         max_abs: f64,
         lane: usize,
     ) -> u32 {
         debug_assert!(lane == 0 || lane == 4);
         let k = lane / 2;
         let max = vdupq_n_f64(max_abs);
-        let (lo, hi) = diffs(y, x);
-        // NaN, or beyond the bound.
-        let bad_lo = vmvnq_u32(vreinterpretq_u32_u64(vcleq_f64(vabsq_f64(lo), max)));
-        let bad_hi = vmvnq_u32(vreinterpretq_u32_u64(vcleq_f64(vabsq_f64(hi), max)));
-        let bad_lo = vreinterpretq_u64_u32(bad_lo);
-        let bad_hi = vreinterpretq_u64_u32(bad_hi);
-        acc[k] = vbslq_f64(bad_lo, acc[k], vaddq_f64(acc[k], vmulq_f64(lo, lo)));
-        acc[k + 1] = vbslq_f64(bad_hi, acc[k + 1], vaddq_f64(acc[k + 1], vmulq_f64(hi, hi)));
-        (lane_bits2(bad_lo) | lane_bits2(bad_hi) << 2) as u32
+        let mut bits = 0;
+        for (h, d) in d.into_iter().enumerate() {
+            // NaN, or beyond the bound.
+            let bad = vreinterpretq_u64_u32(vmvnq_u32(vreinterpretq_u32_u64(vcleq_f64(
+                vabsq_f64(d),
+                max,
+            ))));
+            acc[k + h] = vbslq_f64(bad, acc[k + h], vaddq_f64(acc[k + h], vmulq_f64(d, d)));
+            bits |= lane_bits2(bad) << (2 * h);
+        }
+        bits as u32
     }
     #[inline(always)]
     unsafe fn err_add_keep(
         acc: &mut [float64x2_t; 4],
-        y: float32x4_t,
-        x: float32x4_t,
+        d: [float64x2_t; 2],
         keep: uint32x4_t,
         lane: usize,
     ) {
         debug_assert!(lane == 0 || lane == 4);
         let k = lane / 2;
-        let (lo, hi) = diffs(y, x);
         let keep = vreinterpretq_s32_u32(keep);
         let klo = vreinterpretq_u64_s64(vmovl_s32(vget_low_s32(keep)));
         let khi = vreinterpretq_u64_s64(vmovl_high_s32(keep));
-        acc[k] = vbslq_f64(klo, vaddq_f64(acc[k], vmulq_f64(lo, lo)), acc[k]);
-        acc[k + 1] = vbslq_f64(khi, vaddq_f64(acc[k + 1], vmulq_f64(hi, hi)), acc[k + 1]);
+        acc[k] = vbslq_f64(klo, vaddq_f64(acc[k], vmulq_f64(d[0], d[0])), acc[k]);
+        acc[k + 1] = vbslq_f64(
+            khi,
+            vaddq_f64(acc[k + 1], vmulq_f64(d[1], d[1])),
+            acc[k + 1],
+        );
     }
     #[inline(always)]
     unsafe fn sq_add(acc: &mut [float64x2_t; 4], v: float32x4_t, lane: usize) {

@@ -43,6 +43,8 @@ pub(crate) unsafe trait Simd: Copy {
     type F: Copy;
     type I: Copy;
     type M: Copy;
+    /// `W` `f64` values.
+    type D: Copy;
     type Acc: Copy;
 
     unsafe fn splat(v: f32) -> Self::F;
@@ -114,19 +116,17 @@ pub(crate) unsafe trait Simd: Copy {
 
     unsafe fn acc_load(s: &[f64; 8]) -> Self::Acc;
     unsafe fn acc_store(acc: Self::Acc, s: &mut [f64; 8]);
-    /// With `d = f64(y) - f64(x)` per lane, adds `d * d` (rounded, then added) to sum
-    /// `(lane + k) mod 8` for lane `k`, except where `d` is NaN or `|d| > max_abs`: those lanes
-    /// are returned (as bits). `lane` is 0, or 4 when `W` is 4.
-    unsafe fn err_add(
-        acc: &mut Self::Acc,
-        y: Self::F,
-        x: Self::F,
-        max_abs: f64,
-        lane: usize,
-    ) -> u32;
+    /// `f64(y) - f64(x)` per lane.
+    unsafe fn diff(y: Self::F, x: Self::F) -> Self::D;
+    /// `f64(d)` per lane.
+    unsafe fn widen(d: Self::F) -> Self::D;
+    /// Adds `d * d` (rounded, then added) to sum `(lane + k) mod 8` for lane `k`, except
+    /// where `d` is NaN or `|d| > max_abs`: those lanes are returned (as bits). `lane` is 0,
+    /// or 4 when `W` is 4.
+    unsafe fn err_add(acc: &mut Self::Acc, d: Self::D, max_abs: f64, lane: usize) -> u32;
     /// [`Simd::err_add`] without a bound: adds `d * d` of the lanes in `keep` (where `d` is
     /// never NaN).
-    unsafe fn err_add_keep(acc: &mut Self::Acc, y: Self::F, x: Self::F, keep: Self::M, lane: usize);
+    unsafe fn err_add_keep(acc: &mut Self::Acc, d: Self::D, keep: Self::M, lane: usize);
     /// Adds `f64(v)^2` to sum `(lane + k) mod 8` for lane `k` (`lane` as for `err_add`).
     unsafe fn sq_add(acc: &mut Self::Acc, v: Self::F, lane: usize);
 
@@ -848,19 +848,22 @@ pub(crate) unsafe fn uniform_encode<S: Simd, const DT: u8>(
     escapes + encode_scalar(a, input, step, i, n, symbols, extra, err)
 }
 
-/// The bucket symbols of `z >= DIRECT` (other lanes: anything): the symbol, `k` and the
-/// `k` extra bits, as [`uniform::symbol_of`]. With `w = z - DIRECT + 1 < 2^25`, `k` is
-/// `floor(log2 w)`, read off `w`'s exponent as an `f32` (corrected where rounding to `f32`
-/// reached the next power of two).
-#[inline(always)]
-unsafe fn bucket<S: Simd>(z: S::I) -> (S::I, S::I, S::I) {
-    let w = S::isub(z, S::splat_i(DIRECT as i32 - 1));
-    let e = S::isub(S::shr(S::bits(S::cvt_if(w)), 23), S::splat_i(127));
-    let p = S::cvt_fi(S::from_bits(S::shl(S::iadd(e, S::splat_i(127)), 23)));
-    let over = S::igt(p, w);
-    let k = S::sel_i(over, S::isub(e, S::splat_i(1)), e);
-    let p = S::sel_i(over, S::shr(p, 1), p);
-    (S::iadd(k, S::splat_i(DIRECT as i32)), k, S::isub(w, p))
+/// Replaces the zigzagged values of lanes `big` (all at least `DIRECT`) with their bucket
+/// symbols, and writes the extra bits of lanes `put` in lane order (out of the vector loop:
+/// a few percent of vectors have a bucket symbol even with outlier channels).
+#[cold]
+#[inline(never)]
+fn buckets(zs: &mut [i32; 16], big: u32, put: u32, extra: &mut BitWriter) {
+    let mut m = big;
+    while m != 0 {
+        let l = m.trailing_zeros() as usize;
+        let (sym, bits, k) = uniform::symbol_of(uniform::unzigzag(zs[l] as u32));
+        if put >> l & 1 == 1 {
+            extra.put(bits, k);
+        }
+        zs[l] = i32::from(sym);
+        m &= m - 1;
+    }
 }
 
 /// The vector loop of [`uniform_encode`] from element `i` (whose error lane starts a group):
@@ -921,33 +924,35 @@ unsafe fn encode_vec<S: Simd, const DT: u8, const SAT: bool, const BOUNDED: bool
             let big = S::igt(z, S::splat_i(DIRECT as i32 - 1));
             let y = round_dtype::<S, DT, SAT>(S::mul(r, st));
             let lane = (a.lane0 + i) & 7;
+            // The error `f64(y) - f64(x)`. Rounded to nearest, a float16 or bfloat16 `y` is 0
+            // or within a factor of about 2 of `x` (also of its dtype), so `y - x` is exact
+            // in `f32` and one subtraction does.
+            let exact32 = DT != F32 && seed.is_none();
             let esc = if BOUNDED {
                 let y = S::sel_f(bad, S::splat(f32::NAN), y);
-                let over = S::err_add(&mut acc, y, x, a.max_abs, lane);
+                let d = if exact32 {
+                    S::widen(S::sub(y, x))
+                } else {
+                    S::diff(y, x)
+                };
+                let over = S::err_add(&mut acc, d, a.max_abs, lane);
                 S::m_or(bad, S::mask_from_bits(over))
             } else {
                 // Finite x and a finite or infinite y: d is never NaN.
-                S::err_add_keep(&mut acc, y, x, S::m_not(bad), lane);
+                let d = if exact32 {
+                    S::widen(S::sub(y, x))
+                } else {
+                    S::diff(y, x)
+                };
+                S::err_add_keep(&mut acc, d, S::m_not(bad), lane);
                 bad
             };
             let big_bits = S::mask_bits(big);
             let z = if big_bits != 0 {
-                let (sym, k, v) = bucket::<S>(z);
-                let put = big_bits & !S::mask_bits(esc);
-                if put != 0 {
-                    // The extra bits of the bucket symbols that are not escaped, in order.
-                    let mut ks = [0u32; 16];
-                    let mut vs = [0u32; 16];
-                    S::store_i32(ks.as_mut_ptr().cast(), k);
-                    S::store_i32(vs.as_mut_ptr().cast(), v);
-                    let mut m = put;
-                    while m != 0 {
-                        let l = m.trailing_zeros() as usize;
-                        extra.put(vs[l], ks[l]);
-                        m &= m - 1;
-                    }
-                }
-                S::sel_i(big, sym, z)
+                let mut zs = [0i32; 16];
+                S::store_i32(zs.as_mut_ptr().cast(), z);
+                buckets(&mut zs, big_bits, big_bits & !S::mask_bits(esc), extra);
+                S::load_i32(zs.as_ptr().cast())
             } else {
                 z
             };
