@@ -255,7 +255,7 @@ impl Codec {
 
     /// Decodes a frame into a new buffer.
     pub fn decode(&self, frame: &[u8]) -> Result<Tensor> {
-        let parsed = pipeline::parse_frame(frame, &self.limits)?;
+        let parsed = pipeline::parse_frame_to_decode(frame, &self.limits)?;
         let len = usize::try_from(parsed.header.output_bytes()?)
             .map_err(|_| Error::limit("decoded tensor does not fit in this machine's memory"))?;
         let mut data = vec![0u8; len];
@@ -270,7 +270,7 @@ impl Codec {
 
     /// Decodes a frame into `out`, which must hold exactly the decoded bytes.
     pub fn decode_into(&self, frame: &[u8], out: &mut [u8]) -> Result<FrameInfo> {
-        let parsed = pipeline::parse_frame(frame, &self.limits)?;
+        let parsed = pipeline::parse_frame_to_decode(frame, &self.limits)?;
         pipeline::decode_parsed(&parsed, out, self.threads, &self.limits.validation)?;
         Ok(FrameInfo::new(&parsed, frame.len()))
     }

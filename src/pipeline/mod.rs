@@ -766,10 +766,50 @@ pub struct ParsedFrame<'a> {
     pub extent: HeaderExtent,
     pub recipe: Recipe,
     pub chunks: Vec<&'a [u8]>,
+    /// The stored checksums of the chunks, when they are still to be verified (by
+    /// [`decode_parsed`], each just before its chunk is decoded); empty when verified.
+    pub unverified: Vec<u32>,
 }
 
 /// Parses `frame` and verifies every checksum, without decoding any chunk.
 pub fn parse_frame<'a>(frame: &'a [u8], limits: &Limits) -> Result<ParsedFrame<'a>> {
+    let (header, extent, recipe) = parse_header(frame, limits)?;
+    let chunks = format::read_chunks(
+        &frame[extent.len..],
+        extent.checksum,
+        header.n_chunks()?,
+        header.max_chunk_payload(),
+    )?;
+    Ok(ParsedFrame {
+        header,
+        extent,
+        recipe,
+        chunks,
+        unverified: Vec::new(),
+    })
+}
+
+/// [`parse_frame`] for decoding: the header and the chunk table's structure are checked,
+/// and [`decode_parsed`] verifies each chunk's checksum just before decoding it (on the
+/// thread that decodes it, while its bytes are in cache, rather than in a pass of its own).
+pub fn parse_frame_to_decode<'a>(frame: &'a [u8], limits: &Limits) -> Result<ParsedFrame<'a>> {
+    let (header, extent, recipe) = parse_header(frame, limits)?;
+    let table = format::read_chunk_table(
+        &frame[extent.len..],
+        header.n_chunks()?,
+        header.max_chunk_payload(),
+    )?;
+    Ok(ParsedFrame {
+        header,
+        extent,
+        recipe,
+        unverified: table.iter().map(|c| c.0).collect(),
+        chunks: table.into_iter().map(|c| c.1).collect(),
+    })
+}
+
+/// The header of `frame`, checked against its stage list and `limits`.
+fn parse_header(frame: &[u8], limits: &Limits) -> Result<(Header, HeaderExtent, Recipe)> {
     let (header, extent) = Header::parse(frame)?;
     let recipe = Recipe::from_stages(&header.stages)?;
     ensure_frame!(
@@ -786,18 +826,7 @@ pub fn parse_frame<'a>(frame: &'a [u8], limits: &Limits) -> Result<ParsedFrame<'
             limits.max_output_bytes
         )));
     }
-    let chunks = format::read_chunks(
-        &frame[extent.len..],
-        extent.checksum,
-        header.n_chunks()?,
-        header.max_chunk_payload(),
-    )?;
-    Ok(ParsedFrame {
-        header,
-        extent,
-        recipe,
-        chunks,
-    })
+    Ok((header, extent, recipe))
 }
 
 /// Decodes a parsed frame into `out`, which must be exactly the decoded size, and validates
@@ -832,6 +861,8 @@ pub fn decode_parsed(
         dtype: h.dtype,
         chunk_elems: h.chunk_elems,
         validation,
+        verify: (!parsed.unverified.is_empty())
+            .then_some((parsed.extent.checksum, &parsed.unverified[..])),
     };
     decode_chunks(&job, 0, &parsed.chunks, outs, threads)
 }
@@ -842,6 +873,9 @@ pub(crate) struct ChunkJob<'a> {
     pub dtype: DType,
     pub chunk_elems: u64,
     pub validation: &'a Validation,
+    /// The header checksum and each chunk's stored checksum, when they are to be verified
+    /// before decoding.
+    pub verify: Option<(u32, &'a [u32])>,
 }
 
 /// Decodes `payloads[i]` (chunk `first + i` of its frame) into `outs[i]` for every `i`, in
@@ -855,6 +889,9 @@ pub(crate) fn decode_chunks(
 ) -> Result<()> {
     debug_assert_eq!(outs.len(), payloads.len());
     threads::try_for_each_mut(threads, outs, |i, o| {
+        if let Some((header, sums)) = job.verify {
+            format::verify_chunk(header, first + i as u64, sums[i], payloads[i])?;
+        }
         decode_chunk(job.recipe, job.dtype, payloads[i], o)?;
         let first_elem = (first + i as u64).saturating_mul(job.chunk_elems);
         validate::check(job.dtype, o, job.validation, first_elem)

@@ -260,6 +260,7 @@ impl StreamDecoder {
                 dtype: l.header.dtype,
                 chunk_elems: l.header.chunk_elems,
                 validation: &self.limits.validation,
+                verify: None,
             };
             decode_chunks(&job, self.next_chunk, &payloads, outs, self.threads)?;
         }
