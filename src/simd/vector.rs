@@ -496,6 +496,44 @@ fn put_scale(fmt: &BlockFormat, scales: &mut [u8], g: usize, s: u16) {
     }
 }
 
+/// The stored scales and multipliers of blocks whose largest finite magnitudes have the bits
+/// `amax`, as [`BlockFormat::scale_for`] and [`BlockFormat::multiplier`].
+#[inline(always)]
+unsafe fn block_scales<S: Simd>(fmt: &BlockFormat, amax: S::I) -> (S::I, S::F) {
+    match fmt.scale {
+        ScaleFormat::E8M0 => {
+            // clamp(floor(log2 amax) - emax + 127, 0, 254): the exponent field minus emax
+            // (zero and subnormals, whose floor(log2) is below -126, clamp to 0).
+            let e = S::isub(S::shr(amax, 23), S::splat_i(fmt.element.emax()));
+            let e = S::imax(e, S::splat_i(0));
+            let e = S::sel_i(S::igt(e, S::splat_i(254)), S::splat_i(254), e);
+            // 2^(e - 127 - f), exact (down to 2^-133): 2^(e - 127) * 2^-f, or for e = 0 the
+            // constant.
+            let f = fmt.element.int_fraction_bits();
+            let m = S::sel_f(
+                S::ieq(e, S::splat_i(0)),
+                S::splat(pow2(-127 - f)),
+                S::mul(S::from_bits(S::shl(e, 23)), S::splat(pow2(-f))),
+            );
+            (e, m)
+        }
+        ScaleFormat::F16 => {
+            let h = f16_sat::<S>(S::div(
+                S::from_bits(amax),
+                S::splat(fmt.element.max_value()),
+            ));
+            (h, f16_to_f32::<S>(h))
+        }
+        ScaleFormat::BF16 => {
+            let h = bf16_sat::<S>(S::div(
+                S::from_bits(amax),
+                S::splat(fmt.element.max_value()),
+            ));
+            (h, S::from_bits(S::shl(h, 16)))
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) unsafe fn block_encode<S: Simd, const DT: u8>(
@@ -516,44 +554,60 @@ pub(crate) unsafe fn block_encode<S: Simd, const DT: u8>(
     let kind = elem_kind(fmt.element);
     let (src, dst) = (input.as_ptr(), codes.as_mut_ptr());
     let mut nonfinite = 0usize;
-    for g in 0..full {
-        let at = g * b;
-        // The largest finite magnitude: for non-negative floats, an integer maximum of bits.
-        let mut amax = S::splat_i(0);
-        for j in (at..at + b).step_by(S::W) {
-            // SAFETY: block `g < full` lies inside `input` (`(g + 1) b <= n`).
-            let (a, fin) = unsafe { abs_finite::<S>(load_x::<S, DT>(src, j)) };
-            amax = S::imax(amax, S::sel_i(fin, a, S::splat_i(0)));
-            nonfinite += S::W - S::mask_bits(fin).count_ones() as usize;
+    // Blocks go in batches of 16: their scales are computed together, in vectors.
+    let mut amaxes = [0i32; 16];
+    let mut stored = [0i32; 16];
+    let mut mults = [0f32; 16];
+    for first in (0..full).step_by(16) {
+        let nb = (full - first).min(16);
+        for (k, amax_k) in amaxes[..nb].iter_mut().enumerate() {
+            let at = (first + k) * b;
+            // The largest finite magnitude: for non-negative floats, an integer maximum of
+            // bits.
+            let mut amax = S::splat_i(0);
+            for j in (at..at + b).step_by(S::W) {
+                // SAFETY: block `first + k < full` lies inside `input` (`(g + 1) b <= n`).
+                let (a, fin) = unsafe { abs_finite::<S>(load_x::<S, DT>(src, j)) };
+                amax = S::imax(amax, S::sel_i(fin, a, S::splat_i(0)));
+                nonfinite += S::W - S::mask_bits(fin).count_ones() as usize;
+            }
+            *amax_k = S::hmax_i(amax);
         }
-        let scale = fmt.scale_for(f32::from_bits(S::hmax_i(amax) as u32));
-        put_scale(fmt, scales, g, scale);
-        let mult = fmt.multiplier(scale);
-        if mult == 0.0 {
-            codes[at..at + b].fill(0);
-            continue;
-        }
-        let mv = S::splat(mult);
-        for j in (at..at + b).step_by(S::W) {
-            // SAFETY: as above; the codes of the block are inside `codes`.
+        for v in (0..16).step_by(S::W) {
+            // SAFETY: lanes `v..v + W` of the 16 of each array.
             unsafe {
-                let x = load_x::<S, DT>(src, j);
-                let (_, fin) = abs_finite::<S>(x);
-                let t = S::sel_f(fin, S::div(x, mv), S::splat(0.0));
-                let c = match (rounding, kind) {
-                    (Rounding::Nearest, _) => encode_elem::<S>(kind, t, |v| S::round_even(v)),
-                    (Rounding::Stochastic { seed }, ElemKind::Int { .. }) => {
-                        let u = S::thresholds(seed, base + j as u64);
-                        encode_elem::<S>(kind, t, |v| round_sr::<S>(v, u))
-                    }
-                    (Rounding::Stochastic { seed }, _) => {
-                        // Minifloats round magnitudes: the sign-keeping rounding is the
-                        // same on them.
-                        let u = S::thresholds(seed, base + j as u64);
-                        encode_elem::<S>(kind, t, |v| round_sr::<S>(v, u))
-                    }
-                };
-                S::store_u8(dst.add(j), c);
+                let (sc, m) = block_scales::<S>(fmt, S::load_i32(amaxes.as_ptr().add(v).cast()));
+                S::store_i32(stored.as_mut_ptr().add(v).cast(), sc);
+                S::store_f32(mults.as_mut_ptr().add(v).cast(), m);
+            }
+        }
+        for k in 0..nb {
+            let g = first + k;
+            let at = g * b;
+            put_scale(fmt, scales, g, stored[k] as u16);
+            let mult = mults[k];
+            if mult == 0.0 {
+                codes[at..at + b].fill(0);
+                continue;
+            }
+            let mv = S::splat(mult);
+            for j in (at..at + b).step_by(S::W) {
+                // SAFETY: as above; the codes of the block are inside `codes`.
+                unsafe {
+                    let x = load_x::<S, DT>(src, j);
+                    let (_, fin) = abs_finite::<S>(x);
+                    let t = S::sel_f(fin, S::div(x, mv), S::splat(0.0));
+                    let c = match rounding {
+                        Rounding::Nearest => encode_elem::<S>(kind, t, |v| S::round_even(v)),
+                        // Minifloats round magnitudes: the sign-keeping rounding is the same
+                        // on them.
+                        Rounding::Stochastic { seed } => {
+                            let u = S::thresholds(seed, base + j as u64);
+                            encode_elem::<S>(kind, t, |v| round_sr::<S>(v, u))
+                        }
+                    };
+                    S::store_u8(dst.add(j), c);
+                }
             }
         }
     }
@@ -587,8 +641,26 @@ pub(crate) unsafe fn block_decode<S: Simd, const DT: u8>(
     let kind = elem_kind(fmt.element);
     let mask = S::splat_i((1 << fmt.element.bits()) - 1);
     let (src, dst) = (codes.as_ptr(), out.as_mut_ptr());
+    // Integer codes (down to -2^(bits-1), which encoders never write) times a finite
+    // multiplier below this never leave the dtype's range (nor are NaN): the plain
+    // conversion does.
+    let plain_limit = match kind {
+        ElemKind::Int { bits, .. } => 3.0e38 / (1u32 << (bits - 1)) as f32,
+        ElemKind::Mini { .. } => 0.0,
+    };
     for g in 0..full {
-        let mv = S::splat(fmt.multiplier(block::stored_scale(fmt, scales, g)));
+        let mult = fmt.multiplier(block::stored_scale(fmt, scales, g));
+        let mv = S::splat(mult);
+        if mult.abs() < plain_limit && DT != F16 {
+            for j in (g * b..(g + 1) * b).step_by(S::W) {
+                // SAFETY: block `g < full` lies inside `codes` and `out`.
+                unsafe {
+                    let c = S::and(S::load_u8(src.add(j)), mask);
+                    store_x::<S, DT, false>(dst, j, S::mul(elem_value::<S>(kind, c), mv));
+                }
+            }
+            continue;
+        }
         for j in (g * b..(g + 1) * b).step_by(S::W) {
             // SAFETY: block `g < full` lies inside `codes` and `out`.
             unsafe {
