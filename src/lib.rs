@@ -27,6 +27,7 @@ mod error;
 pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod lowrank;
 pub mod mode;
 pub mod pipeline;
 pub mod quant;
