@@ -41,7 +41,7 @@ mod python;
 pub use dtype::DType;
 pub use error::{Error, ErrorKind, Result};
 pub use format::ContainerHint;
-pub use mode::{BlockSpec, Bound, BoundedSpec, Mode, NonFinite, Profile, StepScope};
+pub use mode::{BlockSpec, Bound, BoundedSpec, Mode, NonFinite, Profile, StepScope, Transform};
 pub use pipeline::stream::EncodePieces;
 pub use pipeline::{Limits, ParamValue, StreamDecoder, StreamEncoder};
 pub use quant::block::ScaleFormat;
@@ -158,6 +158,9 @@ impl Codec {
     ) -> Result<Vec<u8>> {
         let req = self.request(input, dtype, shape, hint)?;
         match &self.mode {
+            Mode::Bounded(spec) if spec.transform != Transform::None => {
+                pipeline::transform::encode(&req, spec)
+            }
             Mode::Bounded(spec) => pipeline::encode_bounded(&req, spec),
             _ => pipeline::encode_frame(&req),
         }
@@ -223,6 +226,9 @@ impl Codec {
     ) -> Result<StreamEncoder> {
         let req = self.request(input, dtype, shape, hint)?;
         match &self.mode {
+            Mode::Bounded(spec) if spec.transform != Transform::None => {
+                StreamEncoder::from_frame(&req, pipeline::transform::encode(&req, spec)?)
+            }
             Mode::Bounded(spec) => {
                 StreamEncoder::from_frame(&req, pipeline::encode_bounded(&req, spec)?)
             }

@@ -14,6 +14,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use crate::{
     BlockSpec, Bound as ErrorBound, BoundedSpec, Codec, ContainerHint, DType, Element, Error,
     ErrorKind, Limits, Mode, NonFinite, ParamValue, Profile, Rounding, ScaleFormat, StepScope,
+    Transform,
 };
 
 create_exception!(
@@ -66,6 +67,15 @@ create_exception!(
      (pass nonfinite=\"keep\" to carry them exactly)."
 );
 
+create_exception!(
+    _core,
+    SessionMismatchError,
+    CodecError,
+    "A frame of a shared-basis session does not follow the decoding session's state (another \
+     session, a dropped, duplicated or reordered frame): nothing was decoded and the session \
+     is unchanged; have the sender send a resync frame."
+);
+
 fn to_py(e: Error) -> PyErr {
     let msg = e.message().to_owned();
     match e.kind() {
@@ -76,6 +86,7 @@ fn to_py(e: Error) -> PyErr {
         ErrorKind::LimitExceeded => LimitExceededError::new_err(msg),
         ErrorKind::RejectedValue => RejectedValueError::new_err(msg),
         ErrorKind::NonFinite => NonFiniteError::new_err(msg),
+        ErrorKind::SessionMismatch => SessionMismatchError::new_err(msg),
     }
 }
 
@@ -168,7 +179,7 @@ fn limits_from(d: Option<&Bound<'_, PyDict>>) -> PyResult<Limits> {
 // ---- settings dicts (the Python config's coding keys) <-> modes ----
 
 /// The keys of a settings dict, in the order `get_config` lists them.
-const SETTING_KEYS: [&str; 11] = [
+const SETTING_KEYS: [&str; 13] = [
     "format",
     "block",
     "scale",
@@ -180,6 +191,8 @@ const SETTING_KEYS: [&str; 11] = [
     "rounding",
     "seed",
     "nonfinite",
+    "transform",
+    "rank",
 ];
 
 fn invalid(msg: impl Into<String>) -> PyErr {
@@ -304,14 +317,37 @@ fn mode_from(d: &Bound<'_, PyDict>) -> PyResult<Mode> {
                  error-bounded quantization always entropy-codes",
             ));
         }
+        let max_rank: Option<usize> = get(d, "rank")?;
+        let transform = match get::<String>(d, "transform")?.as_deref() {
+            None if max_rank.is_some() => Transform::Auto,
+            None => Transform::None,
+            Some(t) => Transform::parse(t).ok_or_else(|| {
+                invalid(format!(
+                    "transform={t:?} is unknown; choose 'none' (plain), 'identity' (a table per \
+                     group of channels), 'pca' (principal directions of the channels) or \
+                     'auto' (the smallest of them)"
+                ))
+            })?,
+        };
         Mode::Bounded(BoundedSpec {
             bound,
             scope,
             rounding: rounding_from(d)?,
             nonfinite: nonfinite_from(d)?,
+            transform,
+            max_rank,
         })
     } else {
-        for k in ["block", "scale", "entropy", "step", "rounding", "seed"] {
+        for k in [
+            "block",
+            "scale",
+            "entropy",
+            "step",
+            "rounding",
+            "seed",
+            "transform",
+            "rank",
+        ] {
             if d.get_item(k)?.is_some_and(|v| !v.is_none()) {
                 return Err(invalid(format!(
                     "{k}= applies to lossy coding: also pass format=/bits= (fixed rate) or \
@@ -357,6 +393,12 @@ fn settings_of<'py>(py: Python<'py>, mode: &Mode) -> PyResult<Bound<'py, PyDict>
             d.set_item("step", b.scope.name())?;
             if let StepScope::Block(n) = b.scope {
                 d.set_item("block", n)?;
+            }
+            if b.transform != Transform::None {
+                d.set_item("transform", b.transform.name())?;
+            }
+            if let Some(r) = b.max_rank {
+                d.set_item("rank", r)?;
             }
             (b.rounding, b.nonfinite)
         }
@@ -649,6 +691,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LimitExceededError", py.get_type::<LimitExceededError>())?;
     m.add("RejectedValueError", py.get_type::<RejectedValueError>())?;
     m.add("NonFiniteError", py.get_type::<NonFiniteError>())?;
+    m.add(
+        "SessionMismatchError",
+        py.get_type::<SessionMismatchError>(),
+    )?;
     m.add("FORMAT_VERSION", crate::FORMAT_VERSION)?;
     m.add("DEFAULT_CHUNK_SIZE", Codec::DEFAULT_CHUNK_ELEMS)?;
     m.add("DEFAULT_MAX_OUTPUT_BYTES", Limits::DEFAULT_MAX_OUTPUT_BYTES)?;
