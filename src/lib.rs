@@ -42,6 +42,7 @@ pub use dtype::DType;
 pub use error::{Error, ErrorKind, Result};
 pub use format::ContainerHint;
 pub use mode::{BlockSpec, Bound, BoundedSpec, Mode, NonFinite, Profile, StepScope, Transform};
+pub use pipeline::session::{Session, SessionConfig};
 pub use pipeline::stream::EncodePieces;
 pub use pipeline::{Limits, ParamValue, StreamDecoder, StreamEncoder};
 pub use quant::block::ScaleFormat;

@@ -37,6 +37,7 @@ from ._core import (
     __version__,
     simd_level,
 )
+from ._session import Session
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -56,6 +57,7 @@ __all__ = [
     "LimitExceededError",
     "NonFiniteError",
     "RejectedValueError",
+    "Session",
     "SessionMismatchError",
     "StreamDecoder",
     "UnsupportedVersionError",

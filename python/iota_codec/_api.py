@@ -423,6 +423,26 @@ class Codec:
         this codec's threads and limits."""
         return StreamDecoder(self, out=out)
 
+    def session(
+        self,
+        session_id: int = 0,
+        *,
+        refresh: int = 2,
+        decay: float = 0.7,
+        error_feedback: bool = False,
+    ) -> Any:
+        """One end of a shared-basis session with these settings (an ``error=`` bound): see
+        :class:`iota_codec.Session`."""
+        from ._session import Session
+
+        return Session(
+            self,
+            session_id=session_id,
+            refresh=refresh,
+            decay=decay,
+            error_feedback=error_feedback,
+        )
+
     def get_config(self) -> dict[str, Any]:
         """The settings as a JSON-able dict (numcodecs style, with ``"id"``): the profile,
         every coding setting in effect (``None`` where it does not apply), and the chunking,
