@@ -1088,7 +1088,11 @@ pub(crate) fn identity_plan(d: usize) -> Plan {
 pub(crate) fn chunk_rows(chunk_elems: u64, d: usize, itemsize: usize, side: usize) -> usize {
     let max_rows = (format::MAX_CHUNK_PAYLOAD - 1) / (d * itemsize).max(1);
     let want = (chunk_elems / d as u64).max(1) as usize;
-    let room = (2 * side + 1024).div_ceil(d * itemsize);
+    let room = if side == 0 {
+        1
+    } else {
+        (2 * side + 1024).div_ceil(d * itemsize)
+    };
     want.max(room).min(max_rows).max(1)
 }
 
