@@ -951,7 +951,8 @@ pub(crate) fn encode_rows(job: &Job) -> Option<Attempt> {
     }
     for _ in 0..40 {
         let mid = (f64::from(lo) * f64::from(hi)).sqrt() as f32;
-        if mid <= lo || mid >= hi {
+        // Within 0.05%: the full encode checks the bound anyway.
+        if mid <= lo || mid >= hi || hi <= lo * 1.0005 {
             break;
         }
         if coef_error(&sample, mid) * scale > budget {
