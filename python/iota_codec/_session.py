@@ -34,7 +34,7 @@ class Session:
             ``rounding="stochastic"`` (with ``seed=``) rounds coefficients without bias.
         session_id: identifies the session in every frame (a 64-bit integer).
         refresh: frames between basis refreshes (each is an eigendecomposition of a
-            ``channels x channels`` matrix on both ends: about 0.05 s for 256 channels).
+            ``channels x channels`` matrix on both ends: about 0.01 s for 256 channels).
         decay: weight of earlier frames' statistics, per frame (0 < decay <= 1): the basis
             follows about the last ``1 / (1 - decay)`` frames.
         error_feedback: (sender) add each tensor's coding error to the next tensor before
