@@ -13,7 +13,7 @@ VENV ?= $(CACHE_DIR)/venv-$(REQ_HASH)
 PY := $(VENV)/bin/python
 export PYO3_PYTHON := $(PY)
 
-.PHONY: all env build test test-rust test-python lint fmt demo bench bench-docs fuzz clean
+.PHONY: all env build test test-rust test-python test-aarch64 lint fmt demo bench bench-docs fuzz clean
 
 all: build
 
@@ -45,13 +45,29 @@ fmt: env
 	$(VENV)/bin/ruff format python tests benches
 	$(VENV)/bin/ruff check --fix python tests benches
 
+# The pipeline's tests run once more on the scalar reference kernels (as IOTA_CODEC_SIMD
+# forces them); the kernel tests compare every level with it in any case.
 test-rust:
 	cargo test --quiet
+	IOTA_CODEC_SIMD=scalar cargo test --quiet --lib pipeline::
 
 test-python: build
 	$(PY) -m pytest tests -q
 
 test: lint test-rust test-python
+
+# The Rust tests on aarch64 under user-mode emulation, so that the NEON kernels are checked
+# against the scalar reference bit for bit on an x86-64 machine. Needs the Rust target and,
+# on Debian/Ubuntu, `apt-get install qemu-user gcc-aarch64-linux-gnu` (not part of `test`).
+AARCH64 := aarch64-unknown-linux-gnu
+test-aarch64:
+	rustup target list --installed | grep -qx $(AARCH64) || rustup target add $(AARCH64)
+	command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null || \
+	  { echo "test-aarch64 needs qemu-aarch64 and aarch64-linux-gnu-gcc (apt-get install qemu-user gcc-aarch64-linux-gnu)"; exit 1; }
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
+	  cargo test --target $(AARCH64) --lib
+	cargo clippy --target $(AARCH64) --all-targets -- -D warnings
 
 demo: build
 	$(PY) -m iota_codec demo

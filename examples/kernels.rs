@@ -1,5 +1,7 @@
-//! Per-kernel single-thread timings at every SIMD level this CPU supports, on the chunks of
-//! the lossless profile (2^18 elements, 32 rANS lanes, 11-bit probabilities).
+//! Per-kernel single-thread timings at every SIMD level this CPU supports, on chunks of 2^18
+//! elements: the lossless profile's kernels (32 rANS lanes, 11-bit probabilities), then the
+//! lossy ones (the `fast` profile's int8 blocks of 64 with bfloat16 scales, and the uniform
+//! quantizer at the `balanced` profile's step, about 0.035 RMS, with its rANS stage).
 //!
 //! `cargo run --release --example kernels -- [FILE.npy]` (float32, float16 or
 //! int16-as-bfloat16), or with no file on synthetic Gaussian bfloat16 (8 MB). Prints the
@@ -8,8 +10,10 @@
 use std::time::Instant;
 
 use iota_codec::entropy::{freq, rans};
+use iota_codec::quant::block::{BlockFormat, ScaleFormat};
+use iota_codec::quant::uniform::{self, BitReader, BitWriter, ErrSum, QuantArgs, Step};
 use iota_codec::simd::{self, FloatSplit, Kernels};
-use iota_codec::DType;
+use iota_codec::{DType, Element, Rounding};
 
 fn load_npy(path: &str) -> (Vec<u8>, DType) {
     let bytes = std::fs::read(path).expect("read file");
@@ -176,5 +180,182 @@ fn main() {
         if base.is_none() {
             base = Some(ns);
         }
+    }
+    lossy(&data, dtype, reps);
+}
+
+/// Timings of the lossy kernels at every level.
+fn lossy(data: &[u8], dtype: DType, reps: usize) {
+    let isz = dtype.itemsize();
+    let chunk = (1usize << 18) * isz;
+    let chunks: Vec<&[u8]> = data.chunks(chunk).collect();
+    let n = (data.len() / isz) as f64;
+    let fmt = BlockFormat {
+        element: Element::Int8,
+        scale: ScaleFormat::BF16,
+        block: 64,
+    };
+    let st = (simd::SCALAR.stats)(dtype, data);
+    let rms = (st.sumsq.total() / st.finite.max(1) as f64).sqrt();
+    let step = (rms * 0.01 * 12f64.sqrt()) as f32;
+    println!(
+        "lossy kernels, ns per element (uniform step {step:.4}, {:.4} RMS):",
+        step as f64 / rms
+    );
+    let m = 1usize << 18;
+    let mut codes = vec![0u8; m];
+    let mut scales = vec![0u8; 2 * m / 64];
+    let mut packed = vec![0u8; m];
+    let mut out = vec![0u8; chunk];
+    let mut symbols = vec![0u16; m];
+    let mut counts = vec![0u32; uniform::ALPHABET];
+    let mut extra = BitWriter::default();
+    for level in simd::available() {
+        let k: Kernels = simd::kernels_for(level);
+        let per = |t: f64| t / n * 1e9;
+        let t_benc = time(reps, || {
+            for c in &chunks {
+                let e = c.len() / isz;
+                (k.block_encode)(
+                    &fmt,
+                    Rounding::Nearest,
+                    0,
+                    dtype,
+                    c,
+                    &mut codes[..e],
+                    &mut scales[..2 * e.div_ceil(64)],
+                );
+            }
+        });
+        let t_pack = time(reps, || {
+            for c in &chunks {
+                (k.pack_codes)(8, &codes[..c.len() / isz], &mut packed);
+            }
+        });
+        let t_unpack = time(reps, || {
+            for c in &chunks {
+                (k.unpack_codes)(8, &packed, &mut codes[..c.len() / isz]);
+            }
+        });
+        let t_bdec = time(reps, || {
+            for c in &chunks {
+                let e = c.len() / isz;
+                (k.block_decode)(&fmt, dtype, &scales, &codes[..e], &mut out[..c.len()]);
+            }
+        });
+        let t_stats = time(reps, || {
+            for c in &chunks {
+                std::hint::black_box((k.stats)(dtype, c));
+            }
+        });
+        let args = QuantArgs {
+            dtype,
+            rounding: Rounding::Nearest,
+            base: 0,
+            max_abs: f64::INFINITY,
+            lane0: 0,
+        };
+        let t_uenc = time(reps, || {
+            for c in &chunks {
+                extra.clear();
+                let mut err = ErrSum::default();
+                (k.uniform_encode)(
+                    &args,
+                    c,
+                    Step::One(step),
+                    &mut symbols[..c.len() / isz],
+                    &mut extra,
+                    &mut err,
+                );
+            }
+        });
+        let t_hist = time(reps, || {
+            for c in &chunks {
+                freq::histogram(&symbols[..c.len() / isz], &mut counts);
+            }
+        });
+        // The rANS stage of the last chunk, repeated.
+        let last = chunks.len() - 1;
+        let e = chunks[last].len() / isz;
+        extra.clear();
+        (k.uniform_encode)(
+            &args,
+            chunks[last],
+            Step::One(step),
+            &mut symbols[..e],
+            &mut extra,
+            &mut ErrSum::default(),
+        );
+        extra.finish();
+        freq::histogram(&symbols[..e], &mut counts);
+        let freqs = freq::normalize(&counts, 11).unwrap();
+        let enc = rans::EncTable::new(&freqs, 11);
+        let dec = rans::build_dec_table(&freqs, 11);
+        let mut words = vec![0u16; e];
+        let mut states = [rans::RANS_L; 32];
+        let start = (k.rans_encode)(
+            &symbols[..e],
+            &enc.rcp,
+            &enc.info,
+            11,
+            &mut states,
+            &mut words,
+        );
+        let bytes: Vec<u8> = words[start..]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        let present = counts.iter().filter(|&&c| c > 0).count();
+        let t_renc = time(reps, || {
+            for _ in &chunks {
+                let mut st = [rans::RANS_L; 32];
+                (k.rans_encode)(&symbols[..e], &enc.rcp, &enc.info, 11, &mut st, &mut words);
+            }
+        }) * (n / chunks.len() as f64)
+            / e as f64;
+        let mut syms2 = vec![0u16; e];
+        let t_rdec = time(reps, || {
+            for _ in &chunks {
+                let mut st = states;
+                std::hint::black_box((k.rans_decode)(&bytes, &dec, 11, &mut st, &mut syms2));
+            }
+        }) * (n / chunks.len() as f64)
+            / e as f64;
+        let t_xc = time(reps, || {
+            for _ in &chunks {
+                std::hint::black_box((k.extra_count)(&symbols[..e]));
+            }
+        });
+        let t_udec = time(reps, || {
+            for _ in &chunks {
+                let mut r = BitReader::new(&extra.bytes);
+                (k.uniform_decode)(
+                    dtype,
+                    &symbols[..e],
+                    Step::One(step),
+                    &mut r,
+                    &mut out[..e * isz],
+                )
+                .unwrap();
+            }
+        });
+        println!(
+            "{:>7}: fast: block_encode {:.3}  pack {:.3}  unpack {:.3}  block_decode {:.3}",
+            level.name(),
+            per(t_benc),
+            per(t_pack),
+            per(t_unpack),
+            per(t_bdec)
+        );
+        println!(
+            "         uniform: stats {:.3}  encode {:.3}  histogram {:.3}  rans_encode {:.3} ({present} symbols)  rans_decode {:.3}  extra_count {:.3}  decode {:.3}",
+            per(t_stats),
+            per(t_uenc),
+            per(t_hist),
+            per(t_renc),
+            per(t_rdec),
+            per(t_xc),
+            per(t_udec)
+        );
     }
 }

@@ -167,6 +167,25 @@ impl Codec {
         }
     }
 
+    /// [`Codec::encode`] into `out`, which is cleared first and whose capacity is reused: with
+    /// the same `out` from call to call, the frame costs no allocation (the largest frame the
+    /// tensor can take is reserved up front, so `out` never grows while coding). On error
+    /// `out` is left empty.
+    pub fn encode_into(
+        &self,
+        input: &[u8],
+        dtype: DType,
+        shape: &[u64],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        out.clear();
+        let req = self.request(input, dtype, shape, ContainerHint::Unspecified)?;
+        match &self.mode {
+            Mode::Bounded(spec) => pipeline::encode_bounded_into(&req, spec, out),
+            _ => pipeline::encode_frame_into(&req, out),
+        }
+    }
+
     fn request<'a>(
         &self,
         input: &'a [u8],
@@ -244,7 +263,7 @@ impl Codec {
 
     /// Decodes a frame into a new buffer.
     pub fn decode(&self, frame: &[u8]) -> Result<Tensor> {
-        let parsed = pipeline::parse_frame(frame, &self.limits)?;
+        let parsed = pipeline::parse_frame_to_decode(frame, &self.limits)?;
         let len = usize::try_from(parsed.header.output_bytes()?)
             .map_err(|_| Error::limit("decoded tensor does not fit in this machine's memory"))?;
         let mut data = vec![0u8; len];
@@ -259,7 +278,7 @@ impl Codec {
 
     /// Decodes a frame into `out`, which must hold exactly the decoded bytes.
     pub fn decode_into(&self, frame: &[u8], out: &mut [u8]) -> Result<FrameInfo> {
-        let parsed = pipeline::parse_frame(frame, &self.limits)?;
+        let parsed = pipeline::parse_frame_to_decode(frame, &self.limits)?;
         pipeline::decode_parsed(&parsed, out, self.threads, &self.limits.validation)?;
         Ok(FrameInfo::new(&parsed, frame.len()))
     }

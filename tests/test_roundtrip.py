@@ -147,13 +147,17 @@ def test_output_does_not_depend_on_threads():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_output_does_not_depend_on_simd_level(dtype, tmp_path):
-    """The scalar reference kernels (forced by IOTA_CODEC_SIMD) write the same bytes."""
+    """The scalar reference kernels (forced by IOTA_CODEC_SIMD) write the same bytes, for
+    every profile."""
     x = realistic_bits(dtype, 100_003, 9).view(NUMPY[dtype])
     np.save(tmp_path / "x.npy", x.view(BITS[dtype]))
+    profiles = ("lossless", "fast", "balanced", "max")
     script = (
         "import sys, ml_dtypes, numpy as np, iota_codec as c\n"
         f"x = np.load(sys.argv[1]).view(np.dtype({np.dtype(NUMPY[dtype]).name!r}))\n"
-        "sys.stdout.buffer.write(c.encode(x, chunk_size=30_000))\n"
+        f"for p in {profiles!r}:\n"
+        "    blob = c.Codec(p, chunk_size=30_000).encode(x)\n"
+        "    sys.stdout.buffer.write(len(blob).to_bytes(8, 'little') + blob)\n"
     )
     env = dict(os.environ, IOTA_CODEC_SIMD="scalar")
     out = subprocess.run(
@@ -162,7 +166,11 @@ def test_output_does_not_depend_on_simd_level(dtype, tmp_path):
         check=True,
         capture_output=True,
     ).stdout
-    assert out == codec.encode(x, chunk_size=30_000)
+    for p in profiles:
+        n = int.from_bytes(out[:8], "little")
+        blob, out = out[8 : 8 + n], out[8 + n :]
+        assert blob == codec.Codec(p, chunk_size=30_000).encode(x), p
+    assert out == b""
 
 
 def test_compresses_activation_like_data():

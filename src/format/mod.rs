@@ -318,19 +318,35 @@ pub fn read_chunk<'a>(
     index: u64,
     max_len: usize,
 ) -> Result<&'a [u8]> {
+    let (stored, payload) = read_chunk_unverified(r, index, max_len)?;
+    verify_chunk(header_checksum, index, stored, payload)?;
+    Ok(payload)
+}
+
+/// Reads a chunk record's stored checksum and payload, leaving the checksum to
+/// [`verify_chunk`].
+pub fn read_chunk_unverified<'a>(
+    r: &mut Reader<'a>,
+    index: u64,
+    max_len: usize,
+) -> Result<(u32, &'a [u8])> {
     let len = read_chunk_len(r, index, max_len)?;
     let stored = r.u32("chunk checksum")?;
     let payload = r.bytes(len, "chunk payload")?;
+    Ok((stored, payload))
+}
+
+/// Checks a chunk's payload against its stored checksum.
+pub fn verify_chunk(header_checksum: u32, index: u64, stored: u32, payload: &[u8]) -> Result<()> {
     if chunk_checksum(header_checksum, index, payload) != stored {
         return Err(Error::new(
             ErrorKind::ChecksumMismatch,
             format!("chunk {index} checksum mismatch: the frame was damaged in transit"),
         ));
     }
-    Ok(payload)
+    Ok(())
 }
 
-/// Reads the length field of chunk record `index` and checks it against `max_len`.
 pub fn read_chunk_len(r: &mut Reader, index: u64, max_len: usize) -> Result<usize> {
     let len = r.u32("chunk length")? as usize;
     if len > max_len {
@@ -351,17 +367,36 @@ pub fn read_chunks(
     max_len: usize,
 ) -> Result<Vec<&[u8]>> {
     let mut r = Reader::new(body);
-    // Every record takes at least its overhead, so a header that promises more chunks than
-    // the bytes could hold is caught before anything is allocated for them.
+    check_chunk_count(body, n_chunks)?;
+    let mut out = Vec::with_capacity(n_chunks as usize);
+    for i in 0..n_chunks {
+        out.push(read_chunk(&mut r, header_checksum, i, max_len)?);
+    }
+    r.finish("frame")?;
+    Ok(out)
+}
+
+/// Every record takes at least its overhead, so a header that promises more chunks than the
+/// bytes could hold is caught before anything is allocated for them.
+fn check_chunk_count(body: &[u8], n_chunks: u64) -> Result<()> {
     if n_chunks > (body.len() / CHUNK_RECORD_OVERHEAD) as u64 {
         return Err(Error::truncated(format!(
             "truncated frame: {n_chunks} chunks declared, only {} bytes of chunk data",
             body.len()
         )));
     }
+    Ok(())
+}
+
+/// [`read_chunks`] without verifying the checksums: the chunk table's structure (lengths,
+/// and that the records fill the body exactly), with each record's stored checksum and
+/// payload, for a decoder that verifies each chunk just before decoding it.
+pub fn read_chunk_table(body: &[u8], n_chunks: u64, max_len: usize) -> Result<Vec<(u32, &[u8])>> {
+    let mut r = Reader::new(body);
+    check_chunk_count(body, n_chunks)?;
     let mut out = Vec::with_capacity(n_chunks as usize);
     for i in 0..n_chunks {
-        out.push(read_chunk(&mut r, header_checksum, i, max_len)?);
+        out.push(read_chunk_unverified(&mut r, i, max_len)?);
     }
     r.finish("frame")?;
     Ok(out)

@@ -24,7 +24,7 @@ use crate::quant::{rounding, uniform};
 use crate::transform::floatsplit;
 use crate::validate::{self, Validation};
 
-pub use lossy::encode_bounded;
+pub use lossy::{encode_bounded, encode_bounded_into};
 pub use transform::{ProjectParams, SessionTag, STAGE_PROJECT, STAGE_SESSION};
 
 /// Stage kind: the lossless float split (no parameters).
@@ -473,8 +473,6 @@ struct Scratch {
     rans: rans::EncScratch,
     /// Elements as `f32` (lossy modes).
     xs: Vec<f32>,
-    /// Quantized values (uniform quantizer).
-    q: Vec<i32>,
     /// Element codes (block quantizer).
     codes: Vec<u8>,
     /// Steps per element or group (uniform quantizer).
@@ -561,11 +559,6 @@ impl EncodePlan {
         let multiple = req.recipe.chunk_multiple();
         let chunk_elems = (req.chunk_elems.min(max_chunk) / multiple).max(1) * multiple;
         let chunk_bytes = chunk_elems as usize * itemsize;
-        if let Recipe::Block { params, .. } = &req.recipe {
-            if params.nonfinite == 0 {
-                lossy::refuse_nonfinite(req, chunk_bytes, "fixed-rate")?;
-            }
-        }
         Ok(EncodePlan {
             header: Header {
                 version: format::VERSION,
@@ -590,15 +583,45 @@ impl EncodePlan {
         &input[start..(start + self.chunk_bytes).min(input.len())]
     }
 
-    /// Appends the payload of chunk `i` coded with `recipe` to `out`; returns its squared
-    /// error as decoded (see [`encode_chunk`]).
+    /// Whether the recipe refuses NaN and infinities: a fixed-rate recipe not asked to keep
+    /// them. (The error-bounded encoder checks its own.)
+    pub fn refuses_nonfinite(&self) -> bool {
+        matches!(&self.recipe, Recipe::Block { params, .. } if params.nonfinite == 0)
+    }
+
+    /// Fails, naming the first one, if the input has NaN or infinities that the recipe
+    /// refuses. The one-shot encoder learns this from the chunk coders instead; a stream
+    /// encoder must know before it sends anything.
+    pub fn check_nonfinite(&self, input: &[u8]) -> Result<()> {
+        if self.refuses_nonfinite() {
+            let req = EncodeRequest {
+                input,
+                dtype: self.header.dtype,
+                shape: &self.header.shape,
+                hint: self.header.hint,
+                chunk_elems: self.header.chunk_elems,
+                threads: self.threads,
+                recipe: self.recipe,
+                seed: self.seed,
+            };
+            lossy::refuse_nonfinite(&req, self.chunk_bytes, "fixed-rate")?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of a frame at most (its header aside): every chunk stored, with its record.
+    pub fn max_records_len(&self) -> usize {
+        self.input_len + self.n_chunks * (format::CHUNK_RECORD_OVERHEAD + 1)
+    }
+
+    /// Appends the payload of chunk `i` coded with `recipe` to `out` (see [`encode_chunk`]).
     pub fn encode_chunk_with(
         &self,
         recipe: &Recipe,
         input: &[u8],
         i: usize,
         out: &mut Vec<u8>,
-    ) -> f64 {
+    ) -> ChunkOutcome {
         encode_chunk(
             recipe,
             self.header.dtype,
@@ -615,42 +638,101 @@ impl EncodePlan {
         input: &[u8],
         header_checksum: u32,
         range: Range<usize>,
-    ) -> Vec<Vec<u8>> {
+    ) -> Vec<(Vec<u8>, ChunkOutcome)> {
+        self.encode_records_with(&self.recipe, input, header_checksum, range)
+    }
+
+    /// [`EncodePlan::encode_records`] with another recipe (of the same chunking).
+    pub fn encode_records_with(
+        &self,
+        recipe: &Recipe,
+        input: &[u8],
+        header_checksum: u32,
+        range: Range<usize>,
+    ) -> Vec<(Vec<u8>, ChunkOutcome)> {
         let first = range.start;
         threads::map(self.threads, range.len(), |k| {
             let i = first + k;
             let mut rec = Vec::new();
+            let mut outcome = ChunkOutcome::default();
             format::write_chunk_with(&mut rec, header_checksum, i as u64, |out| {
-                self.encode_chunk_with(&self.recipe, input, i, out);
+                outcome = self.encode_chunk_with(recipe, input, i, out);
             });
-            rec
+            (rec, outcome)
         })
+    }
+
+    /// Appends every chunk record coded with `recipe` to `out` (which holds a header whose
+    /// checksum is `header_checksum`): straight into `out` on one thread; on several, each
+    /// record goes through a buffer of its worker and into `out` as soon as the records
+    /// before it are there. Returns the outcomes added up (in chunk order).
+    pub fn write_records(
+        &self,
+        recipe: &Recipe,
+        input: &[u8],
+        header_checksum: u32,
+        out: &mut Vec<u8>,
+    ) -> ChunkOutcome {
+        let outcomes = threads::append_in_order(self.threads, self.n_chunks, out, |i, buf| {
+            let mut outcome = ChunkOutcome::default();
+            format::write_chunk_with(buf, header_checksum, i as u64, |o| {
+                outcome = self.encode_chunk_with(recipe, input, i, o);
+            });
+            outcome
+        });
+        let mut total = ChunkOutcome::default();
+        for o in &outcomes {
+            total.add(o);
+        }
+        total
     }
 }
 
 /// Encodes a whole tensor into a frame.
 pub fn encode_frame(req: &EncodeRequest) -> Result<Vec<u8>> {
-    let plan = EncodePlan::new(req)?;
-    let mut frame = Vec::with_capacity(req.input.len() / 2 + 256);
-    let ext = plan.header.write(&mut frame);
-    if plan.threads == 1 || plan.n_chunks <= 1 {
-        // Serially, each payload is written straight into the frame.
-        for i in 0..plan.n_chunks {
-            format::write_chunk_with(&mut frame, ext.checksum, i as u64, |out| {
-                plan.encode_chunk_with(&plan.recipe, req.input, i, out);
-            });
-        }
-    } else {
-        for rec in plan.encode_records(req.input, ext.checksum, 0..plan.n_chunks) {
-            frame.extend_from_slice(&rec);
-        }
-    }
+    let mut frame = Vec::new();
+    encode_frame_into(req, &mut frame)?;
     Ok(frame)
 }
 
-/// Appends the payload of one chunk (elements `base..` of the tensor) to `out`. Returns the
-/// sum of the squared errors of the chunk as it decodes (uniform quantization; otherwise 0).
-/// A chunk whose coded form would be larger than its elements is stored instead (exactly).
+/// Encodes a whole tensor into `out` (cleared first; its capacity is reused, and the largest
+/// frame the tensor can take is reserved up front so that it never grows while coding).
+pub fn encode_frame_into(req: &EncodeRequest, out: &mut Vec<u8>) -> Result<()> {
+    let plan = EncodePlan::new(req)?;
+    out.clear();
+    let ext = plan.header.write(out);
+    out.reserve(plan.max_records_len());
+    let total = plan.write_records(&plan.recipe, req.input, ext.checksum, out);
+    if total.nonfinite > 0 && plan.refuses_nonfinite() {
+        out.clear();
+        plan.check_nonfinite(req.input)?;
+        return Err(Error::new(
+            ErrorKind::NonFinite,
+            "fixed-rate quantization refuses non-finite values",
+        ));
+    }
+    Ok(())
+}
+
+/// What coding a chunk found out.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ChunkOutcome {
+    /// The sum of the squared errors of the chunk as it decodes (uniform quantization;
+    /// otherwise 0).
+    pub err: f64,
+    /// NaN and infinities met (block quantization; otherwise 0).
+    pub nonfinite: usize,
+}
+
+impl ChunkOutcome {
+    fn add(&mut self, o: &ChunkOutcome) {
+        self.err += o.err;
+        self.nonfinite += o.nonfinite;
+    }
+}
+
+/// Appends the payload of one chunk (elements `base..` of the tensor) to `out`. A chunk whose
+/// coded form would be larger than its elements is stored instead (exactly; its error is 0).
 fn encode_chunk(
     recipe: &Recipe,
     dtype: DType,
@@ -658,10 +740,10 @@ fn encode_chunk(
     base: u64,
     seed: u64,
     out: &mut Vec<u8>,
-) -> f64 {
+) -> ChunkOutcome {
     let n = input.len() / dtype.itemsize();
     let start = out.len();
-    let mut err = 0.0;
+    let mut outcome = ChunkOutcome::default();
     out.reserve(input.len() + 16);
     match recipe {
         Recipe::Lossless { rans: params } => with_scratch(|s| {
@@ -682,11 +764,13 @@ fn encode_chunk(
             floatsplit::pack_mantissa(dtype, input, drop, out);
         }),
         Recipe::Block { params, rans } => {
-            lossy::encode_block_chunk(params, rans.as_ref(), dtype, input, base, seed, out)
+            outcome.nonfinite =
+                lossy::encode_block_chunk(params, rans.as_ref(), dtype, input, base, seed, out)
         }
         Recipe::Uniform { params, rans } => {
             let check = lossy::check_for(params, dtype);
-            err = lossy::encode_uniform_chunk(params, rans, &check, dtype, input, base, seed, out);
+            outcome.err =
+                lossy::encode_uniform_chunk(params, rans, &check, dtype, input, base, seed, out);
         }
         // Projection frames are assembled by `transform`; a chunk coded here is stored.
         Recipe::Project { .. } => out.truncate(start),
@@ -696,9 +780,9 @@ fn encode_chunk(
         out.truncate(start);
         out.push(MODE_STORED);
         out.extend_from_slice(input);
-        err = 0.0;
+        outcome.err = 0.0;
     }
-    err
+    outcome
 }
 
 fn decode_chunk(job: &ChunkJob, index: u64, payload: &[u8], out: &mut [u8]) -> Result<()> {
@@ -840,12 +924,14 @@ pub struct ParsedFrame<'a> {
     pub extent: HeaderExtent,
     pub recipe: Recipe,
     pub chunks: Vec<&'a [u8]>,
+    /// The stored checksums of the chunks, when they are still to be verified (by
+    /// [`decode_parsed`], each just before its chunk is decoded); empty when verified.
+    pub unverified: Vec<u32>,
 }
 
 /// Parses `frame` and verifies every checksum, without decoding any chunk.
 pub fn parse_frame<'a>(frame: &'a [u8], limits: &Limits) -> Result<ParsedFrame<'a>> {
-    let (header, extent) = Header::parse(frame)?;
-    let recipe = limits.check(&header)?;
+    let (header, extent, recipe) = parse_header(frame, limits)?;
     let chunks = format::read_chunks(
         &frame[extent.len..],
         extent.checksum,
@@ -857,7 +943,34 @@ pub fn parse_frame<'a>(frame: &'a [u8], limits: &Limits) -> Result<ParsedFrame<'
         extent,
         recipe,
         chunks,
+        unverified: Vec::new(),
     })
+}
+
+/// [`parse_frame`] for decoding: the header and the chunk table's structure are checked,
+/// and [`decode_parsed`] verifies each chunk's checksum just before decoding it (on the
+/// thread that decodes it, while its bytes are in cache, rather than in a pass of its own).
+pub fn parse_frame_to_decode<'a>(frame: &'a [u8], limits: &Limits) -> Result<ParsedFrame<'a>> {
+    let (header, extent, recipe) = parse_header(frame, limits)?;
+    let table = format::read_chunk_table(
+        &frame[extent.len..],
+        header.n_chunks()?,
+        header.max_chunk_payload(),
+    )?;
+    Ok(ParsedFrame {
+        header,
+        extent,
+        recipe,
+        unverified: table.iter().map(|c| c.0).collect(),
+        chunks: table.into_iter().map(|c| c.1).collect(),
+    })
+}
+
+/// The header of `frame`, checked against its stage list and `limits`.
+fn parse_header(frame: &[u8], limits: &Limits) -> Result<(Header, HeaderExtent, Recipe)> {
+    let (header, extent) = Header::parse(frame)?;
+    let recipe = limits.check(&header)?;
+    Ok((header, extent, recipe))
 }
 
 /// Decodes a parsed frame into `out`, which must be exactly the decoded size, and validates
@@ -914,6 +1027,8 @@ pub(crate) fn decode_parsed_with(
         chunk_elems: h.chunk_elems,
         validation,
         project,
+        verify: (!parsed.unverified.is_empty())
+            .then_some((parsed.extent.checksum, &parsed.unverified[..])),
     };
     decode_chunks(&job, 0, &parsed.chunks, outs, threads)
 }
@@ -926,6 +1041,9 @@ pub(crate) struct ChunkJob<'a> {
     pub validation: &'a Validation,
     /// The basis (and statistics sink) of a projection frame.
     pub project: Option<&'a transform::Context>,
+    /// The header checksum and each chunk's stored checksum, when they are to be verified
+    /// before decoding.
+    pub verify: Option<(u32, &'a [u32])>,
 }
 
 /// Decodes `payloads[i]` (chunk `first + i` of its frame) into `outs[i]` for every `i`, in
@@ -939,6 +1057,9 @@ pub(crate) fn decode_chunks(
 ) -> Result<()> {
     debug_assert_eq!(outs.len(), payloads.len());
     threads::try_for_each_mut(threads, outs, |i, o| {
+        if let Some((header, sums)) = job.verify {
+            format::verify_chunk(header, first + i as u64, sums[i], payloads[i])?;
+        }
         decode_chunk(job, first + i as u64, payloads[i], o)?;
         let first_elem = (first + i as u64).saturating_mul(job.chunk_elems);
         validate::check(job.dtype, o, job.validation, first_elem)

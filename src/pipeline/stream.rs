@@ -24,8 +24,10 @@ pub struct StreamEncoder {
 impl StreamEncoder {
     /// Checks the request (its `input` is only measured here).
     pub fn new(req: &EncodeRequest) -> Result<StreamEncoder> {
+        let plan = EncodePlan::new(req)?;
+        plan.check_nonfinite(req.input)?;
         Ok(StreamEncoder {
-            plan: EncodePlan::new(req)?,
+            plan,
             header_checksum: None,
             next_chunk: 0,
             ready: VecDeque::new(),
@@ -83,8 +85,8 @@ impl StreamEncoder {
             }
             .max(1);
             let end = (self.next_chunk + batch).min(self.plan.n_chunks);
-            self.ready
-                .extend(self.plan.encode_records(input, sum, self.next_chunk..end));
+            let records = self.plan.encode_records(input, sum, self.next_chunk..end);
+            self.ready.extend(records.into_iter().map(|(rec, _)| rec));
             self.next_chunk = end;
         }
         Ok(self.ready.pop_front())
@@ -274,6 +276,7 @@ impl StreamDecoder {
                 chunk_elems: l.header.chunk_elems,
                 validation: &self.limits.validation,
                 project: l.project.as_ref(),
+                verify: None,
             };
             decode_chunks(&job, self.next_chunk, &payloads, outs, self.threads)?;
         }

@@ -882,3 +882,86 @@ proptest! {
         }
     }
 }
+
+/// Every SIMD level this CPU has writes the same frame and decodes it to the same bytes, for
+/// every profile and a spread of modes, dtypes and sizes (one thread, so that everything runs
+/// on the thread whose kernels `with_level` sets).
+#[test]
+fn frames_are_identical_at_every_simd_level() {
+    use crate::simd::{self, Level};
+    let levels = simd::available();
+    let mut modes: Vec<Mode> = Profile::ALL.iter().map(|p| p.mode()).collect();
+    let sr = Rounding::Stochastic { seed: 99 };
+    modes.extend([
+        Mode::Block(BlockSpec::mx(Element::E2M1)),
+        Mode::Block(BlockSpec::mx(Element::E4M3)),
+        Mode::Block(BlockSpec {
+            rounding: sr,
+            ..block_spec(Element::Int4, ScaleFormat::E8M0, 64)
+        }),
+        Mode::Block(BlockSpec {
+            entropy: true,
+            ..block_spec(Element::E5M2, ScaleFormat::F16, 32)
+        }),
+        Mode::Block(BlockSpec {
+            nonfinite: NonFinite::Keep,
+            ..block_spec(Element::Int3, ScaleFormat::BF16, 100)
+        }),
+        bounded(Bound::RelRmse(0.003), StepScope::Channel),
+        bounded(Bound::RelRmse(0.02), StepScope::Block(64)),
+        bounded(Bound::MaxAbs(0.002), StepScope::Global),
+        bounded(Bound::Bits(3.0), StepScope::Global),
+        Mode::Bounded(BoundedSpec {
+            rounding: sr,
+            nonfinite: NonFinite::Keep,
+            ..BoundedSpec::new(Bound::RelRmse(0.01))
+        }),
+    ]);
+    for dtype in DType::ALL {
+        for (n, kind, specials) in [
+            (3003usize, 0u32, false),
+            (70_000, 1, false),
+            (40_001, 2, false),
+            (40_001, 2, true),
+        ] {
+            let mut data = lossy_data(dtype, n, kind, n as u64);
+            if specials {
+                // A NaN and an infinity, for the modes that keep them.
+                let (nan, inf) = match dtype {
+                    DType::F32 => (0x7fc0_0001, 0xff80_0000),
+                    DType::F16 => (0x7e01, 0xfc00),
+                    DType::BF16 => (0x7fc1, 0xff80),
+                };
+                convert::store_bits(dtype, nan, &mut data, 1234);
+                convert::store_bits(dtype, inf, &mut data, 30_000);
+            }
+            let shape = [(n / 7) as u64, 7];
+            let shape: &[u64] = if n % 7 == 0 { &shape } else { &[n as u64] };
+            for &mode in &modes {
+                let c = lossy(mode, 16_384, 1);
+                let mut frames = levels
+                    .iter()
+                    .map(|&l| simd::with_level(l, || c.encode(&data, dtype, shape)));
+                let want = frames.next().unwrap();
+                for (got, &l) in frames.zip(&levels[1..]) {
+                    match (&want, &got) {
+                        (Ok(a), Ok(b)) => {
+                            assert!(a == b, "{l:?} writes another frame: {mode:?} {dtype} n={n}")
+                        }
+                        (Err(a), Err(b)) => assert_eq!(a.kind(), b.kind()),
+                        _ => panic!("{l:?} and scalar disagree on success: {mode:?} {dtype}"),
+                    }
+                }
+                let Ok(frame) = want else { continue };
+                let out = |l: Level| simd::with_level(l, || c.decode(&frame).unwrap().data);
+                let want = out(Level::Scalar);
+                for &l in &levels[1..] {
+                    assert!(
+                        out(l) == want,
+                        "{l:?} decodes otherwise: {mode:?} {dtype} n={n}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -67,3 +67,132 @@ pub fn try_for_each_mut<T: Send, E: Send>(
             .try_for_each(|(i, t)| f(i, t))
     })
 }
+
+/// Spare buffers of [`append_in_order`], kept between calls so that their pages stay mapped.
+static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// At most this many spare buffers are kept...
+const MAX_SPARE: usize = 64;
+/// ...of at most this capacity each.
+const MAX_SPARE_BYTES: usize = 16 << 20;
+
+/// What the workers of [`append_in_order`] share.
+struct Commit<T> {
+    /// The next item to append.
+    next: usize,
+    /// Bytes appended so far.
+    end: usize,
+    /// Items done but not yet appended.
+    pending: std::collections::BTreeMap<usize, (Vec<u8>, T)>,
+    /// Items that did not fit in `out`'s capacity, in order (appended at the end).
+    overflow: Vec<Vec<u8>>,
+    results: Vec<Option<T>>,
+    spare: Vec<Vec<u8>>,
+}
+
+/// A pointer to the free capacity of the output, shared by the workers (which write
+/// disjoint ranges of it, one at a time under the commit lock).
+struct Dest(*mut u8);
+// SAFETY: the pointer is only written through under the `Commit` mutex, at ranges that do not
+// overlap, while the `Vec` it points into is borrowed mutably by `append_in_order`.
+unsafe impl Sync for Dest {}
+
+impl Dest {
+    /// (A method, so that closures capture the whole `Dest` and not its pointer.)
+    fn at(&self, offset: usize) -> *mut u8 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// Runs `produce(i, buf)` for `i in 0..n` (on the pool when `threads` allows), each
+/// appending to a buffer of its own, and appends the buffers to `out` in order, each as soon as its turn comes:
+/// items are handed out in order, so a buffer is usually copied while still in cache, and
+/// the output is the one the serial loop writes. Returns the results in order.
+///
+/// Appending needs no reallocation when `out` has room for everything (callers reserve an
+/// upper bound); items past the room are appended at the end.
+pub fn append_in_order<T: Send>(
+    threads: usize,
+    n: usize,
+    out: &mut Vec<u8>,
+    produce: impl Fn(usize, &mut Vec<u8>) -> T + Sync + Send,
+) -> Vec<T> {
+    if threads == 1 || n <= 1 {
+        // Straight into `out`.
+        return (0..n).map(|i| produce(i, out)).collect();
+    }
+    let room = out.capacity() - out.len();
+    let dest = Dest(out.spare_capacity_mut().as_mut_ptr().cast::<u8>());
+    let spare = std::mem::take(&mut *SPARE.lock().unwrap_or_else(|e| e.into_inner()));
+    let state = Mutex::new(Commit {
+        next: 0,
+        end: 0,
+        pending: Default::default(),
+        overflow: Vec::new(),
+        results: (0..n).map(|_| None).collect(),
+        spare,
+    });
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    let worker = || loop {
+        let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if i >= n {
+            break;
+        }
+        let mut buf = {
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            s.spare.pop().unwrap_or_default()
+        };
+        buf.clear();
+        let r = produce(i, &mut buf);
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        s.pending.insert(i, (buf, r));
+        while let Some((buf, r)) = {
+            let next = s.next;
+            s.pending.remove(&next)
+        } {
+            let s = &mut *s;
+            if s.overflow.is_empty() && s.end + buf.len() <= room {
+                // SAFETY: `dest + end .. dest + end + len` is inside the free capacity of
+                // `out` (checked just above), no other range written overlaps it (`end`
+                // only grows), and only this thread writes now (the lock is held).
+                unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), dest.at(s.end), buf.len()) };
+                s.end += buf.len();
+                s.spare.push(buf);
+            } else {
+                s.overflow.push(buf);
+            }
+            s.results[s.next] = Some(r);
+            s.next += 1;
+        }
+    };
+    let workers = match threads {
+        0 => rayon::current_num_threads(),
+        t => t,
+    }
+    .clamp(1, n);
+    install(threads, || {
+        rayon::scope(|sc| {
+            for _ in 1..workers {
+                sc.spawn(|_| worker());
+            }
+            worker();
+        })
+    });
+    let s = state.into_inner().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: the first `end` bytes of the free capacity were written, in order, above.
+    unsafe { out.set_len(out.len() + s.end) };
+    for buf in &s.overflow {
+        out.extend_from_slice(buf);
+    }
+    let mut keep = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+    keep.extend(
+        s.spare
+            .into_iter()
+            .chain(s.overflow)
+            .filter(|b| b.capacity() <= MAX_SPARE_BYTES),
+    );
+    keep.truncate(MAX_SPARE);
+    s.results
+        .into_iter()
+        .map(|r| r.expect("every item ran"))
+        .collect()
+}

@@ -135,6 +135,14 @@ pub fn unpack_with(n: usize, width: u32, packed: &[u8], mut put: impl FnMut(usiz
     }
 }
 
+/// Packs the low `width <= 8` bits of every byte of `codes` into
+/// `out[..packed_len(codes.len(), width)]`: [`pack_with`] over bytes (the scalar reference of
+/// the `pack_codes` kernel).
+pub fn pack_bytes(width: u32, codes: &[u8], out: &mut [u8]) {
+    assert!(width <= 8);
+    pack_with(codes.len(), width, |i| u32::from(codes[i]), out);
+}
+
 /// Unpacks `out.len()` values of `width <= 8` bits into bytes: [`unpack_with`], with direct
 /// byte moves for 8-bit values (the vertical layout is then a 4x16 byte transposition per
 /// group of 64 values).

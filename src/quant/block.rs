@@ -15,9 +15,10 @@
 //! Non-finite elements are left out of `amax` and coded as 0 (the pipeline carries them as
 //! escapes when asked to).
 
-use super::convert::{bf16_to_f32, f16_to_f32, f32_to_bf16_sat, f32_to_f16_sat};
+use super::convert::{self, bf16_to_f32, f16_to_f32, f32_to_bf16_sat, f32_to_f16_sat};
 use super::minifloat::{floor_log2, pow2, Element};
 use super::rounding::{self, Rounding};
+use crate::dtype::DType;
 
 /// Smallest and largest block sizes.
 pub const MIN_BLOCK: usize = 16;
@@ -193,6 +194,80 @@ pub fn decode_block(values: &[f32], mult: f32, codes: &[u8], out: &mut [f32]) {
     debug_assert_eq!(codes.len(), out.len());
     for (o, &c) in out.iter_mut().zip(codes) {
         *o = values[c as usize] * mult;
+    }
+}
+
+/// The scalar reference of the `block_encode` kernel (see [`crate::simd::Kernels`]): encodes
+/// the elements of `input` (little-endian `dtype` bytes, element 0 being element `base` of the
+/// tensor) in consecutive blocks of `fmt.block` (the last may be shorter). Writes one code per
+/// element to `codes` and each block's stored scale, little-endian in `fmt.scale.bytes()`
+/// bytes, to `scales`; returns the number of non-finite elements (coded 0).
+pub fn encode_blocks(
+    fmt: &BlockFormat,
+    rounding: Rounding,
+    base: u64,
+    dtype: DType,
+    input: &[u8],
+    codes: &mut [u8],
+    scales: &mut [u8],
+) -> usize {
+    let n = codes.len();
+    let isz = dtype.itemsize();
+    assert_eq!(input.len(), n * isz);
+    assert_eq!(scales.len(), n.div_ceil(fmt.block) * fmt.scale.bytes());
+    let mut buf = [0f32; MAX_BLOCK];
+    let mut nonfinite = 0;
+    for (g, (codes, scale)) in codes
+        .chunks_mut(fmt.block)
+        .zip(scales.chunks_exact_mut(fmt.scale.bytes()))
+        .enumerate()
+    {
+        let start = g * fmt.block;
+        let xs = &mut buf[..codes.len()];
+        convert::load_all(dtype, &input[start * isz..(start + xs.len()) * isz], xs);
+        nonfinite += xs.iter().filter(|x| !x.is_finite()).count();
+        let s = encode_block(fmt, xs, rounding, base + start as u64, codes);
+        scale.copy_from_slice(&s.to_le_bytes()[..fmt.scale.bytes()]);
+    }
+    nonfinite
+}
+
+/// The stored scale of block `g` in a chunk's scale bytes.
+#[inline(always)]
+pub fn stored_scale(fmt: &BlockFormat, scales: &[u8], g: usize) -> u16 {
+    match fmt.scale.bytes() {
+        1 => u16::from(scales[g]),
+        _ => u16::from_le_bytes([scales[2 * g], scales[2 * g + 1]]),
+    }
+}
+
+/// The scalar reference of the `block_decode` kernel: decodes the codes of consecutive blocks
+/// (`scales` holds each block's stored scale as [`encode_blocks`] writes them) into `out`, as
+/// `dtype` bytes: `value(code) * multiplier` in `f32`, rounded to the dtype (saturating). Only
+/// the low `bits` bits of a code count. A NaN product (only a hostile frame has NaN codes or
+/// scales) is written as the dtype's canonical quiet NaN, so that every kernel writes the
+/// same bytes whatever NaN its multiplication propagates.
+pub fn decode_blocks(fmt: &BlockFormat, dtype: DType, scales: &[u8], codes: &[u8], out: &mut [u8]) {
+    let n = codes.len();
+    let isz = dtype.itemsize();
+    assert_eq!(out.len(), n * isz);
+    assert!(scales.len() >= n.div_ceil(fmt.block) * fmt.scale.bytes());
+    let mut values = [0f32; 256];
+    for (c, v) in values.iter_mut().enumerate() {
+        *v = fmt.element.value(c as u8);
+    }
+    let mask = ((1u32 << fmt.element.bits()) - 1) as u8;
+    for (g, (codes, out)) in codes
+        .chunks(fmt.block)
+        .zip(out.chunks_mut(fmt.block * isz))
+        .enumerate()
+    {
+        let mult = fmt.multiplier(stored_scale(fmt, scales, g));
+        for (i, &c) in codes.iter().enumerate() {
+            let v = values[usize::from(c & mask)] * mult;
+            let v = if v.is_nan() { f32::NAN } else { v };
+            convert::store_bits(dtype, convert::to_bits_sat(dtype, v), out, i);
+        }
     }
 }
 

@@ -54,8 +54,9 @@ pub struct Check {
     pub max_abs: f64,
 }
 
+/// `1 / step`, or 0 for a zero step (whose group codes zeros).
 #[inline(always)]
-fn inverse(step: f32) -> f32 {
+pub fn inverse(step: f32) -> f32 {
     if step > 0.0 {
         1.0 / step
     } else {
@@ -63,176 +64,230 @@ fn inverse(step: f32) -> f32 {
     }
 }
 
-/// The loop of [`quantize_run`] and [`quantize_steps`]: `steps(i)` gives element `i`'s step
-/// and its reciprocal. Errors go to lane `(lane0 + i) mod 8`, in element order.
+/// The step of each element of a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Step<'a> {
+    /// One step for every element.
+    One(f32),
+    /// Element `i` uses step `i` (the slice is at least as long as the run).
+    Each(&'a [f32]),
+}
+
+impl Step<'_> {
+    #[inline(always)]
+    pub fn at(&self, i: usize) -> f32 {
+        match self {
+            Step::One(s) => *s,
+            Step::Each(s) => s[i],
+        }
+    }
+}
+
+/// Where a run of elements sits and how it is quantized.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuantArgs {
+    pub dtype: DType,
+    pub rounding: Rounding,
+    /// Index in the tensor of the run's first element (for stochastic rounding).
+    pub base: u64,
+    /// Escape elements whose reconstruction errs by more than this (`INFINITY`: never).
+    pub max_abs: f64,
+    /// The error lane of the run's first element (element `i` goes to `(lane0 + i) mod 8`).
+    pub lane0: usize,
+}
+
+/// The quantization of one element `x` with `step` (and its [`inverse`]): `q` (or [`ESC_Q`]
+/// for non-finite values and `|x / step| > 2^24`) and the reconstruction `y` in `f32` (NaN
+/// for those escapes).
+#[inline(always)]
+pub fn quantize_one(dtype: DType, x: f32, step: f32, inv: f32, u: Option<f32>) -> (i32, f32) {
+    let t = x * inv;
+    if t.is_nan() || t.abs() > Q_LIMIT {
+        return (ESC_Q, f32::NAN);
+    }
+    let r = rounding::round(t, u);
+    // |r| <= 2^24, so the conversion is exact.
+    (r as i32, convert::round_sat(dtype, r * step))
+}
+
+/// The symbol of `q` (not an escape) and, for a bucket symbol, its extra bits and their count.
+#[inline(always)]
+pub fn symbol_of(q: i32) -> (u16, u32, u32) {
+    let z = zigzag(q);
+    if z < DIRECT {
+        (z as u16, 0, 0)
+    } else {
+        let w = z - DIRECT + 1;
+        let k = 31 - w.leading_zeros();
+        debug_assert!(k <= MAX_BUCKET);
+        ((DIRECT + k) as u16, w - (1 << k), k)
+    }
+}
+
+/// The scalar reference of the `uniform_encode` kernel (see [`crate::simd::Kernels`]):
+/// quantizes the elements of `input` (little-endian `a.dtype` bytes) with `step`, writing
+/// each element's symbol to `symbols` and appending the extra bits of bucket symbols to
+/// `extra`; adds the squared reconstruction error of every element not escaped to lane
+/// `(a.lane0 + i) mod 8` of `err`, in element order. Returns the number of escapes.
 ///
-/// Tiles of 256 elements go through two simple passes, which the compiler can vectorize: in
-/// `f32`, `q = round(x / step)` and the reconstruction `y`; in `f64`, the error `y - x`, the
-/// escapes it calls for, and the sums.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn quantize_loop(
-    xs: &[f32],
-    steps: impl Fn(usize) -> (f32, f32),
-    threshold: impl Fn(usize) -> Option<f32>,
-    max_abs: f64,
-    round_dtype: impl Fn(f32) -> f32 + Copy,
-    q: &mut [i32],
+/// Per element: `t = x * (1 / step)` in `f32`; non-finite `t` or `|t| > 2^24` is an escape;
+/// otherwise `q = round(t)` (nearest-even or stochastic with the threshold of element
+/// `a.base + i`), `y = dtype(f32(q) * step)`, and `d = f64(y) - f64(x)`; `|d| > a.max_abs`
+/// is an escape too.
+pub fn encode_symbols(
+    a: &QuantArgs,
+    input: &[u8],
+    step: Step,
+    symbols: &mut [u16],
+    extra: &mut BitWriter,
     err: &mut ErrSum,
-    lane0: usize,
-) {
-    const TILE: usize = 256;
-    let n = xs.len().min(q.len());
-    let mut ys = [0f32; TILE];
-    let mut start = 0;
-    while start < n {
-        let len = TILE.min(n - start);
-        let (xt, qt) = (&xs[start..start + len], &mut q[start..start + len]);
-        for (j, ((&x, o), y)) in xt.iter().zip(qt.iter_mut()).zip(&mut ys).enumerate() {
-            let (step, inv) = steps(start + j);
-            let t = x * inv;
-            // Non-finite x, or beyond the symbol range: an escape (y = NaN marks it).
-            let bad = t.is_nan() || t.abs() > Q_LIMIT;
-            let r = rounding::round(if bad { 0.0 } else { t }, threshold(start + j));
-            *y = if bad { f32::NAN } else { round_dtype(r * step) };
-            // |r| <= 2^24, so the conversion is exact.
-            *o = if bad { ESC_Q } else { r as i32 };
-        }
-        let mut one = |j: usize| {
-            let d = f64::from(ys[j]) - f64::from(xt[j]);
-            // NaN (an escape already) or beyond the bound: no error counted.
-            if d.is_nan() || d.abs() > max_abs {
-                qt[j] = ESC_Q;
-                0.0
-            } else {
-                d * d
-            }
+) -> usize {
+    let n = symbols.len();
+    assert_eq!(input.len(), n * a.dtype.itemsize());
+    if let Step::Each(s) = step {
+        assert!(s.len() >= n);
+    }
+    let mut escapes = 0;
+    for (i, sym) in symbols.iter_mut().enumerate() {
+        let x = convert::load(a.dtype, input, i);
+        let st = step.at(i);
+        let u = match a.rounding {
+            Rounding::Nearest => None,
+            Rounding::Stochastic { seed } => Some(rounding::threshold(seed, a.base + i as u64)),
         };
-        // Align to lane 0, then whole groups of eight with fixed lanes.
-        let l0 = lane0 + start;
-        let head = ((8 - l0 % 8) % 8).min(len);
-        for j in 0..head {
-            err.0[(l0 + j) & 7] += one(j);
+        let (q, y) = quantize_one(a.dtype, x, st, inverse(st), u);
+        let d = f64::from(y) - f64::from(x);
+        // NaN (an escape already) or beyond the bound: an escape, and no error counted.
+        if q == ESC_Q || d.is_nan() || d.abs() > a.max_abs {
+            escapes += 1;
+            *sym = ESC;
+            continue;
         }
-        let body = head + (len - head) / 8 * 8;
-        let mut j = head;
-        while j < body {
-            for (k, a) in err.0.iter_mut().enumerate() {
-                *a += one(j + k);
-            }
-            j += 8;
+        err.0[(a.lane0 + i) & 7] += d * d;
+        let (s, bits, k) = symbol_of(q);
+        if k > 0 {
+            extra.put(bits, k);
         }
-        for j in body..len {
-            err.0[(l0 + j) & 7] += one(j);
+        *sym = s;
+    }
+    escapes
+}
+
+/// Reads the extra-bits stream of [`encode_symbols`], LSB first.
+#[derive(Debug, Clone)]
+pub struct BitReader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    acc: u64,
+    bits: u32,
+}
+
+impl<'a> BitReader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        BitReader {
+            bytes,
+            at: 0,
+            acc: 0,
+            bits: 0,
         }
-        start += len;
+    }
+
+    /// The next `k <= 32` bits.
+    #[inline(always)]
+    pub fn get(&mut self, k: u32) -> Result<u32> {
+        while self.bits < k {
+            ensure_frame!(self.at < self.bytes.len(), "quantizer extra bits run out");
+            self.acc |= u64::from(self.bytes[self.at]) << self.bits;
+            self.at += 1;
+            self.bits += 8;
+        }
+        let v = (self.acc as u32) & ((1u64 << k) - 1) as u32;
+        self.acc >>= k;
+        self.bits -= k;
+        Ok(v)
+    }
+
+    /// Checks that every byte was read and the padding bits are zero.
+    pub fn finish(&self) -> Result<()> {
+        ensure_frame!(
+            self.at == self.bytes.len() && self.acc == 0,
+            "quantizer extra bits have unused or nonzero padding bits"
+        );
+        Ok(())
     }
 }
 
-/// Runs `quantize_loop` with the dtype's rounding and the rounding mode fixed per loop.
+/// `q` of a symbol that is neither direct nor an escape, reading its extra bits.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn quantize_dispatch(
-    xs: &[f32],
-    steps: impl Fn(usize) -> (f32, f32) + Copy,
-    rounding: Rounding,
-    base: u64,
-    check: &Check,
-    q: &mut [i32],
-    err: &mut ErrSum,
-    lane0: usize,
-) {
-    let m = check.max_abs;
-    macro_rules! go {
-        ($dt:expr) => {
-            match rounding {
-                Rounding::Nearest => quantize_loop(
-                    xs,
-                    steps,
-                    |_| None,
-                    m,
-                    |v| convert::round_sat($dt, v),
-                    q,
-                    err,
-                    lane0,
-                ),
-                Rounding::Stochastic { seed } => quantize_loop(
-                    xs,
-                    steps,
-                    |i| Some(rounding::threshold(seed, base + i as u64)),
-                    m,
-                    |v| convert::round_sat($dt, v),
-                    q,
-                    err,
-                    lane0,
-                ),
-            }
-        };
-    }
-    match check.dtype {
-        DType::F32 => go!(DType::F32),
-        DType::F16 => go!(DType::F16),
-        DType::BF16 => go!(DType::BF16),
-    }
-}
-
-/// Quantizes `xs` (elements `base..` of the tensor; `lane0` is the lane of `xs[0]`) with
-/// one step, writing `q` and adding the squared reconstruction errors of the elements that
-/// are not escaped to `err`.
-#[allow(clippy::too_many_arguments)]
-pub fn quantize_run(
-    xs: &[f32],
-    step: f32,
-    rounding: Rounding,
-    base: u64,
-    check: &Check,
-    q: &mut [i32],
-    err: &mut ErrSum,
-    lane0: usize,
-) {
-    debug_assert_eq!(xs.len(), q.len());
-    let inv = inverse(step);
-    quantize_dispatch(xs, |_| (step, inv), rounding, base, check, q, err, lane0);
-}
-
-/// [`quantize_run`] with a step per element (`steps[i]`).
-#[allow(clippy::too_many_arguments)]
-pub fn quantize_steps(
-    xs: &[f32],
-    steps: &[f32],
-    rounding: Rounding,
-    base: u64,
-    check: &Check,
-    q: &mut [i32],
-    err: &mut ErrSum,
-    lane0: usize,
-) {
-    debug_assert!(xs.len() == q.len() && xs.len() <= steps.len());
-    quantize_dispatch(
-        xs,
-        |i| (steps[i], inverse(steps[i])),
-        rounding,
-        base,
-        check,
-        q,
-        err,
-        lane0,
+pub fn bucket_q(s: u32, extra: &mut BitReader) -> Result<i32> {
+    let k = s - DIRECT;
+    ensure_frame!(
+        k <= MAX_BUCKET,
+        "quantizer symbol {s} is not in the alphabet"
     );
+    let v = extra.get(k)?;
+    Ok(unzigzag(DIRECT - 1 + (1 << k) + v))
 }
 
-/// Reconstructs `q` with one step as `f32` values (`f32(q) * step`; escaped elements get 0:
-/// the caller writes them).
-pub fn dequantize_run(q: &[i32], step: f32, out: &mut [f32]) {
-    for (o, &v) in out.iter_mut().zip(q) {
-        *o = if v == ESC_Q { 0.0 } else { v as f32 * step };
+/// The scalar reference of the `uniform_decode` kernel: reconstructs the elements of
+/// `symbols` with `step` into `out` (little-endian `dtype` bytes, `x̂ = dtype(f32(q) * step)`,
+/// saturating), reading bucket symbols' extra bits from `extra`. Escaped elements are written
+/// as zeros (the caller stores their original bits over them).
+pub fn decode_symbols(
+    dtype: DType,
+    symbols: &[u16],
+    step: Step,
+    extra: &mut BitReader,
+    out: &mut [u8],
+) -> Result<()> {
+    let n = symbols.len();
+    assert_eq!(out.len(), n * dtype.itemsize());
+    if let Step::Each(s) = step {
+        assert!(s.len() >= n);
     }
+    for (i, &s) in symbols.iter().enumerate() {
+        let s = u32::from(s);
+        let v = if s < DIRECT {
+            unzigzag(s) as f32 * step.at(i)
+        } else if s == u32::from(ESC) {
+            0.0
+        } else {
+            bucket_q(s, extra)? as f32 * step.at(i)
+        };
+        convert::store_bits(dtype, convert::to_bits_sat(dtype, v), out, i);
+    }
+    Ok(())
 }
 
-/// [`dequantize_run`] with a step per element.
-pub fn dequantize_steps(q: &[i32], steps: &[f32], out: &mut [f32]) {
-    for ((o, &v), &step) in out.iter_mut().zip(q).zip(steps) {
-        *o = if v == ESC_Q { 0.0 } else { v as f32 * step };
+/// What a chunk's first pass of the error-bounded encoder finds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stats {
+    /// `x^2` of the finite elements (as `f64`), element `i` in lane `i mod 8`.
+    pub sumsq: ErrSum,
+    /// Finite elements.
+    pub finite: u64,
+    /// Largest finite magnitude (0 when there is none).
+    pub amax: f32,
+    /// The first non-finite element: its index in the run and value.
+    pub first_nonfinite: Option<(usize, f32)>,
+}
+
+/// The scalar reference of the `stats` kernel: [`Stats`] of little-endian `dtype` bytes.
+pub fn stats(dtype: DType, input: &[u8]) -> Stats {
+    let n = input.len() / dtype.itemsize();
+    let mut st = Stats::default();
+    for i in 0..n {
+        let x = convert::load(dtype, input, i);
+        if x.is_finite() {
+            let v = f64::from(x);
+            st.sumsq.0[i & 7] += v * v;
+            st.finite += 1;
+            st.amax = st.amax.max(x.abs());
+        } else if st.first_nonfinite.is_none() {
+            st.first_nonfinite = Some((i, x));
+        }
     }
+    st
 }
 
 #[inline(always)]
@@ -282,38 +337,6 @@ impl BitWriter {
     }
 }
 
-/// Maps `q` to symbols (counting them into `counts`, which must be [`ALPHABET`] long) and
-/// appends the extra bits to `extra` (not finished). Returns the number of escapes.
-pub fn symbolize(
-    q: &[i32],
-    symbols: &mut [u16],
-    counts: &mut [u32],
-    extra: &mut BitWriter,
-) -> usize {
-    debug_assert_eq!(q.len(), symbols.len());
-    let mut escapes = 0;
-    for (s, &v) in symbols.iter_mut().zip(q) {
-        let sym = if v == ESC_Q {
-            escapes += 1;
-            ESC
-        } else {
-            let z = zigzag(v);
-            if z < DIRECT {
-                z as u16
-            } else {
-                let w = z - DIRECT + 1;
-                let k = 31 - w.leading_zeros();
-                debug_assert!(k <= MAX_BUCKET);
-                extra.put(w - (1 << k), k);
-                (DIRECT + k) as u16
-            }
-        };
-        counts[sym as usize] += 1;
-        *s = sym;
-    }
-    escapes
-}
-
 /// The extra bits and the escapes that `symbols` call for.
 pub fn extra_and_escapes(symbols: &[u16]) -> (usize, usize) {
     let mut bits = 0usize;
@@ -327,45 +350,6 @@ pub fn extra_and_escapes(symbols: &[u16]) -> (usize, usize) {
         }
     }
     (bits, escapes)
-}
-
-/// Maps symbols back to `q` (escapes become [`ESC_Q`]), reading the extra bits from
-/// `extra`, which must hold exactly the bits [`extra_and_escapes`] counts, padded with zero
-/// bits to a whole byte.
-pub fn desymbolize(symbols: &[u16], extra: &[u8], q: &mut [i32]) -> Result<()> {
-    debug_assert_eq!(symbols.len(), q.len());
-    let mut acc: u64 = 0;
-    let mut bits: u32 = 0;
-    let mut at = 0usize;
-    for (o, &s) in q.iter_mut().zip(symbols) {
-        let s = u32::from(s);
-        *o = if s < DIRECT {
-            unzigzag(s)
-        } else if s == u32::from(ESC) {
-            ESC_Q
-        } else {
-            let k = s - DIRECT;
-            ensure_frame!(
-                k <= MAX_BUCKET,
-                "quantizer symbol {s} is not in the alphabet"
-            );
-            while bits < k {
-                ensure_frame!(at < extra.len(), "quantizer extra bits run out");
-                acc |= u64::from(extra[at]) << bits;
-                at += 1;
-                bits += 8;
-            }
-            let v = (acc as u32) & ((1u32 << k) - 1);
-            acc >>= k;
-            bits -= k;
-            unzigzag(DIRECT - 1 + (1 << k) + v)
-        };
-    }
-    ensure_frame!(
-        at == extra.len() && acc == 0,
-        "quantizer extra bits have unused or nonzero padding bits"
-    );
-    Ok(())
 }
 
 #[cfg(test)]
@@ -394,19 +378,48 @@ mod tests {
         assert_eq!(zigzag(240), 480);
     }
 
+    fn f32_bytes(xs: &[f32]) -> Vec<u8> {
+        xs.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    fn args(dtype: DType, max_abs: f64, lane0: usize) -> QuantArgs {
+        QuantArgs {
+            dtype,
+            rounding: Rounding::Nearest,
+            base: 0,
+            max_abs,
+            lane0,
+        }
+    }
+
+    /// Encodes, then decodes the symbols back to `q` (`ESC_Q` for escapes).
+    fn quantize(a: &QuantArgs, xs: &[f32], step: f32, err: &mut ErrSum) -> Vec<i32> {
+        let input = f32_bytes(xs);
+        let mut symbols = vec![0u16; xs.len()];
+        let mut extra = BitWriter::default();
+        encode_symbols(a, &input, Step::One(step), &mut symbols, &mut extra, err);
+        extra.finish();
+        let mut r = BitReader::new(&extra.bytes);
+        let q = symbols
+            .iter()
+            .map(|&s| match u32::from(s) {
+                s if s < DIRECT => unzigzag(s),
+                s if s == u32::from(ESC) => ESC_Q,
+                s => bucket_q(s, &mut r).unwrap(),
+            })
+            .collect();
+        r.finish().unwrap();
+        q
+    }
+
     #[test]
     fn nearest_rounding_errs_at_most_half_a_step() {
         let xs: Vec<f32> = (0..10_000)
             .map(|i| (i as f32 * 0.37).sin() * 100.0)
             .collect();
         let step = 0.125;
-        let mut q = vec![0; xs.len()];
         let mut err = ErrSum::default();
-        let check = Check {
-            dtype: DType::F32,
-            max_abs: f64::INFINITY,
-        };
-        quantize_run(&xs, step, Rounding::Nearest, 0, &check, &mut q, &mut err, 0);
+        let q = quantize(&args(DType::F32, f64::INFINITY, 0), &xs, step, &mut err);
         let mut sum = 0.0;
         for (&x, &v) in xs.iter().zip(&q) {
             let d = f64::from(v as f32 * step) - f64::from(x);
@@ -414,52 +427,71 @@ mod tests {
             sum += d * d;
         }
         assert!((err.total() - sum).abs() <= 1e-9 * sum);
+        // Decoding reconstructs the same values.
+        let symbols: Vec<u16> = q.iter().map(|&v| symbol_of(v).0).collect();
+        let mut extra = BitWriter::default();
+        for &v in &q {
+            let (_, bits, k) = symbol_of(v);
+            extra.put(bits, k);
+        }
+        extra.finish();
+        let mut out = vec![0u8; 4 * xs.len()];
+        let mut r = BitReader::new(&extra.bytes);
+        decode_symbols(DType::F32, &symbols, Step::One(step), &mut r, &mut out).unwrap();
+        r.finish().unwrap();
+        for (o, &v) in out.chunks_exact(4).zip(&q) {
+            assert_eq!(f32::from_le_bytes(o.try_into().unwrap()), v as f32 * step);
+        }
     }
 
     #[test]
     fn bounds_escape_and_limits() {
-        let check = Check {
-            dtype: DType::BF16,
-            max_abs: 0.004,
-        };
         // Near 1.0, bfloat16's spacing (2^-7) exceeds twice the bound: some escape.
         let xs: Vec<f32> = (0..256)
             .map(|i| convert::bf16_to_f32(0x3f80 + i as u16))
             .chain([f32::NAN, f32::INFINITY, 1e30])
             .collect();
-        let mut q = vec![0; xs.len()];
+        let input: Vec<u8> = xs
+            .iter()
+            .flat_map(|&x| convert::f32_to_bf16(x).to_le_bytes())
+            .collect();
+        let a = args(DType::BF16, 0.004, 3);
+        let mut symbols = vec![0u16; xs.len()];
+        let mut extra = BitWriter::default();
         let mut err = ErrSum::default();
-        quantize_run(
-            &xs,
-            0.008,
-            Rounding::Nearest,
-            0,
-            &check,
-            &mut q,
+        let escapes = encode_symbols(
+            &a,
+            &input,
+            Step::One(0.008),
+            &mut symbols,
+            &mut extra,
             &mut err,
-            3,
         );
-        for (&x, &v) in xs.iter().zip(&q) {
-            if v != ESC_Q {
-                let y = convert::round_sat(DType::BF16, v as f32 * 0.008);
+        for (&x, &s) in xs.iter().zip(&symbols) {
+            if u32::from(s) < DIRECT {
+                let y = convert::round_sat(DType::BF16, unzigzag(u32::from(s)) as f32 * 0.008);
                 assert!((f64::from(y) - f64::from(x)).abs() <= 0.004);
             }
         }
-        assert!(q[..256].contains(&ESC_Q));
-        assert_eq!(&q[256..], &[ESC_Q; 3]);
+        assert!(symbols[..256].contains(&ESC));
+        assert_eq!(&symbols[256..], &[ESC; 3]);
+        assert_eq!(escapes, symbols.iter().filter(|&&s| s == ESC).count());
+        assert_eq!(extra_and_escapes(&symbols).1, escapes);
         // A zero step codes zeros.
-        let mut q = vec![7; 2];
-        quantize_run(
-            &[0.0, -0.0],
-            0.0,
-            Rounding::Nearest,
-            0,
-            &check,
-            &mut q,
-            &mut err,
-            0,
-        );
+        let mut err = ErrSum::default();
+        let q = quantize(&args(DType::F32, 0.004, 0), &[0.0, -0.0], 0.0, &mut err);
         assert_eq!(q, vec![0, 0]);
+    }
+
+    #[test]
+    fn stats_skip_nonfinite_values() {
+        let xs = [1.0f32, -3.0, f32::NAN, 2.0, f32::NEG_INFINITY];
+        let st = stats(DType::F32, &f32_bytes(&xs));
+        assert_eq!(st.finite, 3);
+        assert_eq!(st.amax, 3.0);
+        assert_eq!(st.sumsq.total(), 14.0);
+        assert_eq!(st.sumsq.0[3], 4.0);
+        assert!(matches!(st.first_nonfinite, Some((2, v)) if v.is_nan()));
     }
 
     proptest! {
@@ -467,19 +499,13 @@ mod tests {
         fn symbols_round_trip(raw in proptest::collection::vec(any::<i32>(), 0..2000), shift in 0u32..31) {
             let q: Vec<i32> = raw
                 .iter()
-                .map(|&v| if v % 17 == 0 { ESC_Q } else { (v >> shift).clamp(-(1 << 24), 1 << 24) })
+                .map(|&v| (v >> shift).clamp(-(1 << 24), 1 << 24))
                 .collect();
-            let mut symbols = vec![0u16; q.len()];
-            let mut counts = vec![0u32; ALPHABET];
-            let mut extra = BitWriter::default();
-            let escapes = symbolize(&q, &mut symbols, &mut counts, &mut extra);
-            extra.finish();
-            let (bits, esc2) = extra_and_escapes(&symbols);
-            prop_assert_eq!(escapes, esc2);
-            prop_assert_eq!(bits.div_ceil(8), extra.bytes.len());
-            prop_assert!(symbols.iter().all(|&s| (s as usize) < ALPHABET));
-            let mut back = vec![0i32; q.len()];
-            desymbolize(&symbols, &extra.bytes, &mut back).unwrap();
+            // Every q is an exact multiple of a step of 1 in f32.
+            let xs: Vec<f32> = q.iter().map(|&v| v as f32).collect();
+            let mut err = ErrSum::default();
+            let back = quantize(&args(DType::F32, f64::INFINITY, 0), &xs, 1.0, &mut err);
+            prop_assert_eq!(err.total(), 0.0);
             prop_assert_eq!(back, q);
         }
     }

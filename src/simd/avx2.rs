@@ -17,6 +17,7 @@
 use std::arch::x86_64::*;
 
 use super::common::{add_histogram, alphabet, vector_layout};
+use super::vector::Simd;
 use super::{scalar, FloatSplit, Kernels, Level};
 use crate::entropy::rans::{MAX_ALPHABET, MAX_PROB_BITS, RANS_L};
 use crate::quant::bitpack;
@@ -33,6 +34,16 @@ pub const KERNELS: Kernels = Kernels {
     split,
     pack_mantissa,
     merge,
+    to_f32: lossy_kernels::to_f32,
+    from_f32: lossy_kernels::from_f32,
+    block_encode: lossy_kernels::block_encode,
+    block_decode: lossy_kernels::block_decode,
+    pack_codes: lossy_kernels::pack_codes,
+    unpack_codes: lossy_kernels::unpack_codes,
+    stats: lossy_kernels::stats,
+    uniform_encode: lossy_kernels::uniform_encode,
+    uniform_decode: lossy_kernels::uniform_decode,
+    extra_count: lossy_kernels::extra_count,
 };
 
 /// `_mm_shuffle_epi8` controls, by 8-bit lane mask `m`, that move 16-bit word `k` to the
@@ -765,3 +776,390 @@ unsafe fn merge_blocks<const BYTES: usize>(
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The lossy kernels: `vector.rs`'s generic bodies over 8 lanes
+// ---------------------------------------------------------------------------------------
+
+/// AVX2 lanes for the generic kernels: 8 `f32`, masks as all-ones lanes, the eight `f64`
+/// error sums in two registers.
+#[derive(Clone, Copy)]
+pub(super) struct V256;
+
+/// `_mm256_shuffle_epi8` control that gathers the low 16 bits of each 32-bit lane into the
+/// low 8 bytes of each 128-bit half.
+const LOW16: [i8; 32] = [
+    0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1,
+    -1, -1, -1, -1, -1,
+];
+
+/// As [`LOW16`], the low 8 bits into the low 4 bytes.
+const LOW8: [i8; 32] = [
+    0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1,
+];
+
+/// `_mm_shuffle_epi8` control that transposes a 4x4 byte matrix (byte `k` of word `l` to
+/// byte `l` of word `k`).
+const BYTES_4X4: [i8; 16] = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
+
+/// The increment of the stochastic-rounding counter.
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// `a * b` in 64-bit lanes, wrapping.
+#[inline(always)]
+unsafe fn mul64(a: __m256i, b: __m256i) -> __m256i {
+    let lo = _mm256_mul_epu32(a, b);
+    let cross = _mm256_add_epi64(
+        _mm256_mul_epu32(_mm256_srli_epi64::<32>(a), b),
+        _mm256_mul_epu32(a, _mm256_srli_epi64::<32>(b)),
+    );
+    _mm256_add_epi64(lo, _mm256_slli_epi64::<32>(cross))
+}
+
+/// splitmix64's finalizer, then the top 24 bits (in the low half of each 64-bit lane).
+#[inline(always)]
+unsafe fn mix24(z: __m256i) -> __m256i {
+    let z = _mm256_xor_si256(z, _mm256_srli_epi64::<30>(z));
+    let z = mul64(z, _mm256_set1_epi64x(0xBF58_476D_1CE4_E5B9u64 as i64));
+    let z = _mm256_xor_si256(z, _mm256_srli_epi64::<27>(z));
+    let z = mul64(z, _mm256_set1_epi64x(0x94D0_49BB_1331_11EBu64 as i64));
+    let z = _mm256_xor_si256(z, _mm256_srli_epi64::<31>(z));
+    _mm256_srli_epi64::<40>(z)
+}
+
+/// The low 32 bits of the four 64-bit lanes of `a`, then of `b`.
+#[inline(always)]
+unsafe fn narrow64(a: __m256i, b: __m256i) -> __m256i {
+    let idx = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    let a = _mm256_permutevar8x32_epi32(a, idx);
+    let b = _mm256_permutevar8x32_epi32(b, idx);
+    _mm256_inserti128_si256::<1>(a, _mm256_castsi256_si128(b))
+}
+
+/// The two 64-bit halves of an 8-lane mask.
+#[inline(always)]
+unsafe fn widen_mask(m: __m256i) -> (__m256d, __m256d) {
+    (
+        _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(m))),
+        _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(m))),
+    )
+}
+
+/// `f64(y) - f64(x)` of the low and the high four lanes.
+#[inline(always)]
+unsafe fn diffs(y: __m256, x: __m256) -> (__m256d, __m256d) {
+    (
+        _mm256_sub_pd(
+            _mm256_cvtps_pd(_mm256_castps256_ps128(y)),
+            _mm256_cvtps_pd(_mm256_castps256_ps128(x)),
+        ),
+        _mm256_sub_pd(
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(y)),
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x)),
+        ),
+    )
+}
+
+// SAFETY: the methods wrap AVX2 (and SSSE3) intrinsics; `Simd`'s contract (features present
+// and enabled, the named bytes readable or writable) is the caller's.
+unsafe impl Simd for V256 {
+    const W: usize = 8;
+    type F = __m256;
+    type I = __m256i;
+    type M = __m256i;
+    type D = [__m256d; 2];
+    type Acc = [__m256d; 2];
+
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> __m256 {
+        _mm256_set1_ps(v)
+    }
+    #[inline(always)]
+    unsafe fn splat_i(v: i32) -> __m256i {
+        _mm256_set1_epi32(v)
+    }
+    #[inline(always)]
+    unsafe fn load_f32(p: *const u8) -> __m256 {
+        _mm256_loadu_ps(p.cast())
+    }
+    #[inline(always)]
+    unsafe fn load_i32(p: *const u8) -> __m256i {
+        _mm256_loadu_si256(p.cast())
+    }
+    #[inline(always)]
+    unsafe fn load_u16(p: *const u8) -> __m256i {
+        _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()))
+    }
+    #[inline(always)]
+    unsafe fn load_u8(p: *const u8) -> __m256i {
+        _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.cast()))
+    }
+    #[inline(always)]
+    unsafe fn store_f32(p: *mut u8, v: __m256) {
+        _mm256_storeu_ps(p.cast(), v)
+    }
+    #[inline(always)]
+    unsafe fn store_i32(p: *mut u8, v: __m256i) {
+        _mm256_storeu_si256(p.cast(), v)
+    }
+    #[inline(always)]
+    unsafe fn store_u16(p: *mut u8, v: __m256i) {
+        let t = _mm256_shuffle_epi8(v, _mm256_loadu_si256(LOW16.as_ptr().cast()));
+        let t = _mm256_permute4x64_epi64::<0b00_00_10_00>(t);
+        _mm_storeu_si128(p.cast(), _mm256_castsi256_si128(t))
+    }
+    #[inline(always)]
+    unsafe fn store_u8(p: *mut u8, v: __m256i) {
+        let t = _mm256_shuffle_epi8(v, _mm256_loadu_si256(LOW8.as_ptr().cast()));
+        let w = _mm_unpacklo_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t));
+        _mm_storel_epi64(p.cast(), w)
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        _mm256_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+        _mm256_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+        _mm256_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn div(a: __m256, b: __m256) -> __m256 {
+        _mm256_div_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn min(a: __m256, b: __m256) -> __m256 {
+        _mm256_min_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn max(a: __m256, b: __m256) -> __m256 {
+        _mm256_max_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn round_even(a: __m256) -> __m256 {
+        _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a)
+    }
+    #[inline(always)]
+    unsafe fn cvt_fi(a: __m256) -> __m256i {
+        _mm256_cvttps_epi32(a)
+    }
+    #[inline(always)]
+    unsafe fn cvt_if(a: __m256i) -> __m256 {
+        _mm256_cvtepi32_ps(a)
+    }
+    #[inline(always)]
+    unsafe fn bits(a: __m256) -> __m256i {
+        _mm256_castps_si256(a)
+    }
+    #[inline(always)]
+    unsafe fn from_bits(a: __m256i) -> __m256 {
+        _mm256_castsi256_ps(a)
+    }
+    #[inline(always)]
+    unsafe fn gt(a: __m256, b: __m256) -> __m256i {
+        _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(a, b))
+    }
+    #[inline(always)]
+    unsafe fn ge(a: __m256, b: __m256) -> __m256i {
+        _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GE_OQ>(a, b))
+    }
+    #[inline(always)]
+    unsafe fn unord(a: __m256, b: __m256) -> __m256i {
+        _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(a, b))
+    }
+    #[inline(always)]
+    unsafe fn not_le(a: __m256, b: __m256) -> __m256i {
+        _mm256_castps_si256(_mm256_cmp_ps::<_CMP_NLE_UQ>(a, b))
+    }
+    #[inline(always)]
+    unsafe fn iadd(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn isub(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_sub_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn and(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_and_si256(a, b)
+    }
+    #[inline(always)]
+    unsafe fn or(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_or_si256(a, b)
+    }
+    #[inline(always)]
+    unsafe fn xor(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_xor_si256(a, b)
+    }
+    #[inline(always)]
+    unsafe fn shl(a: __m256i, n: u32) -> __m256i {
+        _mm256_sll_epi32(a, _mm_cvtsi32_si128(n as i32))
+    }
+    #[inline(always)]
+    unsafe fn shr(a: __m256i, n: u32) -> __m256i {
+        _mm256_srl_epi32(a, _mm_cvtsi32_si128(n as i32))
+    }
+    #[inline(always)]
+    unsafe fn sra(a: __m256i, n: u32) -> __m256i {
+        _mm256_sra_epi32(a, _mm_cvtsi32_si128(n as i32))
+    }
+    #[inline(always)]
+    unsafe fn ieq(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_cmpeq_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn igt(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_cmpgt_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn imax(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_max_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sel_f(m: __m256i, a: __m256, b: __m256) -> __m256 {
+        _mm256_blendv_ps(b, a, _mm256_castsi256_ps(m))
+    }
+    #[inline(always)]
+    unsafe fn sel_i(m: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_blendv_epi8(b, a, m)
+    }
+    #[inline(always)]
+    unsafe fn m_and(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_and_si256(a, b)
+    }
+    #[inline(always)]
+    unsafe fn m_or(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_or_si256(a, b)
+    }
+    #[inline(always)]
+    unsafe fn m_not(a: __m256i) -> __m256i {
+        _mm256_xor_si256(a, _mm256_set1_epi32(-1))
+    }
+    #[inline(always)]
+    unsafe fn mask_bits(m: __m256i) -> u32 {
+        _mm256_movemask_ps(_mm256_castsi256_ps(m)) as u32
+    }
+    #[inline(always)]
+    unsafe fn mask_from_bits(b: u32) -> __m256i {
+        let bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(b as i32), bit), bit)
+    }
+    #[inline(always)]
+    unsafe fn hmax_i(a: __m256i) -> i32 {
+        let m = _mm_max_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
+        let m = _mm_max_epi32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
+        let m = _mm_max_epi32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
+        _mm_cvtsi128_si32(m)
+    }
+    #[inline(always)]
+    unsafe fn acc_load(s: &[f64; 8]) -> [__m256d; 2] {
+        [
+            _mm256_loadu_pd(s.as_ptr()),
+            _mm256_loadu_pd(s.as_ptr().add(4)),
+        ]
+    }
+    #[inline(always)]
+    unsafe fn acc_store(acc: [__m256d; 2], s: &mut [f64; 8]) {
+        _mm256_storeu_pd(s.as_mut_ptr(), acc[0]);
+        _mm256_storeu_pd(s.as_mut_ptr().add(4), acc[1]);
+    }
+    #[inline(always)]
+    unsafe fn diff(y: __m256, x: __m256) -> [__m256d; 2] {
+        let (lo, hi) = diffs(y, x);
+        [lo, hi]
+    }
+    #[inline(always)]
+    unsafe fn widen(d: __m256) -> [__m256d; 2] {
+        [
+            _mm256_cvtps_pd(_mm256_castps256_ps128(d)),
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(d)),
+        ]
+    }
+    #[inline(always)]
+    unsafe fn err_add(acc: &mut [__m256d; 2], d: [__m256d; 2], max_abs: f64, lane: usize) -> u32 {
+        debug_assert_eq!(lane, 0);
+        let max = _mm256_set1_pd(max_abs);
+        let abs = _mm256_castsi256_pd(_mm256_set1_epi64x(i64::MAX));
+        let mut bits = 0;
+        for (k, d) in d.into_iter().enumerate() {
+            let bad = _mm256_or_pd(
+                _mm256_cmp_pd::<_CMP_UNORD_Q>(d, d),
+                _mm256_cmp_pd::<_CMP_GT_OQ>(_mm256_and_pd(d, abs), max),
+            );
+            let sum = _mm256_add_pd(acc[k], _mm256_mul_pd(d, d));
+            acc[k] = _mm256_blendv_pd(sum, acc[k], bad);
+            bits |= (_mm256_movemask_pd(bad) as u32) << (4 * k);
+        }
+        bits
+    }
+    #[inline(always)]
+    unsafe fn err_add_keep(acc: &mut [__m256d; 2], d: [__m256d; 2], keep: __m256i, lane: usize) {
+        debug_assert_eq!(lane, 0);
+        let (klo, khi) = widen_mask(keep);
+        acc[0] = _mm256_blendv_pd(
+            acc[0],
+            _mm256_add_pd(acc[0], _mm256_mul_pd(d[0], d[0])),
+            klo,
+        );
+        acc[1] = _mm256_blendv_pd(
+            acc[1],
+            _mm256_add_pd(acc[1], _mm256_mul_pd(d[1], d[1])),
+            khi,
+        );
+    }
+    #[inline(always)]
+    unsafe fn sq_add(acc: &mut [__m256d; 2], v: __m256, lane: usize) {
+        debug_assert_eq!(lane, 0);
+        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
+        acc[0] = _mm256_add_pd(acc[0], _mm256_mul_pd(lo, lo));
+        acc[1] = _mm256_add_pd(acc[1], _mm256_mul_pd(hi, hi));
+    }
+    #[inline(always)]
+    unsafe fn thresholds(seed: u64, index: u64) -> __m256 {
+        let z0 = seed.wrapping_add(index.wrapping_add(1).wrapping_mul(GOLDEN));
+        let g = |k: u64| GOLDEN.wrapping_mul(k) as i64;
+        let lo = _mm256_add_epi64(
+            _mm256_set1_epi64x(z0 as i64),
+            _mm256_setr_epi64x(0, g(1), g(2), g(3)),
+        );
+        let hi = _mm256_add_epi64(lo, _mm256_set1_epi64x(g(4)));
+        let h = narrow64(mix24(lo), mix24(hi));
+        _mm256_mul_ps(_mm256_cvtepi32_ps(h), _mm256_set1_ps(1.0 / 16_777_216.0))
+    }
+    #[inline(always)]
+    unsafe fn transpose_4x16(src: *const u8, dst: *mut u8) {
+        let r = |k: usize| _mm_loadu_si128(src.add(16 * k).cast());
+        let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
+        let a = _mm_unpacklo_epi8(r0, r1);
+        let b = _mm_unpackhi_epi8(r0, r1);
+        let c = _mm_unpacklo_epi8(r2, r3);
+        let d = _mm_unpackhi_epi8(r2, r3);
+        _mm_storeu_si128(dst.cast(), _mm_unpacklo_epi16(a, c));
+        _mm_storeu_si128(dst.add(16).cast(), _mm_unpackhi_epi16(a, c));
+        _mm_storeu_si128(dst.add(32).cast(), _mm_unpacklo_epi16(b, d));
+        _mm_storeu_si128(dst.add(48).cast(), _mm_unpackhi_epi16(b, d));
+    }
+    #[inline(always)]
+    unsafe fn untranspose_4x16(src: *const u8, dst: *mut u8) {
+        // Within each 16 bytes (words l = 4q .. 4q + 3), gather byte k of the four words
+        // into dword k; then dword k of the four registers is row k.
+        let t = _mm_loadu_si128(BYTES_4X4.as_ptr().cast());
+        let w = |q: usize| _mm_shuffle_epi8(_mm_loadu_si128(src.add(16 * q).cast()), t);
+        let (w0, w1, w2, w3) = (w(0), w(1), w(2), w(3));
+        let a = _mm_unpacklo_epi32(w0, w1);
+        let b = _mm_unpackhi_epi32(w0, w1);
+        let c = _mm_unpacklo_epi32(w2, w3);
+        let d = _mm_unpackhi_epi32(w2, w3);
+        _mm_storeu_si128(dst.cast(), _mm_unpacklo_epi64(a, c));
+        _mm_storeu_si128(dst.add(16).cast(), _mm_unpackhi_epi64(a, c));
+        _mm_storeu_si128(dst.add(32).cast(), _mm_unpacklo_epi64(b, d));
+        _mm_storeu_si128(dst.add(48).cast(), _mm_unpackhi_epi64(b, d));
+    }
+}
+
+super::vector::vector_kernels!(V256, "avx2,popcnt", supported);

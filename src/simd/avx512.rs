@@ -1,4 +1,4 @@
-//! AVX-512 kernels (F, BW, VL, VBMI and VBMI2, with POPCNT).
+//! AVX-512 kernels (F, BW, VL, DQ, VBMI and VBMI2, with POPCNT).
 //!
 //! Each kernel is a safe wrapper around a `#[target_feature]` function. The wrapper checks
 //! that the CPU has the features and that the sizes and parameters fit the vector path, and
@@ -17,6 +17,7 @@
 use std::arch::x86_64::*;
 
 use super::common::{add_histogram, alphabet, vector_layout};
+use super::vector::Simd;
 use super::{scalar, FloatSplit, Kernels, Level};
 use crate::entropy::rans::{MAX_PROB_BITS, RANS_L};
 use crate::quant::bitpack;
@@ -26,6 +27,7 @@ pub fn supported() -> bool {
     is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512dq")
         && is_x86_feature_detected!("avx512vbmi")
         && is_x86_feature_detected!("avx512vbmi2")
         && is_x86_feature_detected!("popcnt")
@@ -38,6 +40,16 @@ pub const KERNELS: Kernels = Kernels {
     split,
     pack_mantissa,
     merge,
+    to_f32: lossy_kernels::to_f32,
+    from_f32: lossy_kernels::from_f32,
+    block_encode: lossy_kernels::block_encode,
+    block_decode: lossy_kernels::block_decode,
+    pack_codes: lossy_kernels::pack_codes,
+    unpack_codes: lossy_kernels::unpack_codes,
+    stats: lossy_kernels::stats,
+    uniform_encode: lossy_kernels::uniform_encode,
+    uniform_decode: lossy_kernels::uniform_decode,
+    extra_count: lossy_kernels::extra_count,
 };
 
 /// Index vector for `_mm512_permutex2var_epi16` that takes the low 16 bits of every 32-bit
@@ -782,3 +794,326 @@ unsafe fn merge_blocks<const BYTES: usize>(
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The lossy kernels: `vector.rs`'s generic bodies over 16 lanes
+// ---------------------------------------------------------------------------------------
+
+/// AVX-512 lanes for the generic kernels: 16 `f32`, masks in `k` registers, the eight `f64`
+/// error sums in one register.
+#[derive(Clone, Copy)]
+pub(super) struct V512;
+
+/// `vpermb` indices of [`Simd::transpose_4x16`]: byte `4 l + r` takes byte `16 r + l`.
+const TRANSPOSE: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        t[i] = (16 * (i % 4) + i / 4) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The inverse permutation: byte `16 r + l` takes byte `4 l + r`.
+const UNTRANSPOSE: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        t[i] = (4 * (i % 16) + i / 16) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The increment of the stochastic-rounding counter.
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// splitmix64's finalizer of eight counters, then their top 24 bits.
+#[inline(always)]
+unsafe fn mix24(z: __m512i) -> __m256i {
+    let z = _mm512_xor_si512(z, _mm512_srli_epi64::<30>(z));
+    let z = _mm512_mullo_epi64(z, _mm512_set1_epi64(0xBF58_476D_1CE4_E5B9u64 as i64));
+    let z = _mm512_xor_si512(z, _mm512_srli_epi64::<27>(z));
+    let z = _mm512_mullo_epi64(z, _mm512_set1_epi64(0x94D0_49BB_1331_11EBu64 as i64));
+    let z = _mm512_xor_si512(z, _mm512_srli_epi64::<31>(z));
+    _mm512_cvtepi64_epi32(_mm512_srli_epi64::<40>(z))
+}
+
+// SAFETY: the methods wrap AVX-512 F/BW/DQ/VBMI intrinsics; `Simd`'s contract (features
+// present and enabled, the named bytes readable or writable) is the caller's.
+unsafe impl Simd for V512 {
+    const W: usize = 16;
+    type F = __m512;
+    type I = __m512i;
+    type M = __mmask16;
+    type D = [__m512d; 2];
+    type Acc = __m512d;
+
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> __m512 {
+        _mm512_set1_ps(v)
+    }
+    #[inline(always)]
+    unsafe fn splat_i(v: i32) -> __m512i {
+        _mm512_set1_epi32(v)
+    }
+    #[inline(always)]
+    unsafe fn load_f32(p: *const u8) -> __m512 {
+        _mm512_loadu_ps(p.cast())
+    }
+    #[inline(always)]
+    unsafe fn load_i32(p: *const u8) -> __m512i {
+        _mm512_loadu_si512(p.cast())
+    }
+    #[inline(always)]
+    unsafe fn load_u16(p: *const u8) -> __m512i {
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast()))
+    }
+    #[inline(always)]
+    unsafe fn load_u8(p: *const u8) -> __m512i {
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(p.cast()))
+    }
+    #[inline(always)]
+    unsafe fn store_f32(p: *mut u8, v: __m512) {
+        _mm512_storeu_ps(p.cast(), v)
+    }
+    #[inline(always)]
+    unsafe fn store_i32(p: *mut u8, v: __m512i) {
+        _mm512_storeu_si512(p.cast(), v)
+    }
+    #[inline(always)]
+    unsafe fn store_u16(p: *mut u8, v: __m512i) {
+        _mm256_storeu_si256(p.cast(), _mm512_cvtepi32_epi16(v))
+    }
+    #[inline(always)]
+    unsafe fn store_u8(p: *mut u8, v: __m512i) {
+        _mm_storeu_si128(p.cast(), _mm512_cvtepi32_epi8(v))
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m512, b: __m512) -> __m512 {
+        _mm512_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m512, b: __m512) -> __m512 {
+        _mm512_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+        _mm512_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn div(a: __m512, b: __m512) -> __m512 {
+        _mm512_div_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn min(a: __m512, b: __m512) -> __m512 {
+        _mm512_min_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn max(a: __m512, b: __m512) -> __m512 {
+        _mm512_max_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn round_even(a: __m512) -> __m512 {
+        _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a)
+    }
+    #[inline(always)]
+    unsafe fn cvt_fi(a: __m512) -> __m512i {
+        _mm512_cvttps_epi32(a)
+    }
+    #[inline(always)]
+    unsafe fn cvt_if(a: __m512i) -> __m512 {
+        _mm512_cvtepi32_ps(a)
+    }
+    #[inline(always)]
+    unsafe fn bits(a: __m512) -> __m512i {
+        _mm512_castps_si512(a)
+    }
+    #[inline(always)]
+    unsafe fn from_bits(a: __m512i) -> __m512 {
+        _mm512_castsi512_ps(a)
+    }
+    #[inline(always)]
+    unsafe fn gt(a: __m512, b: __m512) -> __mmask16 {
+        _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b)
+    }
+    #[inline(always)]
+    unsafe fn ge(a: __m512, b: __m512) -> __mmask16 {
+        _mm512_cmp_ps_mask::<_CMP_GE_OQ>(a, b)
+    }
+    #[inline(always)]
+    unsafe fn unord(a: __m512, b: __m512) -> __mmask16 {
+        _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, b)
+    }
+    #[inline(always)]
+    unsafe fn not_le(a: __m512, b: __m512) -> __mmask16 {
+        _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(a, b)
+    }
+    #[inline(always)]
+    unsafe fn iadd(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_add_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn isub(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_sub_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn and(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_and_si512(a, b)
+    }
+    #[inline(always)]
+    unsafe fn or(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_or_si512(a, b)
+    }
+    #[inline(always)]
+    unsafe fn xor(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_xor_si512(a, b)
+    }
+    #[inline(always)]
+    unsafe fn shl(a: __m512i, n: u32) -> __m512i {
+        _mm512_sll_epi32(a, _mm_cvtsi32_si128(n as i32))
+    }
+    #[inline(always)]
+    unsafe fn shr(a: __m512i, n: u32) -> __m512i {
+        _mm512_srl_epi32(a, _mm_cvtsi32_si128(n as i32))
+    }
+    #[inline(always)]
+    unsafe fn sra(a: __m512i, n: u32) -> __m512i {
+        _mm512_sra_epi32(a, _mm_cvtsi32_si128(n as i32))
+    }
+    #[inline(always)]
+    unsafe fn ieq(a: __m512i, b: __m512i) -> __mmask16 {
+        _mm512_cmpeq_epi32_mask(a, b)
+    }
+    #[inline(always)]
+    unsafe fn igt(a: __m512i, b: __m512i) -> __mmask16 {
+        _mm512_cmpgt_epi32_mask(a, b)
+    }
+    #[inline(always)]
+    unsafe fn imax(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_max_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sel_f(m: __mmask16, a: __m512, b: __m512) -> __m512 {
+        _mm512_mask_blend_ps(m, b, a)
+    }
+    #[inline(always)]
+    unsafe fn sel_i(m: __mmask16, a: __m512i, b: __m512i) -> __m512i {
+        _mm512_mask_blend_epi32(m, b, a)
+    }
+    #[inline(always)]
+    unsafe fn m_and(a: __mmask16, b: __mmask16) -> __mmask16 {
+        a & b
+    }
+    #[inline(always)]
+    unsafe fn m_or(a: __mmask16, b: __mmask16) -> __mmask16 {
+        a | b
+    }
+    #[inline(always)]
+    unsafe fn m_not(a: __mmask16) -> __mmask16 {
+        !a
+    }
+    #[inline(always)]
+    unsafe fn mask_bits(m: __mmask16) -> u32 {
+        u32::from(m)
+    }
+    #[inline(always)]
+    unsafe fn mask_from_bits(b: u32) -> __mmask16 {
+        b as __mmask16
+    }
+    #[inline(always)]
+    unsafe fn hmax_i(a: __m512i) -> i32 {
+        _mm512_reduce_max_epi32(a)
+    }
+    #[inline(always)]
+    unsafe fn acc_load(s: &[f64; 8]) -> __m512d {
+        _mm512_loadu_pd(s.as_ptr())
+    }
+    #[inline(always)]
+    unsafe fn acc_store(acc: __m512d, s: &mut [f64; 8]) {
+        _mm512_storeu_pd(s.as_mut_ptr(), acc)
+    }
+    #[inline(always)]
+    unsafe fn diff(y: __m512, x: __m512) -> [__m512d; 2] {
+        [
+            _mm512_sub_pd(
+                _mm512_cvtps_pd(_mm512_castps512_ps256(y)),
+                _mm512_cvtps_pd(_mm512_castps512_ps256(x)),
+            ),
+            _mm512_sub_pd(
+                _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(y)),
+                _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(x)),
+            ),
+        ]
+    }
+    #[inline(always)]
+    unsafe fn widen(d: __m512) -> [__m512d; 2] {
+        [
+            _mm512_cvtps_pd(_mm512_castps512_ps256(d)),
+            _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(d)),
+        ]
+    }
+    #[inline(always)]
+    unsafe fn err_add(acc: &mut __m512d, d: [__m512d; 2], max_abs: f64, lane: usize) -> u32 {
+        debug_assert_eq!(lane, 0);
+        let max = _mm512_set1_pd(max_abs);
+        let mut bits = 0;
+        for (k, d) in d.into_iter().enumerate() {
+            let bad = _mm512_cmp_pd_mask::<_CMP_UNORD_Q>(d, d)
+                | _mm512_cmp_pd_mask::<_CMP_GT_OQ>(_mm512_abs_pd(d), max);
+            *acc = _mm512_mask_add_pd(*acc, !bad, *acc, _mm512_mul_pd(d, d));
+            bits |= u32::from(bad) << (8 * k);
+        }
+        bits
+    }
+    #[inline(always)]
+    unsafe fn err_add_keep(acc: &mut __m512d, d: [__m512d; 2], keep: __mmask16, lane: usize) {
+        debug_assert_eq!(lane, 0);
+        *acc = _mm512_mask_add_pd(*acc, keep as __mmask8, *acc, _mm512_mul_pd(d[0], d[0]));
+        *acc = _mm512_mask_add_pd(
+            *acc,
+            (keep >> 8) as __mmask8,
+            *acc,
+            _mm512_mul_pd(d[1], d[1]),
+        );
+    }
+    #[inline(always)]
+    unsafe fn sq_add(acc: &mut __m512d, v: __m512, lane: usize) {
+        debug_assert_eq!(lane, 0);
+        let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        let hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(v));
+        *acc = _mm512_add_pd(*acc, _mm512_mul_pd(lo, lo));
+        *acc = _mm512_add_pd(*acc, _mm512_mul_pd(hi, hi));
+    }
+    #[inline(always)]
+    unsafe fn thresholds(seed: u64, index: u64) -> __m512 {
+        let z0 = seed.wrapping_add(index.wrapping_add(1).wrapping_mul(GOLDEN));
+        let g = |k: u64| GOLDEN.wrapping_mul(k) as i64;
+        let lo = _mm512_add_epi64(
+            _mm512_set1_epi64(z0 as i64),
+            _mm512_setr_epi64(0, g(1), g(2), g(3), g(4), g(5), g(6), g(7)),
+        );
+        let hi = _mm512_add_epi64(lo, _mm512_set1_epi64(g(8)));
+        let h = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(mix24(lo)), mix24(hi));
+        _mm512_mul_ps(_mm512_cvtepi32_ps(h), _mm512_set1_ps(1.0 / 16_777_216.0))
+    }
+    #[inline(always)]
+    unsafe fn transpose_4x16(src: *const u8, dst: *mut u8) {
+        let v = _mm512_loadu_si512(src.cast());
+        let idx = _mm512_loadu_si512(TRANSPOSE.as_ptr().cast());
+        _mm512_storeu_si512(dst.cast(), _mm512_permutexvar_epi8(idx, v))
+    }
+    #[inline(always)]
+    unsafe fn untranspose_4x16(src: *const u8, dst: *mut u8) {
+        let v = _mm512_loadu_si512(src.cast());
+        let idx = _mm512_loadu_si512(UNTRANSPOSE.as_ptr().cast());
+        _mm512_storeu_si512(dst.cast(), _mm512_permutexvar_epi8(idx, v))
+    }
+}
+
+super::vector::vector_kernels!(
+    V512,
+    "avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,popcnt",
+    supported
+);

@@ -7,7 +7,9 @@
 //! `neon`, or `auto`) caps it: a level the CPU lacks falls back to the best one it has.
 //!
 //! Kernels take plain slices; the modules that own a format (entropy, transform, quant)
-//! check sizes and parameters before calling them.
+//! check sizes and parameters before calling them. The scalar references of the lossless
+//! kernels are in [`scalar`]; those of the lossy ones live beside their formats in
+//! [`crate::quant`] (`convert`, `block`, `bitpack`, `uniform`).
 
 pub mod scalar;
 
@@ -15,10 +17,20 @@ pub mod scalar;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod common;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod vector;
 
 use std::sync::OnceLock;
+
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::quant::block::{self, BlockFormat};
+use crate::quant::rounding::Rounding;
+use crate::quant::{bitpack, convert, uniform};
 
 /// An instruction-set level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -85,6 +97,54 @@ pub type PackMantissaFn = fn(fs: FloatSplit, input: &[u8], drop: u32, out: &mut 
 /// Rebuilds elements from symbols and packed mantissas.
 pub type MergeFn = fn(fs: FloatSplit, symbols: &[u16], packed: &[u8], drop: u32, out: &mut [u8]);
 
+/// Loads little-endian `dtype` elements as `f32` (exactly); scalar reference
+/// [`convert::load_all`].
+pub type ToF32Fn = fn(dtype: DType, input: &[u8], out: &mut [f32]);
+/// Rounds `f32` values to `dtype` (nearest-even, saturating) as little-endian bytes; scalar
+/// reference [`convert::store_all_sat`].
+pub type FromF32Fn = fn(dtype: DType, vals: &[f32], out: &mut [u8]);
+/// Block quantization of a chunk's elements into codes and stored scales; returns the count
+/// of non-finite elements. Scalar reference [`block::encode_blocks`].
+pub type BlockEncodeFn = fn(
+    fmt: &BlockFormat,
+    rounding: Rounding,
+    base: u64,
+    dtype: DType,
+    input: &[u8],
+    codes: &mut [u8],
+    scales: &mut [u8],
+) -> usize;
+/// Block dequantization into `dtype` bytes; scalar reference [`block::decode_blocks`].
+pub type BlockDecodeFn =
+    fn(fmt: &BlockFormat, dtype: DType, scales: &[u8], codes: &[u8], out: &mut [u8]);
+/// Packs `width <= 8`-bit codes; scalar reference [`bitpack::pack_bytes`].
+pub type PackCodesFn = fn(width: u32, codes: &[u8], out: &mut [u8]);
+/// Unpacks `width <= 8`-bit codes; scalar reference [`bitpack::unpack_bytes`].
+pub type UnpackCodesFn = fn(width: u32, packed: &[u8], codes: &mut [u8]);
+/// The first pass of the error-bounded encoder; scalar reference [`uniform::stats`].
+pub type StatsFn = fn(dtype: DType, input: &[u8]) -> uniform::Stats;
+/// Uniform quantization to symbols with error sums; scalar reference
+/// [`uniform::encode_symbols`].
+pub type UniformEncodeFn = fn(
+    a: &uniform::QuantArgs,
+    input: &[u8],
+    step: uniform::Step,
+    symbols: &mut [u16],
+    extra: &mut uniform::BitWriter,
+    err: &mut uniform::ErrSum,
+) -> usize;
+/// Reconstruction of uniform symbols; scalar reference [`uniform::decode_symbols`].
+pub type UniformDecodeFn = fn(
+    dtype: DType,
+    symbols: &[u16],
+    step: uniform::Step,
+    extra: &mut uniform::BitReader,
+    out: &mut [u8],
+) -> Result<()>;
+/// The extra bits and escapes of uniform symbols; scalar reference
+/// [`uniform::extra_and_escapes`].
+pub type ExtraCountFn = fn(symbols: &[u16]) -> (usize, usize);
+
 /// The kernels of one level.
 #[derive(Clone, Copy)]
 pub struct Kernels {
@@ -94,6 +154,16 @@ pub struct Kernels {
     pub split: SplitFn,
     pub pack_mantissa: PackMantissaFn,
     pub merge: MergeFn,
+    pub to_f32: ToF32Fn,
+    pub from_f32: FromF32Fn,
+    pub block_encode: BlockEncodeFn,
+    pub block_decode: BlockDecodeFn,
+    pub pack_codes: PackCodesFn,
+    pub unpack_codes: UnpackCodesFn,
+    pub stats: StatsFn,
+    pub uniform_encode: UniformEncodeFn,
+    pub uniform_decode: UniformDecodeFn,
+    pub extra_count: ExtraCountFn,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -112,6 +182,16 @@ pub const SCALAR: Kernels = Kernels {
     split: scalar::split,
     pack_mantissa: scalar::pack_mantissa,
     merge: scalar::merge,
+    to_f32: convert::load_all,
+    from_f32: convert::store_all_sat,
+    block_encode: block::encode_blocks,
+    block_decode: block::decode_blocks,
+    pack_codes: bitpack::pack_bytes,
+    unpack_codes: bitpack::unpack_bytes,
+    stats: uniform::stats,
+    uniform_encode: uniform::encode_symbols,
+    uniform_decode: uniform::decode_symbols,
+    extra_count: uniform::extra_and_escapes,
 };
 
 /// The best level this CPU supports.
@@ -123,6 +203,12 @@ pub fn detected() -> Level {
         }
         if avx2::supported() {
             return Level::Avx2;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if neon::supported() {
+            return Level::Neon;
         }
     }
     Level::Scalar
@@ -149,21 +235,76 @@ pub fn kernels_for(level: Level) -> Kernels {
             return avx2::KERNELS;
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if level >= Level::Neon {
+            return neon::KERNELS;
+        }
+    }
     let _ = level;
     SCALAR
 }
 
+/// The kernels of `level` (or of the best supported level below it), as a static.
+fn static_kernels(level: Level) -> &'static Kernels {
+    static SCALAR_K: Kernels = SCALAR;
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX512_K: Kernels = avx512::KERNELS;
+        static AVX2_K: Kernels = avx2::KERNELS;
+        match kernels_for(level).level {
+            Level::Avx512 => return &AVX512_K,
+            Level::Avx2 => return &AVX2_K,
+            _ => {}
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        static NEON_K: Kernels = neon::KERNELS;
+        if kernels_for(level).level == Level::Neon {
+            return &NEON_K;
+        }
+    }
+    let _ = level;
+    &SCALAR_K
+}
+
+thread_local! {
+    /// Kernels that [`with_level`] puts in place on this thread.
+    static OVERRIDE: std::cell::Cell<Option<&'static Kernels>> = const { std::cell::Cell::new(None) };
+}
+
 /// The kernels used by the codec: the detected level, capped by `IOTA_CODEC_SIMD`.
 pub fn kernels() -> &'static Kernels {
-    static K: OnceLock<Kernels> = OnceLock::new();
+    if let Some(k) = OVERRIDE.with(std::cell::Cell::get) {
+        return k;
+    }
+    static K: OnceLock<&'static Kernels> = OnceLock::new();
     K.get_or_init(|| {
         let cap = std::env::var("IOTA_CODEC_SIMD")
             .ok()
             .and_then(|v| Level::parse(&v))
             .unwrap_or(Level::Avx512);
-        kernels_for(cap)
+        static_kernels(cap)
     })
+}
+
+/// Runs `f` with the kernels of `level` (or of the best supported level below it) in
+/// place of [`kernels`] on the calling thread only: with one thread (`threads = 1`) a codec
+/// codes everything there. For tests and benchmarks that compare levels in one process.
+#[doc(hidden)]
+pub fn with_level<T>(level: Level, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<&'static Kernels>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OVERRIDE.with(|o| o.set(self.0));
+        }
+    }
+    let _restore = Restore(OVERRIDE.with(|o| o.replace(Some(static_kernels(level)))));
+    f()
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_lossy;

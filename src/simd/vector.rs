@@ -1,0 +1,1616 @@
+//! The lossy kernels, written once over [`Simd`]: a small vocabulary of lane-parallel
+//! operations that each vector level implements (AVX-512 with 16 `f32` lanes, AVX2 with 8,
+//! NEON with 4).
+//!
+//! A level instantiates the kernels with [`vector_kernels!`]: safe entry points that check
+//! the CPU and call `#[target_feature]` functions, which call the generic bodies here. Every
+//! [`Simd`] method and every body is `#[inline(always)]`, so a whole kernel is compiled with
+//! its level's features. A body runs its vector loop over what fits it and hands the rest
+//! (heads and tails, the rare groups that need a slow path, formats without a vector path) to
+//! the scalar reference or to scalar code written from it, so its results are the
+//! reference's, bit for bit, for every input; `tests.rs` checks that for every level.
+//!
+//! The arithmetic is the reference's, one IEEE operation for one: divisions stay divisions,
+//! no multiply-add is fused, rounding to integers is the instruction's round-to-nearest-even
+//! (the reference's two-addition trick gives the same result), and the `f64` error sums keep
+//! their eight lanes (element `i` in lane `i mod 8`, added in element order).
+
+use super::common::{add_histogram, alphabet, vector_layout};
+use super::{scalar, FloatSplit};
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::quant::block::{self, BlockFormat, ScaleFormat};
+use crate::quant::minifloat::{pow2, Element};
+use crate::quant::rounding::Rounding;
+use crate::quant::uniform::{
+    self, BitReader, BitWriter, ErrSum, QuantArgs, Stats, Step, DIRECT, ESC, Q_LIMIT,
+};
+use crate::quant::{bitpack, convert};
+
+/// The lane-parallel operations the generic kernels are written in. `F` holds `W` `f32`
+/// lanes, `I` as many 32-bit integers, `M` a lane mask; `Acc` holds eight `f64` sums.
+///
+/// # Safety
+///
+/// Implementations wrap one instruction set's intrinsics. Every method may only be called
+/// on a CPU that has the level's features, from code compiled with them (the methods are
+/// `#[inline(always)]` for that); the memory methods also need the bytes they name to be
+/// readable or writable. Integer lanes are two's complement; shifts take counts below 32
+/// and `shr` is logical; comparisons on `F` are ordered (false when either side is NaN).
+pub(crate) unsafe trait Simd: Copy {
+    /// `f32` lanes per vector.
+    const W: usize;
+    type F: Copy;
+    type I: Copy;
+    type M: Copy;
+    /// `W` `f64` values.
+    type D: Copy;
+    type Acc: Copy;
+
+    unsafe fn splat(v: f32) -> Self::F;
+    unsafe fn splat_i(v: i32) -> Self::I;
+
+    /// Reads `4 W` bytes.
+    unsafe fn load_f32(p: *const u8) -> Self::F;
+    /// Reads `4 W` bytes.
+    unsafe fn load_i32(p: *const u8) -> Self::I;
+    /// Reads `2 W` bytes, zero-extended.
+    unsafe fn load_u16(p: *const u8) -> Self::I;
+    /// Reads `W` bytes, zero-extended.
+    unsafe fn load_u8(p: *const u8) -> Self::I;
+    /// Writes `4 W` bytes.
+    unsafe fn store_f32(p: *mut u8, v: Self::F);
+    /// Writes `4 W` bytes.
+    unsafe fn store_i32(p: *mut u8, v: Self::I);
+    /// Writes the low 16 bits of each lane, `2 W` bytes.
+    unsafe fn store_u16(p: *mut u8, v: Self::I);
+    /// Writes the low 8 bits of each lane, `W` bytes.
+    unsafe fn store_u8(p: *mut u8, v: Self::I);
+
+    unsafe fn add(a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn sub(a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn mul(a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn div(a: Self::F, b: Self::F) -> Self::F;
+    /// Minimum and maximum of values that are not NaN.
+    unsafe fn min(a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn max(a: Self::F, b: Self::F) -> Self::F;
+    /// Rounds to an integer-valued float, ties to even (IEEE roundToIntegralTiesToEven).
+    unsafe fn round_even(a: Self::F) -> Self::F;
+    /// Converts integer-valued floats in the `i32` range.
+    unsafe fn cvt_fi(a: Self::F) -> Self::I;
+    unsafe fn cvt_if(a: Self::I) -> Self::F;
+    unsafe fn bits(a: Self::F) -> Self::I;
+    unsafe fn from_bits(a: Self::I) -> Self::F;
+    unsafe fn gt(a: Self::F, b: Self::F) -> Self::M;
+    unsafe fn ge(a: Self::F, b: Self::F) -> Self::M;
+    /// Either side NaN.
+    unsafe fn unord(a: Self::F, b: Self::F) -> Self::M;
+    /// `!(a <= b)`: `a > b`, or either side NaN.
+    unsafe fn not_le(a: Self::F, b: Self::F) -> Self::M;
+
+    unsafe fn iadd(a: Self::I, b: Self::I) -> Self::I;
+    unsafe fn isub(a: Self::I, b: Self::I) -> Self::I;
+    unsafe fn and(a: Self::I, b: Self::I) -> Self::I;
+    unsafe fn or(a: Self::I, b: Self::I) -> Self::I;
+    unsafe fn xor(a: Self::I, b: Self::I) -> Self::I;
+    unsafe fn shl(a: Self::I, n: u32) -> Self::I;
+    unsafe fn shr(a: Self::I, n: u32) -> Self::I;
+    unsafe fn sra(a: Self::I, n: u32) -> Self::I;
+    unsafe fn ieq(a: Self::I, b: Self::I) -> Self::M;
+    /// Signed `a > b`.
+    unsafe fn igt(a: Self::I, b: Self::I) -> Self::M;
+    /// Signed maximum.
+    unsafe fn imax(a: Self::I, b: Self::I) -> Self::I;
+    /// `m ? a : b`, lane by lane.
+    unsafe fn sel_f(m: Self::M, a: Self::F, b: Self::F) -> Self::F;
+    unsafe fn sel_i(m: Self::M, a: Self::I, b: Self::I) -> Self::I;
+
+    unsafe fn m_and(a: Self::M, b: Self::M) -> Self::M;
+    unsafe fn m_or(a: Self::M, b: Self::M) -> Self::M;
+    unsafe fn m_not(a: Self::M) -> Self::M;
+    /// Bit `k` set when lane `k` is.
+    unsafe fn mask_bits(m: Self::M) -> u32;
+    unsafe fn mask_from_bits(b: u32) -> Self::M;
+    /// Signed maximum of the lanes.
+    unsafe fn hmax_i(a: Self::I) -> i32;
+
+    unsafe fn acc_load(s: &[f64; 8]) -> Self::Acc;
+    unsafe fn acc_store(acc: Self::Acc, s: &mut [f64; 8]);
+    /// `f64(y) - f64(x)` per lane.
+    unsafe fn diff(y: Self::F, x: Self::F) -> Self::D;
+    /// `f64(d)` per lane.
+    unsafe fn widen(d: Self::F) -> Self::D;
+    /// Adds `d * d` (rounded, then added) to sum `(lane + k) mod 8` for lane `k`, except
+    /// where `d` is NaN or `|d| > max_abs`: those lanes are returned (as bits). `lane` is 0,
+    /// or 4 when `W` is 4.
+    unsafe fn err_add(acc: &mut Self::Acc, d: Self::D, max_abs: f64, lane: usize) -> u32;
+    /// [`Simd::err_add`] without a bound: adds `d * d` of the lanes in `keep` (where `d` is
+    /// never NaN).
+    unsafe fn err_add_keep(acc: &mut Self::Acc, d: Self::D, keep: Self::M, lane: usize);
+    /// Adds `f64(v)^2` to sum `(lane + k) mod 8` for lane `k` (`lane` as for `err_add`).
+    unsafe fn sq_add(acc: &mut Self::Acc, v: Self::F, lane: usize);
+
+    /// The stochastic-rounding thresholds of elements `index..index + W`.
+    unsafe fn thresholds(seed: u64, index: u64) -> Self::F;
+
+    /// The 8-bit packed layout of 64 values: reads 64 codes at `src` and writes word `l` of
+    /// `dst` as bytes `src[l], src[16 + l], src[32 + l], src[48 + l]`.
+    unsafe fn transpose_4x16(src: *const u8, dst: *mut u8);
+    /// The inverse of [`Simd::transpose_4x16`].
+    unsafe fn untranspose_4x16(src: *const u8, dst: *mut u8);
+}
+
+/// The dtype codes used as const parameters (`DType as u8`).
+pub(crate) const F32: u8 = DType::F32 as u8;
+pub(crate) const F16: u8 = DType::F16 as u8;
+pub(crate) const BF16: u8 = DType::BF16 as u8;
+
+const fn itemsize(dt: u8) -> usize {
+    if dt == F32 {
+        4
+    } else {
+        2
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Conversions
+// ---------------------------------------------------------------------------------------
+
+/// Widens float16 bits (one per 32-bit lane) to `f32`, exactly as [`convert::f16_to_f32`].
+#[inline(always)]
+unsafe fn f16_to_f32<S: Simd>(h: S::I) -> S::F {
+    let sign = S::shl(S::and(h, S::splat_i(0x8000)), 16);
+    let mag = S::and(h, S::splat_i(0x7fff));
+    let e = S::and(h, S::splat_i(0x7c00));
+    let normal = S::iadd(S::shl(mag, 13), S::splat_i(112 << 23));
+    let special = S::or(S::shl(mag, 13), S::splat_i(0x7f80_0000));
+    let sub = S::bits(S::mul(
+        S::cvt_if(S::and(h, S::splat_i(0x3ff))),
+        S::splat(1.0 / 16_777_216.0),
+    ));
+    let mag = S::sel_i(
+        S::ieq(e, S::splat_i(0)),
+        sub,
+        S::sel_i(S::ieq(e, S::splat_i(0x7c00)), special, normal),
+    );
+    S::from_bits(S::or(mag, sign))
+}
+
+/// Rounds to bfloat16 bits, nearest-even and saturating, as [`convert::f32_to_bf16_sat`].
+#[inline(always)]
+unsafe fn bf16_sat<S: Simd>(v: S::F) -> S::I {
+    let b = S::bits(v);
+    let lsb = S::and(S::shr(b, 16), S::splat_i(1));
+    let r = S::shr(S::iadd(S::iadd(b, S::splat_i(0x7fff)), lsb), 16);
+    let quiet = S::or(S::shr(b, 16), S::splat_i(0x40));
+    let h = S::sel_i(S::unord(v, v), quiet, r);
+    let a = S::and(b, S::splat_i(0x7fff_ffff));
+    let finite = S::igt(S::splat_i(0x7f80_0000), a);
+    let over = S::m_and(
+        finite,
+        S::ieq(S::and(h, S::splat_i(0x7fff)), S::splat_i(0x7f80)),
+    );
+    S::sel_i(
+        over,
+        S::or(S::and(h, S::splat_i(0x8000)), S::splat_i(0x7f7f)),
+        h,
+    )
+}
+
+/// Rounds to float16 bits, nearest-even and saturating, as [`convert::f32_to_f16_sat`].
+#[inline(always)]
+unsafe fn f16_sat<S: Simd>(v: S::F) -> S::I {
+    let b = S::bits(v);
+    let a = S::and(b, S::splat_i(0x7fff_ffff));
+    let sign = S::and(S::shr(b, 16), S::splat_i(0x8000));
+    // Normal results: rebias and round the mantissa to 10 bits.
+    let m = S::isub(a, S::splat_i(112 << 23));
+    let lsb = S::and(S::shr(m, 13), S::splat_i(1));
+    let normal = S::shr(S::iadd(S::iadd(m, S::splat_i(0xfff)), lsb), 13);
+    // Subnormal results: the value in units of 2^-24 rounded to an integer (exact scaling,
+    // then nearest-even), which is the reference's shift-and-round.
+    let sub = S::cvt_fi(S::round_even(S::mul(
+        S::from_bits(a),
+        S::splat(16_777_216.0),
+    )));
+    let nan = S::or(S::and(S::shr(a, 13), S::splat_i(0x3ff)), S::splat_i(0x7e00));
+    let res = S::sel_i(
+        S::igt(a, S::splat_i(0x7f80_0000)),
+        nan,
+        S::sel_i(
+            S::igt(a, S::splat_i(0x477f_ffff)),
+            S::splat_i(0x7c00),
+            S::sel_i(S::igt(a, S::splat_i(0x387f_ffff)), normal, sub),
+        ),
+    );
+    let finite = S::igt(S::splat_i(0x7f80_0000), a);
+    let res = S::sel_i(
+        S::m_and(finite, S::ieq(res, S::splat_i(0x7c00))),
+        S::splat_i(0x7bff),
+        res,
+    );
+    S::or(sign, res)
+}
+
+/// `f32` bits saturated: infinities become the largest finite value (keeping the sign).
+#[inline(always)]
+unsafe fn f32_sat<S: Simd>(v: S::F) -> S::I {
+    let b = S::bits(v);
+    let inf = S::ieq(S::and(b, S::splat_i(0x7fff_ffff)), S::splat_i(0x7f80_0000));
+    S::sel_i(
+        inf,
+        S::or(S::and(b, S::splat_i(i32::MIN)), S::splat_i(0x7f7f_ffff)),
+        b,
+    )
+}
+
+/// Loads elements `i..i + W` of little-endian `DT` bytes as `f32`.
+#[inline(always)]
+unsafe fn load_x<S: Simd, const DT: u8>(input: *const u8, i: usize) -> S::F {
+    match DT {
+        F32 => S::load_f32(input.add(4 * i)),
+        BF16 => S::from_bits(S::shl(S::load_u16(input.add(2 * i)), 16)),
+        _ => f16_to_f32::<S>(S::load_u16(input.add(2 * i))),
+    }
+}
+
+/// Bfloat16 rounding of values that are not NaN and do not round past the largest finite
+/// bfloat16 (where [`bf16_sat`] gives the same): the rounded value's `f32` bits.
+#[inline(always)]
+unsafe fn bf16_plain<S: Simd>(v: S::F) -> S::I {
+    let b = S::bits(v);
+    let lsb = S::and(S::shr(b, 16), S::splat_i(1));
+    S::and(
+        S::iadd(S::iadd(b, S::splat_i(0x7fff)), lsb),
+        S::splat_i(0xffff_0000u32 as i32),
+    )
+}
+
+/// Stores `v` rounded to `DT` (saturating) as elements `i..i + W`. Without `SAT` the values
+/// must be neither NaN nor infinite nor round past the dtype's largest finite value (then
+/// the saturating conversion has nothing to do for bfloat16 and float32).
+#[inline(always)]
+unsafe fn store_x<S: Simd, const DT: u8, const SAT: bool>(out: *mut u8, i: usize, v: S::F) {
+    match (DT, SAT) {
+        (F32, true) => S::store_i32(out.add(4 * i), f32_sat::<S>(v)),
+        (F32, false) => S::store_f32(out.add(4 * i), v),
+        (BF16, true) => S::store_u16(out.add(2 * i), bf16_sat::<S>(v)),
+        (BF16, false) => S::store_u16(out.add(2 * i), S::shr(bf16_plain::<S>(v), 16)),
+        _ => S::store_u16(out.add(2 * i), f16_sat::<S>(v)),
+    }
+}
+
+/// `v` rounded to `DT` (saturating) and back, as [`convert::round_sat`]; `SAT` as for
+/// [`store_x`].
+#[inline(always)]
+unsafe fn round_dtype<S: Simd, const DT: u8, const SAT: bool>(v: S::F) -> S::F {
+    match (DT, SAT) {
+        (F32, true) => S::from_bits(f32_sat::<S>(v)),
+        (F32, false) => v,
+        (BF16, true) => S::from_bits(S::shl(bf16_sat::<S>(v), 16)),
+        (BF16, false) => S::from_bits(bf16_plain::<S>(v)),
+        _ => f16_to_f32::<S>(f16_sat::<S>(v)),
+    }
+}
+
+/// Whether `|v| <= limit` can neither overflow `dtype`'s finite range nor round past it:
+/// then [`store_x`] and [`round_dtype`] need no saturation (float16 always takes it).
+fn fits_dtype(dt: u8, limit: f32) -> bool {
+    // Below the smallest value that rounds to infinity in bfloat16 (3.39e38), and finite.
+    dt != F16 && limit.is_finite() && limit < 3.0e38
+}
+
+/// The bits of `|v|` and whether `v` is finite.
+#[inline(always)]
+unsafe fn abs_finite<S: Simd>(v: S::F) -> (S::I, S::M) {
+    let a = S::and(S::bits(v), S::splat_i(0x7fff_ffff));
+    (a, S::igt(S::splat_i(0x7f80_0000), a))
+}
+
+#[inline(always)]
+unsafe fn abs<S: Simd>(v: S::F) -> S::F {
+    S::from_bits(S::and(S::bits(v), S::splat_i(0x7fff_ffff)))
+}
+
+/// Stochastic rounding of `t` with thresholds `u`, as [`crate::quant::rounding::round`]: the
+/// magnitude rounds up when its fractional part exceeds `u`; the sign is kept.
+#[inline(always)]
+unsafe fn round_sr<S: Simd>(t: S::F, u: S::F) -> S::F {
+    let a = abs::<S>(t);
+    let r = S::round_even(a);
+    let f = S::sel_f(S::gt(r, a), S::sub(r, S::splat(1.0)), r);
+    let up = S::gt(S::sub(a, f), u);
+    let m = S::sel_f(up, S::add(f, S::splat(1.0)), f);
+    S::from_bits(S::or(S::bits(m), S::and(S::bits(t), S::splat_i(i32::MIN))))
+}
+
+#[inline(always)]
+pub(crate) unsafe fn to_f32<S: Simd, const DT: u8>(input: &[u8], out: &mut [f32]) {
+    let n = out.len();
+    assert_eq!(input.len(), n * itemsize(DT));
+    let done = n / S::W * S::W;
+    let (src, dst) = (input.as_ptr(), out.as_mut_ptr().cast::<u8>());
+    for i in (0..done).step_by(S::W) {
+        // SAFETY: elements `i..i + W` are inside `input` and `out` (`i + W <= done <= n`).
+        unsafe { S::store_f32(dst.add(4 * i), load_x::<S, DT>(src, i)) };
+    }
+    let dt = DType::from_code(DT).unwrap();
+    convert::load_all(dt, &input[done * itemsize(DT)..], &mut out[done..]);
+}
+
+#[inline(always)]
+pub(crate) unsafe fn from_f32<S: Simd, const DT: u8>(vals: &[f32], out: &mut [u8]) {
+    let n = vals.len();
+    assert_eq!(out.len(), n * itemsize(DT));
+    let done = n / S::W * S::W;
+    let (src, dst) = (vals.as_ptr().cast::<u8>(), out.as_mut_ptr());
+    for i in (0..done).step_by(S::W) {
+        // SAFETY: elements `i..i + W` are inside `vals` and `out`.
+        unsafe { store_x::<S, DT, true>(dst, i, S::load_f32(src.add(4 * i))) };
+    }
+    let dt = DType::from_code(DT).unwrap();
+    convert::store_all_sat(dt, &vals[done..], &mut out[done * itemsize(DT)..]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Block quantization
+// ---------------------------------------------------------------------------------------
+
+/// What a block's elements turn into, as vector constants.
+#[derive(Clone, Copy)]
+enum ElemKind {
+    Int {
+        max: f32,
+        mask: i32,
+        bits: u32,
+    },
+    Mini {
+        exp_bits: u32,
+        man_bits: u32,
+        bias: i32,
+        max: f32,
+        max_code: i32,
+        nan_e4m3: bool,
+        inf_e5m2: bool,
+    },
+}
+
+fn elem_kind(el: Element) -> ElemKind {
+    let mini = |exp_bits, man_bits, bias, max_code| ElemKind::Mini {
+        exp_bits,
+        man_bits,
+        bias,
+        max: el.max_value(),
+        max_code,
+        nan_e4m3: el == Element::E4M3,
+        inf_e5m2: el == Element::E5M2,
+    };
+    match el {
+        Element::E4M3 => mini(4, 3, 7, 0x7e),
+        Element::E5M2 => mini(5, 2, 15, 0x7b),
+        Element::E2M1 => mini(2, 1, 1, 0x7),
+        _ => ElemKind::Int {
+            max: el.max_value(),
+            mask: (1 << el.bits()) - 1,
+            bits: el.bits(),
+        },
+    }
+}
+
+/// The code of `t` (a finite or infinite value already divided by the scale, never NaN)
+/// rounded by `round` (nearest-even or stochastic, on magnitudes for minifloats), as
+/// [`Element::encode`].
+#[inline(always)]
+unsafe fn encode_elem<S: Simd>(kind: ElemKind, t: S::F, round: impl Fn(S::F) -> S::F) -> S::I {
+    match kind {
+        ElemKind::Int { max, mask, .. } => {
+            let r = S::min(S::max(round(t), S::splat(-max)), S::splat(max));
+            S::and(S::cvt_fi(r), S::splat_i(mask))
+        }
+        ElemKind::Mini {
+            exp_bits,
+            man_bits,
+            bias,
+            max,
+            max_code,
+            ..
+        } => {
+            let one = 1i32 << man_bits;
+            let sign = S::shl(S::shr(S::bits(t), 31), exp_bits + man_bits);
+            let a = abs::<S>(t);
+            let sat = S::ge(a, S::splat(max));
+            // e = max(floor(log2 a), 1 - bias): f32 subnormals and zero are below it.
+            let e = S::imax(
+                S::isub(S::shr(S::bits(a), 23), S::splat_i(127)),
+                S::splat_i(1 - bias),
+            );
+            // a * 2^(man_bits - e), exact, rounded to an integer.
+            let scale = S::from_bits(S::shl(S::isub(S::splat_i(man_bits as i32 + 127), e), 23));
+            let r = S::cvt_fi(round(S::mul(a, scale)));
+            let carry = S::ieq(r, S::splat_i(2 * one));
+            let e = S::sel_i(carry, S::iadd(e, S::splat_i(1)), e);
+            let r = S::sel_i(carry, S::splat_i(one), r);
+            let normal = S::or(
+                S::shl(S::iadd(e, S::splat_i(bias)), man_bits),
+                S::isub(r, S::splat_i(one)),
+            );
+            let mag = S::sel_i(S::igt(S::splat_i(one), r), r, normal);
+            S::or(sign, S::sel_i(sat, S::splat_i(max_code), mag))
+        }
+    }
+}
+
+/// The value of codes `c` (only their low `bits` bits set), as [`Element::value`] (NaN codes
+/// give some NaN).
+#[inline(always)]
+unsafe fn elem_value<S: Simd>(kind: ElemKind, c: S::I) -> S::F {
+    match kind {
+        ElemKind::Int { bits, .. } => S::cvt_if(S::sra(S::shl(c, 32 - bits), 32 - bits)),
+        ElemKind::Mini {
+            exp_bits,
+            man_bits,
+            bias,
+            nan_e4m3,
+            inf_e5m2,
+            ..
+        } => {
+            let emask = (1i32 << exp_bits) - 1;
+            let mmask = (1i32 << man_bits) - 1;
+            let sign = S::shl(S::shr(c, exp_bits + man_bits), 31);
+            let e = S::and(S::shr(c, man_bits), S::splat_i(emask));
+            let m = S::and(c, S::splat_i(mmask));
+            let normal = S::or(
+                S::shl(S::iadd(e, S::splat_i(127 - bias)), 23),
+                S::shl(m, 23 - man_bits),
+            );
+            let sub = S::bits(S::mul(
+                S::cvt_if(m),
+                S::splat(pow2(1 - bias - man_bits as i32)),
+            ));
+            let mut v = S::sel_i(S::ieq(e, S::splat_i(0)), sub, normal);
+            let top = S::ieq(e, S::splat_i(emask));
+            if nan_e4m3 {
+                let nan = S::m_and(top, S::ieq(m, S::splat_i(mmask)));
+                v = S::sel_i(nan, S::splat_i(0x7fc0_0000), v);
+            }
+            if inf_e5m2 {
+                let inf = S::sel_i(
+                    S::ieq(m, S::splat_i(0)),
+                    S::splat_i(0x7f80_0000),
+                    S::splat_i(0x7fc0_0000),
+                );
+                v = S::sel_i(top, inf, v);
+            }
+            S::from_bits(S::or(v, sign))
+        }
+    }
+}
+
+/// Writes a block's stored scale.
+#[inline(always)]
+fn put_scale(fmt: &BlockFormat, scales: &mut [u8], g: usize, s: u16) {
+    match fmt.scale {
+        ScaleFormat::E8M0 => scales[g] = s as u8,
+        _ => scales[2 * g..2 * g + 2].copy_from_slice(&s.to_le_bytes()),
+    }
+}
+
+/// The stored scales and multipliers of blocks whose largest finite magnitudes have the bits
+/// `amax`, as [`BlockFormat::scale_for`] and [`BlockFormat::multiplier`].
+#[inline(always)]
+unsafe fn block_scales<S: Simd>(fmt: &BlockFormat, amax: S::I) -> (S::I, S::F) {
+    match fmt.scale {
+        ScaleFormat::E8M0 => {
+            // clamp(floor(log2 amax) - emax + 127, 0, 254): the exponent field minus emax
+            // (zero and subnormals, whose floor(log2) is below -126, clamp to 0).
+            let e = S::isub(S::shr(amax, 23), S::splat_i(fmt.element.emax()));
+            let e = S::imax(e, S::splat_i(0));
+            let e = S::sel_i(S::igt(e, S::splat_i(254)), S::splat_i(254), e);
+            // 2^(e - 127 - f), exact (down to 2^-133): 2^(e - 127) * 2^-f, or for e = 0 the
+            // constant.
+            let f = fmt.element.int_fraction_bits();
+            let m = S::sel_f(
+                S::ieq(e, S::splat_i(0)),
+                S::splat(pow2(-127 - f)),
+                S::mul(S::from_bits(S::shl(e, 23)), S::splat(pow2(-f))),
+            );
+            (e, m)
+        }
+        ScaleFormat::F16 => {
+            let h = f16_sat::<S>(S::div(
+                S::from_bits(amax),
+                S::splat(fmt.element.max_value()),
+            ));
+            (h, f16_to_f32::<S>(h))
+        }
+        ScaleFormat::BF16 => {
+            let h = bf16_sat::<S>(S::div(
+                S::from_bits(amax),
+                S::splat(fmt.element.max_value()),
+            ));
+            (h, S::from_bits(S::shl(h, 16)))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) unsafe fn block_encode<S: Simd, const DT: u8>(
+    fmt: &BlockFormat,
+    rounding: Rounding,
+    base: u64,
+    input: &[u8],
+    codes: &mut [u8],
+    scales: &mut [u8],
+) -> usize {
+    let isz = itemsize(DT);
+    let n = codes.len();
+    let b = fmt.block;
+    assert_eq!(input.len(), n * isz);
+    assert_eq!(scales.len(), n.div_ceil(b) * fmt.scale.bytes());
+    // Whole blocks of whole vectors go through the vector loop.
+    let full = if b.is_multiple_of(S::W) { n / b } else { 0 };
+    let kind = elem_kind(fmt.element);
+    let (src, dst) = (input.as_ptr(), codes.as_mut_ptr());
+    let mut nonfinite = 0usize;
+    // Blocks go in batches of 16: their scales are computed together, in vectors.
+    let mut amaxes = [0i32; 16];
+    let mut stored = [0i32; 16];
+    let mut mults = [0f32; 16];
+    for first in (0..full).step_by(16) {
+        let nb = (full - first).min(16);
+        for (k, amax_k) in amaxes[..nb].iter_mut().enumerate() {
+            let at = (first + k) * b;
+            // The largest finite magnitude: for non-negative floats, an integer maximum of
+            // bits.
+            let mut amax = S::splat_i(0);
+            for j in (at..at + b).step_by(S::W) {
+                // SAFETY: block `first + k < full` lies inside `input` (`(g + 1) b <= n`).
+                let (a, fin) = unsafe { abs_finite::<S>(load_x::<S, DT>(src, j)) };
+                amax = S::imax(amax, S::sel_i(fin, a, S::splat_i(0)));
+                nonfinite += S::W - S::mask_bits(fin).count_ones() as usize;
+            }
+            *amax_k = S::hmax_i(amax);
+        }
+        for v in (0..16).step_by(S::W) {
+            // SAFETY: lanes `v..v + W` of the 16 of each array.
+            unsafe {
+                let (sc, m) = block_scales::<S>(fmt, S::load_i32(amaxes.as_ptr().add(v).cast()));
+                S::store_i32(stored.as_mut_ptr().add(v).cast(), sc);
+                S::store_f32(mults.as_mut_ptr().add(v).cast(), m);
+            }
+        }
+        for k in 0..nb {
+            let g = first + k;
+            let at = g * b;
+            put_scale(fmt, scales, g, stored[k] as u16);
+            let mult = mults[k];
+            if mult == 0.0 {
+                codes[at..at + b].fill(0);
+                continue;
+            }
+            let mv = S::splat(mult);
+            for j in (at..at + b).step_by(S::W) {
+                // SAFETY: as above; the codes of the block are inside `codes`.
+                unsafe {
+                    let x = load_x::<S, DT>(src, j);
+                    let (_, fin) = abs_finite::<S>(x);
+                    let t = S::sel_f(fin, S::div(x, mv), S::splat(0.0));
+                    let c = match rounding {
+                        Rounding::Nearest => encode_elem::<S>(kind, t, |v| S::round_even(v)),
+                        // Minifloats round magnitudes: the sign-keeping rounding is the same
+                        // on them.
+                        Rounding::Stochastic { seed } => {
+                            let u = S::thresholds(seed, base + j as u64);
+                            encode_elem::<S>(kind, t, |v| round_sr::<S>(v, u))
+                        }
+                    };
+                    S::store_u8(dst.add(j), c);
+                }
+            }
+        }
+    }
+    let at = full * b;
+    let dt = DType::from_code(DT).unwrap();
+    nonfinite
+        + block::encode_blocks(
+            fmt,
+            rounding,
+            base + at as u64,
+            dt,
+            &input[at * isz..],
+            &mut codes[at..],
+            &mut scales[full * fmt.scale.bytes()..],
+        )
+}
+
+#[inline(always)]
+pub(crate) unsafe fn block_decode<S: Simd, const DT: u8>(
+    fmt: &BlockFormat,
+    scales: &[u8],
+    codes: &[u8],
+    out: &mut [u8],
+) {
+    let isz = itemsize(DT);
+    let n = codes.len();
+    let b = fmt.block;
+    assert_eq!(out.len(), n * isz);
+    assert!(scales.len() >= n.div_ceil(b) * fmt.scale.bytes());
+    let full = if b.is_multiple_of(S::W) { n / b } else { 0 };
+    let kind = elem_kind(fmt.element);
+    let mask = S::splat_i((1 << fmt.element.bits()) - 1);
+    let (src, dst) = (codes.as_ptr(), out.as_mut_ptr());
+    // Integer codes (down to -2^(bits-1), which encoders never write) times a finite
+    // multiplier below this never leave the dtype's range (nor are NaN): the plain
+    // conversion does.
+    let plain_limit = match kind {
+        ElemKind::Int { bits, .. } => 3.0e38 / (1u32 << (bits - 1)) as f32,
+        ElemKind::Mini { .. } => 0.0,
+    };
+    for g in 0..full {
+        let mult = fmt.multiplier(block::stored_scale(fmt, scales, g));
+        let mv = S::splat(mult);
+        if mult.abs() < plain_limit && DT != F16 {
+            for j in (g * b..(g + 1) * b).step_by(S::W) {
+                // SAFETY: block `g < full` lies inside `codes` and `out`.
+                unsafe {
+                    let c = S::and(S::load_u8(src.add(j)), mask);
+                    store_x::<S, DT, false>(dst, j, S::mul(elem_value::<S>(kind, c), mv));
+                }
+            }
+            continue;
+        }
+        for j in (g * b..(g + 1) * b).step_by(S::W) {
+            // SAFETY: block `g < full` lies inside `codes` and `out`.
+            unsafe {
+                let c = S::and(S::load_u8(src.add(j)), mask);
+                let y = S::mul(elem_value::<S>(kind, c), mv);
+                let y = S::sel_f(S::unord(y, y), S::splat(f32::NAN), y);
+                store_x::<S, DT, true>(dst, j, y);
+            }
+        }
+    }
+    let at = full * b;
+    let dt = DType::from_code(DT).unwrap();
+    block::decode_blocks(
+        fmt,
+        dt,
+        &scales[full * fmt.scale.bytes()..],
+        &codes[at..],
+        &mut out[at * isz..],
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Packed codes
+// ---------------------------------------------------------------------------------------
+
+#[inline(always)]
+pub(crate) unsafe fn pack_codes<S: Simd>(width: u32, codes: &[u8], out: &mut [u8]) {
+    let n = codes.len();
+    assert!(width <= 8 && out.len() >= bitpack::packed_len(n, width));
+    if width == 0 {
+        return;
+    }
+    let blocks = n / bitpack::BLOCK;
+    let w = width as usize;
+    let mask = S::splat_i((1 << width) - 1);
+    for blk in 0..blocks {
+        // SAFETY: block `blk` has 512 codes in `codes` and `64 w` bytes in `out`.
+        let (src, dst) = unsafe {
+            (
+                codes.as_ptr().add(blk * bitpack::BLOCK),
+                out.as_mut_ptr().add(blk * 64 * w),
+            )
+        };
+        if width == 8 {
+            for q in 0..8 {
+                // SAFETY: 64 codes and 64 bytes at `64 q < 512`.
+                unsafe { S::transpose_4x16(src.add(64 * q), dst.add(64 * q)) };
+            }
+            continue;
+        }
+        // Lanes `W s .. W s + W` of the 16 of the layout, one vector.
+        for s in 0..16 / S::W {
+            let mut acc = S::splat_i(0);
+            let mut bits = 0u32;
+            let mut k = 0usize;
+            for row in 0..32 {
+                // SAFETY: row `row < 32` of the block.
+                let v = unsafe { S::and(S::load_u8(src.add(16 * row + S::W * s)), mask) };
+                acc = S::or(acc, S::shl(v, bits));
+                bits += width;
+                if bits >= 32 {
+                    // SAFETY: word `k < w` of the block's lanes.
+                    unsafe { S::store_i32(dst.add(64 * k + 4 * S::W * s), acc) };
+                    k += 1;
+                    bits -= 32;
+                    acc = S::shr(v, width - bits);
+                }
+            }
+        }
+    }
+    let done = blocks * bitpack::BLOCK;
+    bitpack::pack_bytes(width, &codes[done..], &mut out[blocks * 64 * w..]);
+}
+
+#[inline(always)]
+pub(crate) unsafe fn unpack_codes<S: Simd>(width: u32, packed: &[u8], codes: &mut [u8]) {
+    let n = codes.len();
+    assert!(width <= 8 && packed.len() >= bitpack::packed_len(n, width));
+    if width == 0 {
+        codes.fill(0);
+        return;
+    }
+    let blocks = n / bitpack::BLOCK;
+    let w = width as usize;
+    let mask = S::splat_i((1 << width) - 1);
+    for blk in 0..blocks {
+        // SAFETY: block `blk` has `64 w` bytes in `packed` and 512 codes in `codes`.
+        let (src, dst) = unsafe {
+            (
+                packed.as_ptr().add(blk * 64 * w),
+                codes.as_mut_ptr().add(blk * bitpack::BLOCK),
+            )
+        };
+        if width == 8 {
+            for q in 0..8 {
+                // SAFETY: 64 bytes and 64 codes at `64 q < 512`.
+                unsafe { S::untranspose_4x16(src.add(64 * q), dst.add(64 * q)) };
+            }
+            continue;
+        }
+        for s in 0..16 / S::W {
+            let mut acc = S::splat_i(0);
+            let mut bits = 0u32;
+            let mut k = 0usize;
+            for row in 0..32 {
+                let m = if bits < width {
+                    // SAFETY: word `k < w` of the block's lanes.
+                    let nw = unsafe { S::load_i32(src.add(64 * k + 4 * S::W * s)) };
+                    k += 1;
+                    let m = S::or(acc, S::shl(nw, bits));
+                    acc = S::shr(nw, width - bits);
+                    bits += 32 - width;
+                    m
+                } else {
+                    let m = acc;
+                    acc = S::shr(acc, width);
+                    bits -= width;
+                    m
+                };
+                // SAFETY: row `row < 32` of the block.
+                unsafe { S::store_u8(dst.add(16 * row + S::W * s), S::and(m, mask)) };
+            }
+        }
+    }
+    let done = blocks * bitpack::BLOCK;
+    bitpack::unpack_bytes(width, &packed[blocks * 64 * w..], &mut codes[done..]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Error-bounded uniform quantization
+// ---------------------------------------------------------------------------------------
+
+/// Vectors start at error lane 0 or (with 4 lanes) 4: `f64` sums come in groups of eight.
+const fn align<S: Simd>() -> usize {
+    if S::W < 8 {
+        S::W
+    } else {
+        8
+    }
+}
+
+#[inline(always)]
+pub(crate) unsafe fn stats<S: Simd, const DT: u8>(input: &[u8]) -> Stats {
+    let n = input.len() / itemsize(DT);
+    let done = n / S::W * S::W;
+    let src = input.as_ptr();
+    let mut st = Stats::default();
+    let mut acc = S::acc_load(&st.sumsq.0);
+    let mut amax = S::splat_i(0);
+    let mut finite = 0u64;
+    for i in (0..done).step_by(S::W) {
+        // SAFETY: elements `i..i + W` are inside `input`.
+        let x = unsafe { load_x::<S, DT>(src, i) };
+        let (a, fin) = abs_finite::<S>(x);
+        S::sq_add(&mut acc, S::sel_f(fin, x, S::splat(0.0)), i & 7);
+        amax = S::imax(amax, S::sel_i(fin, a, S::splat_i(0)));
+        let bits = S::mask_bits(fin);
+        finite += u64::from(bits.count_ones());
+        if bits.count_ones() as usize != S::W && st.first_nonfinite.is_none() {
+            let j = i + bits.trailing_ones() as usize;
+            let dt = DType::from_code(DT).unwrap();
+            st.first_nonfinite = Some((j, convert::load(dt, input, j)));
+        }
+    }
+    S::acc_store(acc, &mut st.sumsq.0);
+    st.finite = finite;
+    st.amax = f32::from_bits(S::hmax_i(amax) as u32);
+    // The tail, as the reference.
+    let dt = DType::from_code(DT).unwrap();
+    for i in done..n {
+        let x = convert::load(dt, input, i);
+        if x.is_finite() {
+            let v = f64::from(x);
+            st.sumsq.0[i & 7] += v * v;
+            st.finite += 1;
+            st.amax = st.amax.max(x.abs());
+        } else if st.first_nonfinite.is_none() {
+            st.first_nonfinite = Some((i, x));
+        }
+    }
+    st
+}
+
+/// The scalar reference of `uniform_encode` on elements `lo..hi` of a run.
+#[allow(clippy::too_many_arguments)]
+fn encode_scalar(
+    a: &QuantArgs,
+    input: &[u8],
+    step: Step,
+    lo: usize,
+    hi: usize,
+    symbols: &mut [u16],
+    extra: &mut BitWriter,
+    err: &mut ErrSum,
+) -> usize {
+    let isz = a.dtype.itemsize();
+    let args = QuantArgs {
+        base: a.base + lo as u64,
+        lane0: a.lane0 + lo,
+        ..*a
+    };
+    let step = match step {
+        Step::One(s) => Step::One(s),
+        Step::Each(s) => Step::Each(&s[lo..]),
+    };
+    uniform::encode_symbols(
+        &args,
+        &input[lo * isz..hi * isz],
+        step,
+        &mut symbols[lo..hi],
+        extra,
+        err,
+    )
+}
+
+#[inline(always)]
+pub(crate) unsafe fn uniform_encode<S: Simd, const DT: u8>(
+    a: &QuantArgs,
+    input: &[u8],
+    step: Step,
+    symbols: &mut [u16],
+    extra: &mut BitWriter,
+    err: &mut ErrSum,
+) -> usize {
+    let n = symbols.len();
+    assert_eq!(input.len(), n * itemsize(DT));
+    assert_eq!(a.dtype as u8, DT);
+    if let Step::Each(s) = step {
+        assert!(s.len() >= n);
+    }
+    let head = ((align::<S>() - a.lane0 % align::<S>()) % align::<S>()).min(n);
+    let mut escapes = encode_scalar(a, input, step, 0, head, symbols, extra, err);
+    // |q| <= 2^24 + 1, so with one step below 2e31 no reconstruction leaves bfloat16's range.
+    let sat = match step {
+        Step::One(s) => !fits_dtype(DT, s * 16_777_218.0),
+        Step::Each(_) => true,
+    };
+    let bounded = a.max_abs != f64::INFINITY;
+    // SAFETY: the caller's features; `encode_vec` reads and writes inside the slices.
+    let (i, e) = unsafe {
+        match (sat, bounded) {
+            (false, false) => {
+                encode_vec::<S, DT, false, false>(a, input, step, head, symbols, extra, err)
+            }
+            (false, true) => {
+                encode_vec::<S, DT, false, true>(a, input, step, head, symbols, extra, err)
+            }
+            (true, false) => {
+                encode_vec::<S, DT, true, false>(a, input, step, head, symbols, extra, err)
+            }
+            (true, true) => {
+                encode_vec::<S, DT, true, true>(a, input, step, head, symbols, extra, err)
+            }
+        }
+    };
+    escapes += e;
+    escapes + encode_scalar(a, input, step, i, n, symbols, extra, err)
+}
+
+/// Replaces the zigzagged values of lanes `big` (all at least `DIRECT`) with their bucket
+/// symbols, and writes the extra bits of lanes `put` in lane order (out of the vector loop:
+/// a few percent of vectors have a bucket symbol even with outlier channels).
+#[cold]
+#[inline(never)]
+fn buckets(zs: &mut [i32; 16], big: u32, put: u32, extra: &mut BitWriter) {
+    let mut m = big;
+    while m != 0 {
+        let l = m.trailing_zeros() as usize;
+        let (sym, bits, k) = uniform::symbol_of(uniform::unzigzag(zs[l] as u32));
+        if put >> l & 1 == 1 {
+            extra.put(bits, k);
+        }
+        zs[l] = i32::from(sym);
+        m &= m - 1;
+    }
+}
+
+/// The vector loop of [`uniform_encode`] from element `i` (whose error lane starts a group):
+/// returns where it stopped and the escapes. `SAT`: reconstructions may need saturation
+/// (see [`store_x`]); `BOUNDED`: a finite maximum error.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn encode_vec<S: Simd, const DT: u8, const SAT: bool, const BOUNDED: bool>(
+    a: &QuantArgs,
+    input: &[u8],
+    step: Step,
+    mut i: usize,
+    symbols: &mut [u16],
+    extra: &mut BitWriter,
+    err: &mut ErrSum,
+) -> (usize, usize) {
+    let n = symbols.len();
+    let seed = match a.rounding {
+        Rounding::Nearest => None,
+        Rounding::Stochastic { seed } => Some(seed),
+    };
+    let (one_step, steps_ptr) = match step {
+        Step::One(s) => (Some(s), std::ptr::null()),
+        Step::Each(s) => (None, s.as_ptr().cast::<u8>()),
+    };
+    let one_inv = S::splat(one_step.map_or(0.0, uniform::inverse));
+    let one_st = S::splat(one_step.unwrap_or(0.0));
+    let src = input.as_ptr();
+    let mut acc = S::acc_load(&err.0);
+    let mut escapes = 0;
+    while i + S::W <= n {
+        // SAFETY: elements `i..i + W` are inside `input`, `symbols` and (per-element steps)
+        // the steps, which are at least `n` long (the caller checked).
+        unsafe {
+            let x = load_x::<S, DT>(src, i);
+            let (st, inv) = if one_step.is_some() {
+                (one_st, one_inv)
+            } else {
+                let st = S::load_f32(steps_ptr.add(4 * i));
+                let inv = S::sel_f(
+                    S::gt(st, S::splat(0.0)),
+                    S::div(S::splat(1.0), st),
+                    S::splat(0.0),
+                );
+                (st, inv)
+            };
+            let t = S::mul(x, inv);
+            // NaN, or beyond the symbol range: an escape.
+            let bad = S::not_le(abs::<S>(t), S::splat(Q_LIMIT));
+            let t = S::sel_f(bad, S::splat(0.0), t);
+            let r = match seed {
+                None => S::round_even(t),
+                Some(seed) => round_sr::<S>(t, S::thresholds(seed, a.base + i as u64)),
+            };
+            let q = S::cvt_fi(r);
+            let z = S::xor(S::shl(q, 1), S::sra(q, 31));
+            // Beyond the direct symbols (escapes have z = 0).
+            let big = S::igt(z, S::splat_i(DIRECT as i32 - 1));
+            let y = round_dtype::<S, DT, SAT>(S::mul(r, st));
+            let lane = (a.lane0 + i) & 7;
+            // The error `f64(y) - f64(x)`. Rounded to nearest, a float16 or bfloat16 `y` is 0
+            // or within a factor of about 2 of `x` (also of its dtype), so `y - x` is exact
+            // in `f32` and one subtraction does.
+            let exact32 = DT != F32 && seed.is_none();
+            let esc = if BOUNDED {
+                let y = S::sel_f(bad, S::splat(f32::NAN), y);
+                let d = if exact32 {
+                    S::widen(S::sub(y, x))
+                } else {
+                    S::diff(y, x)
+                };
+                let over = S::err_add(&mut acc, d, a.max_abs, lane);
+                S::m_or(bad, S::mask_from_bits(over))
+            } else {
+                // Finite x and a finite or infinite y: d is never NaN.
+                let d = if exact32 {
+                    S::widen(S::sub(y, x))
+                } else {
+                    S::diff(y, x)
+                };
+                S::err_add_keep(&mut acc, d, S::m_not(bad), lane);
+                bad
+            };
+            let big_bits = S::mask_bits(big);
+            let z = if big_bits != 0 {
+                let mut zs = [0i32; 16];
+                S::store_i32(zs.as_mut_ptr().cast(), z);
+                buckets(&mut zs, big_bits, big_bits & !S::mask_bits(esc), extra);
+                S::load_i32(zs.as_ptr().cast())
+            } else {
+                z
+            };
+            let sym = S::sel_i(esc, S::splat_i(i32::from(ESC)), z);
+            S::store_u16(symbols.as_mut_ptr().add(i).cast(), sym);
+            escapes += S::mask_bits(esc).count_ones() as usize;
+        }
+        i += S::W;
+    }
+    S::acc_store(acc, &mut err.0);
+    (i, escapes)
+}
+
+#[inline(always)]
+pub(crate) unsafe fn uniform_decode<S: Simd, const DT: u8>(
+    symbols: &[u16],
+    step: Step,
+    extra: &mut BitReader,
+    out: &mut [u8],
+) -> Result<()> {
+    // |q| < 240 in the vector loop, so with one step below 1e36 no value leaves bfloat16's
+    // range.
+    let sat = match step {
+        Step::One(s) => !fits_dtype(DT, s * 240.0),
+        Step::Each(_) => true,
+    };
+    // SAFETY: the caller's features.
+    unsafe {
+        if sat {
+            decode_vec::<S, DT, true>(symbols, step, extra, out)
+        } else {
+            decode_vec::<S, DT, false>(symbols, step, extra, out)
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn decode_vec<S: Simd, const DT: u8, const SAT: bool>(
+    symbols: &[u16],
+    step: Step,
+    extra: &mut BitReader,
+    out: &mut [u8],
+) -> Result<()> {
+    let n = symbols.len();
+    let isz = itemsize(DT);
+    assert_eq!(out.len(), n * isz);
+    if let Step::Each(s) = step {
+        assert!(s.len() >= n);
+    }
+    let dt = DType::from_code(DT).unwrap();
+    let scalar = |lo: usize, hi: usize, extra: &mut BitReader, out: &mut [u8]| {
+        let step = match step {
+            Step::One(s) => Step::One(s),
+            Step::Each(s) => Step::Each(&s[lo..]),
+        };
+        uniform::decode_symbols(
+            dt,
+            &symbols[lo..hi],
+            step,
+            extra,
+            &mut out[lo * isz..hi * isz],
+        )
+    };
+    let (one_step, steps_ptr) = match step {
+        Step::One(s) => (Some(s), std::ptr::null()),
+        Step::Each(s) => (None, s.as_ptr().cast::<u8>()),
+    };
+    let one_st = S::splat(one_step.unwrap_or(0.0));
+    let src = symbols.as_ptr().cast::<u8>();
+    let mut i = 0;
+    while i + S::W <= n {
+        // SAFETY: elements `i..i + W` are inside `symbols`, `out` and the steps.
+        unsafe {
+            let s = S::load_u16(src.add(2 * i));
+            let st = if one_step.is_some() {
+                one_st
+            } else {
+                S::load_f32(steps_ptr.add(4 * i))
+            };
+            let big = S::mask_bits(S::igt(s, S::splat_i(DIRECT as i32 - 1)));
+            if big == 0 {
+                let q = S::xor(
+                    S::shr(s, 1),
+                    S::isub(S::splat_i(0), S::and(s, S::splat_i(1))),
+                );
+                store_x::<S, DT, SAT>(out.as_mut_ptr(), i, S::mul(S::cvt_if(q), st));
+            } else if S::mask_bits(S::igt(s, S::splat_i(i32::from(ESC)))) != 0 {
+                // A symbol outside the alphabet: the reference reports it.
+                scalar(i, i + S::W, extra, out)?;
+            } else {
+                // Escapes decode as 0, buckets read their extra bits in order.
+                let mut zs = [0i32; 16];
+                S::store_i32(zs.as_mut_ptr().cast(), s);
+                let mut m = big;
+                while m != 0 {
+                    let l = m.trailing_zeros() as usize;
+                    let sym = zs[l] as u32;
+                    zs[l] = if sym == u32::from(ESC) {
+                        0
+                    } else {
+                        uniform::zigzag(uniform::bucket_q(sym, extra)?) as i32
+                    };
+                    m &= m - 1;
+                }
+                let z = S::load_i32(zs.as_ptr().cast());
+                let q = S::xor(
+                    S::shr(z, 1),
+                    S::isub(S::splat_i(0), S::and(z, S::splat_i(1))),
+                );
+                let v = S::mul(S::cvt_if(q), st);
+                let v = S::sel_f(S::ieq(s, S::splat_i(i32::from(ESC))), S::splat(0.0), v);
+                // |q| may reach 2^24 here: the saturating store.
+                store_x::<S, DT, true>(out.as_mut_ptr(), i, v);
+            }
+        }
+        i += S::W;
+    }
+    scalar(i, n, extra, out)
+}
+
+#[inline(always)]
+pub(crate) unsafe fn extra_count<S: Simd>(symbols: &[u16]) -> (usize, usize) {
+    let n = symbols.len();
+    let done = n / S::W * S::W;
+    let src = symbols.as_ptr().cast::<u8>();
+    let (mut bits, mut escapes) = (0, 0);
+    for i in (0..done).step_by(S::W) {
+        // SAFETY: elements `i..i + W` are inside `symbols`.
+        let s = unsafe { S::load_u16(src.add(2 * i)) };
+        if S::mask_bits(S::igt(s, S::splat_i(DIRECT as i32 - 1))) != 0 {
+            let (b, e) = uniform::extra_and_escapes(&symbols[i..i + S::W]);
+            bits += b;
+            escapes += e;
+        }
+    }
+    let (b, e) = uniform::extra_and_escapes(&symbols[done..]);
+    (bits + b, escapes + e)
+}
+
+/// Defines a level's lossy kernels: safe entry points that send everything to the scalar
+/// reference unless `$supported()`, and otherwise to the generic bodies above, instantiated
+/// with `$S` inside `#[target_feature(enable = $features)]` functions.
+macro_rules! vector_kernels {
+    ($S:ty, $features:literal, $supported:path) => {
+        mod lossy_kernels {
+            use super::*;
+            use crate::dtype::DType;
+            use crate::error::Result;
+            use crate::quant::block::BlockFormat;
+            use crate::quant::rounding::Rounding;
+            use crate::quant::uniform::{
+                self, BitReader, BitWriter, ErrSum, QuantArgs, Stats, Step,
+            };
+            use crate::quant::{bitpack, block, convert};
+            use crate::simd::vector::{self as v, BF16, F16, F32};
+
+            pub fn to_f32(dtype: DType, input: &[u8], out: &mut [f32]) {
+                if !$supported() {
+                    return convert::load_all(dtype, input, out);
+                }
+                #[target_feature(enable = $features)]
+                unsafe fn go(dtype: DType, input: &[u8], out: &mut [f32]) {
+                    // SAFETY: the features are enabled here.
+                    unsafe {
+                        match dtype {
+                            DType::F32 => v::to_f32::<$S, F32>(input, out),
+                            DType::F16 => v::to_f32::<$S, F16>(input, out),
+                            DType::BF16 => v::to_f32::<$S, BF16>(input, out),
+                        }
+                    }
+                }
+                // SAFETY: the CPU has the features (checked above).
+                unsafe { go(dtype, input, out) }
+            }
+
+            pub fn from_f32(dtype: DType, vals: &[f32], out: &mut [u8]) {
+                if !$supported() {
+                    return convert::store_all_sat(dtype, vals, out);
+                }
+                #[target_feature(enable = $features)]
+                unsafe fn go(dtype: DType, vals: &[f32], out: &mut [u8]) {
+                    // SAFETY: the features are enabled here.
+                    unsafe {
+                        match dtype {
+                            DType::F32 => v::from_f32::<$S, F32>(vals, out),
+                            DType::F16 => v::from_f32::<$S, F16>(vals, out),
+                            DType::BF16 => v::from_f32::<$S, BF16>(vals, out),
+                        }
+                    }
+                }
+                // SAFETY: the CPU has the features (checked above).
+                unsafe { go(dtype, vals, out) }
+            }
+
+            pub fn block_encode(
+                fmt: &BlockFormat,
+                rounding: Rounding,
+                base: u64,
+                dtype: DType,
+                input: &[u8],
+                codes: &mut [u8],
+                scales: &mut [u8],
+            ) -> usize {
+                if !$supported() {
+                    return block::encode_blocks(fmt, rounding, base, dtype, input, codes, scales);
+                }
+                #[target_feature(enable = $features)]
+                unsafe fn go(
+                    fmt: &BlockFormat,
+                    rounding: Rounding,
+                    base: u64,
+                    dtype: DType,
+                    input: &[u8],
+                    codes: &mut [u8],
+                    scales: &mut [u8],
+                ) -> usize {
+                    // SAFETY: the features are enabled here.
+                    unsafe {
+                        match dtype {
+                            DType::F32 => v::block_encode::<$S, F32>(
+                                fmt, rounding, base, input, codes, scales,
+                            ),
+                            DType::F16 => v::block_encode::<$S, F16>(
+                                fmt, rounding, base, input, codes, scales,
+                            ),
+                            DType::BF16 => v::block_encode::<$S, BF16>(
+                                fmt, rounding, base, input, codes, scales,
+                            ),
+                        }
+                    }
+                }
+                // SAFETY: the CPU has the features (checked above).
+                unsafe { go(fmt, rounding, base, dtype, input, codes, scales) }
+            }
+
+            pub fn block_decode(
+                fmt: &BlockFormat,
+                dtype: DType,
+                scales: &[u8],
+                codes: &[u8],
+                out: &mut [u8],
+            ) {
+                if !$supported() {
+                    return block::decode_blocks(fmt, dtype, scales, codes, out);
+                }
+                #[target_feature(enable = $features)]
+                unsafe fn go(
+                    fmt: &BlockFormat,
+                    dtype: DType,
+                    scales: &[u8],
+                    codes: &[u8],
+                    out: &mut [u8],
+                ) {
+                    // SAFETY: the features are enabled here.
+                    unsafe {
+                        match dtype {
+                            DType::F32 => v::block_decode::<$S, F32>(fmt, scales, codes, out),
+                            DType::F16 => v::block_decode::<$S, F16>(fmt, scales, codes, out),
+                            DType::BF16 => v::block_decode::<$S, BF16>(fmt, scales, codes, out),
+                        }
+                    }
+                }
+                // SAFETY: the CPU has the features (checked above).
+                unsafe { go(fmt, dtype, scales, codes, out) }
+            }
+
+            pub fn pack_codes(width: u32, codes: &[u8], out: &mut [u8]) {
+                if !$supported() {
+                    return bitpack::pack_bytes(width, codes, out);
+                }
+                #[target_feature(enable = $features)]
+                unsafe fn go(width: u32, codes: &[u8], out: &mut [u8]) {
+                    // SAFETY: the features are enabled here.
+                    unsafe { v::pack_codes::<$S>(width, codes, out) }
+                }
+                // SAFETY: the CPU has the features (checked above).
+                unsafe { go(width, codes, out) }
+            }
+
+            pub fn unpack_codes(width: u32, packed: &[u8], codes: &mut [u8]) {
+                if !$supported() {
+                    return bitpack::unpack_bytes(width, packed, codes);
+                }
+                #[target_feature(enable = $features)]
+                unsafe fn go(width: u32, packed: &[u8], codes: &mut [u8]) {
+                    // SAFETY: the features are enabled here.
+                    unsafe { v::unpack_codes::<$S>(width, packed, codes) }
+                }
+                // SAFETY: the CPU has the features (checked above).
+                unsafe { go(width, packed, codes) }
+            }
+
+            pub fn stats(dtype: DType, input: &[u8]) -> Stats {
+                if !$supported() {
+                    return uniform::stats(dtype, input);
+                }
+                #[target_feature(enable = $features)]
+                unsafe fn go(dtype: DType, input: &[u8]) -> Stats {
+                    // SAFETY: the features are enabled here.
+                    unsafe {
+                        match dtype {
+                            DType::F32 => v::stats::<$S, F32>(input),
+                            DType::F16 => v::stats::<$S, F16>(input),
+                            DType::BF16 => v::stats::<$S, BF16>(input),
+                        }
+                    }
+                }
+                // SAFETY: the CPU has the features (checked above).
+                unsafe { go(dtype, input) }
+            }
+
+            pub fn uniform_encode(
+                a: &QuantArgs,
+                input: &[u8],
+                step: Step,
+                symbols: &mut [u16],
+                extra: &mut BitWriter,
+                err: &mut ErrSum,
+            ) -> usize {
+                if !$supported() {
+                    return uniform::encode_symbols(a, input, step, symbols, extra, err);
+                }
+                #[target_feature(enable = $features)]
+                unsafe fn go(
+                    a: &QuantArgs,
+                    input: &[u8],
+                    step: Step,
+                    symbols: &mut [u16],
+                    extra: &mut BitWriter,
+                    err: &mut ErrSum,
+                ) -> usize {
+                    // SAFETY: the features are enabled here.
+                    unsafe {
+                        match a.dtype {
+                            DType::F32 => {
+                                v::uniform_encode::<$S, F32>(a, input, step, symbols, extra, err)
+                            }
+                            DType::F16 => {
+                                v::uniform_encode::<$S, F16>(a, input, step, symbols, extra, err)
+                            }
+                            DType::BF16 => {
+                                v::uniform_encode::<$S, BF16>(a, input, step, symbols, extra, err)
+                            }
+                        }
+                    }
+                }
+                // SAFETY: the CPU has the features (checked above).
+                unsafe { go(a, input, step, symbols, extra, err) }
+            }
+
+            pub fn uniform_decode(
+                dtype: DType,
+                symbols: &[u16],
+                step: Step,
+                extra: &mut BitReader,
+                out: &mut [u8],
+            ) -> Result<()> {
+                if !$supported() {
+                    return uniform::decode_symbols(dtype, symbols, step, extra, out);
+                }
+                #[target_feature(enable = $features)]
+                unsafe fn go(
+                    dtype: DType,
+                    symbols: &[u16],
+                    step: Step,
+                    extra: &mut BitReader,
+                    out: &mut [u8],
+                ) -> Result<()> {
+                    // SAFETY: the features are enabled here.
+                    unsafe {
+                        match dtype {
+                            DType::F32 => v::uniform_decode::<$S, F32>(symbols, step, extra, out),
+                            DType::F16 => v::uniform_decode::<$S, F16>(symbols, step, extra, out),
+                            DType::BF16 => v::uniform_decode::<$S, BF16>(symbols, step, extra, out),
+                        }
+                    }
+                }
+                // SAFETY: the CPU has the features (checked above).
+                unsafe { go(dtype, symbols, step, extra, out) }
+            }
+
+            pub fn extra_count(symbols: &[u16]) -> (usize, usize) {
+                if !$supported() {
+                    return uniform::extra_and_escapes(symbols);
+                }
+                #[target_feature(enable = $features)]
+                unsafe fn go(symbols: &[u16]) -> (usize, usize) {
+                    // SAFETY: the features are enabled here.
+                    unsafe { v::extra_count::<$S>(symbols) }
+                }
+                // SAFETY: the CPU has the features (checked above).
+                unsafe { go(symbols) }
+            }
+        }
+    };
+}
+
+pub(crate) use vector_kernels;
+
+// ---------------------------------------------------------------------------------------
+// The float split, for levels without kernels of their own (NEON)
+// ---------------------------------------------------------------------------------------
+
+/// The OR of the lanes.
+#[inline(always)]
+unsafe fn hor<S: Simd>(v: S::I) -> u32 {
+    let mut lanes = [0u32; 16];
+    // SAFETY: `4 W <= 64` bytes.
+    unsafe { S::store_i32(lanes.as_mut_ptr().cast(), v) };
+    lanes[..S::W].iter().fold(0, |a, &b| a | b)
+}
+
+/// [`super::scalar::split`] for the vector layouts.
+#[allow(dead_code)]
+#[inline(always)]
+pub(crate) unsafe fn split<S: Simd>(
+    fs: FloatSplit,
+    input: &[u8],
+    symbols: &mut [u16],
+    counts: &mut [u32],
+) -> u32 {
+    if !(vector_layout(fs) && counts.len() >= alphabet(fs)) {
+        return scalar::split(fs, input, symbols, counts);
+    }
+    let n = symbols.len();
+    assert_eq!(input.len(), n * fs.bytes);
+    let done = n / S::W * S::W;
+    let mut acc = S::splat_i(0);
+    for i in (0..done).step_by(S::W) {
+        // SAFETY: elements `i..i + W` are inside `input` and `symbols`.
+        unsafe {
+            let v = if fs.bytes == 2 {
+                S::load_u16(input.as_ptr().add(2 * i))
+            } else {
+                S::load_i32(input.as_ptr().add(4 * i))
+            };
+            acc = S::or(acc, v);
+            S::store_u16(symbols.as_mut_ptr().add(i).cast(), S::shr(v, fs.mant_bits));
+        }
+    }
+    // SAFETY: the caller's features.
+    let or = unsafe { hor::<S>(acc) } & ((1 << fs.mant_bits) - 1);
+    if alphabet(fs) == 512 {
+        add_histogram::<512>(&symbols[..done], counts);
+    } else {
+        add_histogram::<64>(&symbols[..done], counts);
+    }
+    or | scalar::split(fs, &input[done * fs.bytes..], &mut symbols[done..], counts)
+}
+
+/// [`super::scalar::pack_mantissa`] for the vector layouts.
+#[allow(dead_code)]
+#[inline(always)]
+pub(crate) unsafe fn pack_mantissa<S: Simd>(
+    fs: FloatSplit,
+    input: &[u8],
+    drop: u32,
+    out: &mut [u8],
+) {
+    if !(vector_layout(fs) && drop <= fs.mant_bits) {
+        return scalar::pack_mantissa(fs, input, drop, out);
+    }
+    let n = input.len() / fs.bytes;
+    let width = fs.mant_bits - drop;
+    assert!(out.len() >= bitpack::packed_len(n, width));
+    if width == 0 {
+        return;
+    }
+    let w = width as usize;
+    let blocks = n / bitpack::BLOCK;
+    let mant = S::splat_i(((1u32 << fs.mant_bits) - 1) as i32);
+    for blk in 0..blocks {
+        // SAFETY: block `blk` of elements and its `64 w` packed bytes are inside `input`
+        // and `out` (asserted above).
+        let (src, dst) = unsafe {
+            (
+                input.as_ptr().add(blk * bitpack::BLOCK * fs.bytes),
+                out.as_mut_ptr().add(blk * 64 * w),
+            )
+        };
+        for s in 0..16 / S::W {
+            let mut acc = S::splat_i(0);
+            let mut bits = 0u32;
+            let mut k = 0usize;
+            for row in 0..32 {
+                let e = 16 * row + S::W * s;
+                // SAFETY: element `e + W <= 512` of the block.
+                let v = unsafe {
+                    if fs.bytes == 2 {
+                        S::load_u16(src.add(2 * e))
+                    } else {
+                        S::load_i32(src.add(4 * e))
+                    }
+                };
+                let m = S::shr(S::and(v, mant), drop);
+                acc = S::or(acc, S::shl(m, bits));
+                bits += width;
+                if bits >= 32 {
+                    // SAFETY: word `k < w` of the block's lanes.
+                    unsafe { S::store_i32(dst.add(64 * k + 4 * S::W * s), acc) };
+                    k += 1;
+                    bits -= 32;
+                    acc = S::shr(m, width - bits);
+                }
+            }
+        }
+    }
+    let done = blocks * bitpack::BLOCK;
+    scalar::pack_mantissa(
+        fs,
+        &input[done * fs.bytes..n * fs.bytes],
+        drop,
+        &mut out[blocks * 64 * w..],
+    );
+}
+
+/// [`super::scalar::merge`] for the vector layouts.
+#[allow(dead_code)]
+#[inline(always)]
+pub(crate) unsafe fn merge<S: Simd>(
+    fs: FloatSplit,
+    symbols: &[u16],
+    packed: &[u8],
+    drop: u32,
+    out: &mut [u8],
+) {
+    if !(vector_layout(fs) && drop <= fs.mant_bits) {
+        return scalar::merge(fs, symbols, packed, drop, out);
+    }
+    let n = symbols.len();
+    let width = fs.mant_bits - drop;
+    let w = width as usize;
+    assert_eq!(out.len(), n * fs.bytes);
+    assert!(packed.len() >= bitpack::packed_len(n, width));
+    let blocks = n / bitpack::BLOCK;
+    let mask = S::splat_i(((1u64 << width) - 1) as i32);
+    for blk in 0..blocks {
+        // SAFETY: block `blk` is inside `symbols`, `out` and (its `64 w` bytes) `packed`.
+        let (src, sym, dst) = unsafe {
+            (
+                packed.as_ptr().add(blk * 64 * w),
+                symbols.as_ptr().add(blk * bitpack::BLOCK).cast::<u8>(),
+                out.as_mut_ptr().add(blk * bitpack::BLOCK * fs.bytes),
+            )
+        };
+        for s in 0..16 / S::W {
+            let mut acc = S::splat_i(0);
+            let mut bits = 0u32;
+            let mut k = 0usize;
+            for row in 0..32 {
+                let m = if bits < width {
+                    // SAFETY: word `k < w` of the block's lanes.
+                    let nw = unsafe { S::load_i32(src.add(64 * k + 4 * S::W * s)) };
+                    k += 1;
+                    let m = S::or(acc, S::shl(nw, bits));
+                    acc = S::shr(nw, width - bits);
+                    bits += 32 - width;
+                    m
+                } else {
+                    let m = acc;
+                    acc = S::shr(acc, width);
+                    bits -= width;
+                    m
+                };
+                let e = 16 * row + S::W * s;
+                // SAFETY: element `e + W <= 512` of the block.
+                unsafe {
+                    let v = S::or(
+                        S::shl(S::load_u16(sym.add(2 * e)), fs.mant_bits),
+                        S::shl(S::and(m, mask), drop),
+                    );
+                    if fs.bytes == 2 {
+                        S::store_u16(dst.add(2 * e), v);
+                    } else {
+                        S::store_i32(dst.add(4 * e), v);
+                    }
+                }
+            }
+        }
+    }
+    let done = blocks * bitpack::BLOCK;
+    scalar::merge(
+        fs,
+        &symbols[done..],
+        &packed[blocks * 64 * w..],
+        drop,
+        &mut out[done * fs.bytes..],
+    );
+}
