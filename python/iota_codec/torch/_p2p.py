@@ -29,6 +29,7 @@ it raises; destroy the process group and start again.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import time
 from dataclasses import dataclass, fields
 from typing import Any
@@ -37,7 +38,8 @@ import torch
 import torch.distributed as dist
 
 from .._api import Codec
-from .._core import CorruptFrameError, LimitExceededError
+from .._core import CorruptFrameError, InvalidArgumentError, LimitExceededError
+from .._session import Session
 from ._device import as_device
 from ._ops import as_codec, decode_frame, encode_tensor
 
@@ -47,6 +49,8 @@ HEADER_BYTES = 8 * HEADER_WORDS
 
 TENSOR, ACTIVATION, GRADIENT = 0, 1, 2
 _KIND_NAMES = {TENSOR: "tensor", ACTIVATION: "activation", GRADIENT: "gradient"}
+# Set in a message's kind word when its frame belongs to the channel's session for that kind.
+_SESSION_FLAG = 0x100
 _ANY = -1  # sequence number of unsequenced messages (the free functions)
 _MAX_STASHED = 4096
 
@@ -128,6 +132,40 @@ def default_max_frame_bytes(codec: Codec) -> int:
     return codec.max_output_bytes + codec.max_output_bytes // 4 + (1 << 20)
 
 
+def channel_session_id(tag: int, kind: int, sender: int, receiver: int) -> int:
+    """The session id of a channel's ``kind`` messages (``TENSOR``, ``ACTIVATION`` or
+    ``GRADIENT``) from global rank ``sender`` to ``receiver``: both sides compute it."""
+    key = f"iota-channel/{tag}/{kind}/{sender}/{receiver}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+
+
+class _Decoded:
+    """A message that was decoded on arrival (a session frame)."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+    def place(self, dtype: Any, shape: Any, device: Any, out: Any) -> torch.Tensor:
+        t = self.tensor
+        if dtype is not None and t.dtype != dtype:
+            raise InvalidArgumentError(f"the frame holds {t.dtype}, expected {dtype}")
+        if shape is not None and tuple(t.shape) != tuple(int(d) for d in shape):
+            raise InvalidArgumentError(
+                f"the frame holds shape {tuple(t.shape)}, expected {tuple(shape)}"
+            )
+        if out is not None:
+            if out.dtype != t.dtype or tuple(out.shape) != tuple(t.shape):
+                raise InvalidArgumentError(
+                    f"out is {out.dtype} of shape {tuple(out.shape)}; the frame holds "
+                    f"{t.dtype} of shape {tuple(t.shape)}"
+                )
+            out.copy_(t)
+            return out
+        if device is not None and torch.device(device).type != "cpu":
+            return t.to(device, non_blocking=True)
+        return t
+
+
 class SendWork:
     """What :meth:`Channel.isend` and :func:`isend` return: ``wait()`` blocks until the
     header and frame are handed to the transport (like a torch ``Work``), raising
@@ -205,6 +243,13 @@ class Channel:
         max_frame_bytes: the largest frame accepted from the peer (default
             :func:`default_max_frame_bytes` of the decoding codec). The decoded size is also
             limited by the codec's ``max_output_bytes``.
+        session: use a shared-basis :class:`iota_codec.Session` per kind of message and
+            direction, for the codecs with an ``error=`` bound: ``True``, or a dict of
+            session settings (``refresh``, ``decay``). Frames then carry only coefficients
+            on a channel basis both sides learn from the decoded data. Both sides must pass
+            the same ``session`` settings.
+        error_feedback: with ``session``, carry each sent gradient's coding error into the
+            next one (PowerSGD-style error feedback).
 
     A channel keeps per-kind sequence numbers, so that both sides agree on which message
     is which: tensors and activations are matched in the order they were sent, and each
@@ -214,8 +259,10 @@ class Channel:
     they are.
 
     ``stats`` (a :class:`ChannelStats`) counts raw and wire bytes in each direction;
-    ``state`` is a dict reserved for session state of stateful codecs (a shared low-rank
-    basis, error feedback), empty for the stateless profiles.
+    ``state`` holds the sessions of a channel made with ``session=`` (keys like
+    ``"activation/send"`` and ``"gradient/recv"``, each an :class:`iota_codec.Session`,
+    created at the first message), empty otherwise. Session frames are decoded in the
+    order they arrive, which is the order they were encoded.
 
     Sends from :func:`send_activation` and :func:`recv_activation`'s backward are
     asynchronous: call :meth:`flush` before tearing the process group down (and at the end
@@ -233,6 +280,8 @@ class Channel:
         device: Any = None,
         timeout: Any = None,
         max_frame_bytes: int | None = None,
+        session: Any = None,
+        error_feedback: bool = False,
         _sequenced: bool = True,
     ) -> None:
         self.peer = int(peer)
@@ -247,10 +296,30 @@ class Channel:
         )
         self.stats = ChannelStats()
         self.state: dict[str, Any] = {}
+        self._session_opts: dict[str, Any] | None
+        if session is None or session is False:
+            self._session_opts = None
+        elif session is True:
+            self._session_opts = {}
+        elif isinstance(session, dict):
+            unknown = set(session) - {"refresh", "decay"}
+            if unknown:
+                raise InvalidArgumentError(
+                    f"unknown session settings: {', '.join(sorted(unknown))} (refresh, decay)"
+                )
+            self._session_opts = dict(session)
+        else:
+            raise InvalidArgumentError("session must be True, False/None or a dict of settings")
+        if error_feedback and self._session_opts is None:
+            raise InvalidArgumentError(
+                "error_feedback carries a gradient's coding error into the next through a "
+                "session: also pass session=True"
+            )
+        self.error_feedback = bool(error_feedback)
         self._sequenced = _sequenced
         self._send_seq = {TENSOR: 0, ACTIVATION: 0}
         self._recv_seq = {TENSOR: 0, ACTIVATION: 0}
-        self._stash: dict[tuple[int, int], torch.Tensor] = {}
+        self._stash: dict[tuple[int, int], Any] = {}
         self._header_in_flight: tuple[Any, torch.Tensor] | None = None
         self._pending: list[SendWork] = []
         self._broken: str | None = None
@@ -333,11 +402,44 @@ class Channel:
     def _wire(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self._wire_device()) if self._cuda else t
 
+    def _session(self, kind: int, direction: str, codec: Codec) -> Session | None:
+        """The session for ``kind`` messages in ``direction`` ("send" or "recv"), or None
+        when the channel has none for it."""
+        if self._session_opts is None or not self._sequenced:
+            return None
+        key = f"{_KIND_NAMES[kind]}/{direction}"
+        s = self.state.get(key)
+        if s is not None:
+            return s
+        bounded = codec.settings.get("error") is not None and codec.settings["step"] == "global"
+        if direction == "send" and not bounded:
+            return None
+        me = dist.get_rank()
+        sender, receiver = (me, self.peer) if direction == "send" else (self.peer, me)
+        settings = self._session_opts
+        # A receiving session only needs the settings both sides share; its bound is unused.
+        base = codec if bounded else Codec(error=0.01, **codec.limits)
+        s = Session(
+            base,
+            session_id=channel_session_id(self.tag, kind, sender, receiver),
+            error_feedback=self.error_feedback and kind == GRADIENT and direction == "send",
+            **settings,
+        )
+        self.state[key] = s
+        return s
+
     def _post(self, kind: int, seq: int, tensor: torch.Tensor, codec: Codec) -> SendWork:
         self._check()
         self._reap()
-        frame = encode_tensor(tensor, codec)
-        header = torch.tensor([MAGIC, kind, seq, frame.numel()], dtype=torch.int64)
+        session = self._session(kind, "send", codec)
+        if session is None:
+            frame = encode_tensor(tensor, codec)
+            word = kind
+        else:
+            blob = session.encode(tensor.detach())
+            frame = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+            word = kind | _SESSION_FLAG
+        header = torch.tensor([MAGIC, word, seq, frame.numel()], dtype=torch.int64)
         header, wire_frame = self._wire(header), self._wire(frame)
         try:
             works = [
@@ -388,14 +490,15 @@ class Channel:
         except RuntimeError as e:
             raise self._fail(f"receiving from rank {self.peer} failed: {e}") from e
         self._header_in_flight = None
-        magic, kind, seq, nbytes = (int(v) for v in header.cpu().tolist())
+        magic, word, seq, nbytes = (int(v) for v in header.cpu().tolist())
+        kind = word & ~_SESSION_FLAG
         if magic != MAGIC:
             raise self._corrupt(
                 CorruptFrameError,
                 f"message from rank {self.peer} does not start with an iota-codec header "
                 f"(is the peer using iota_codec.torch with the same protocol version?)",
             )
-        if kind not in _KIND_NAMES or nbytes <= 0:
+        if kind not in _KIND_NAMES or nbytes <= 0 or word not in (kind, kind | _SESSION_FLAG):
             raise self._corrupt(CorruptFrameError, f"bad message header from rank {self.peer}")
         if nbytes > self.max_frame_bytes:
             raise self._corrupt(
@@ -413,6 +516,16 @@ class Channel:
                 f"receiving a {nbytes}-byte frame from rank {self.peer} failed: {e}"
             ) from e
         self.stats.wire_bytes_received += HEADER_BYTES + nbytes
+        if word & _SESSION_FLAG:
+            # Session frames are decoded as they arrive: in the order they were encoded.
+            session = self._session(kind, "recv", self.codec)
+            if session is None:
+                raise self._corrupt(
+                    CorruptFrameError,
+                    f"rank {self.peer} sends session frames, but this channel has no session: "
+                    "make both sides' channels with the same session= setting",
+                )
+            return kind, seq, _Decoded(session.decode(frame.cpu().numpy()))
         return kind, seq, frame
 
     def _corrupt(self, cls: type[Exception], message: str) -> Exception:
@@ -451,7 +564,10 @@ class Channel:
                 self._stash[(kind, seq)] = got
         dev = as_device(device) if device is not None else self.device
         dtype, shape = (None, None) if expect is None else expect
-        result = decode_frame(frame, self.codec, dtype=dtype, shape=shape, device=dev, out=out)
+        if isinstance(frame, _Decoded):
+            result = frame.place(dtype, shape, dev, out)
+        else:
+            result = decode_frame(frame, self.codec, dtype=dtype, shape=shape, device=dev, out=out)
         self.stats.messages_received += 1
         self.stats.raw_bytes_received += result.numel() * result.element_size()
         return result
