@@ -325,6 +325,17 @@ class Channel:
             self._broken = message
         return TransferError(message)
 
+    # The transport: the only two calls that move bytes. A subclass may carry messages some
+    # other way (the link lab's paced socket does) by overriding both; what they return
+    # needs ``wait(timeout=None)`` (a ``timedelta`` or ``None``; raising ``RuntimeError`` on
+    # failure) and ``is_completed()``, and messages must arrive whole and in order.
+
+    def _transport_isend(self, tensor: torch.Tensor) -> Any:
+        return dist.isend(tensor, self.peer, group=self.group, tag=self.tag)
+
+    def _transport_irecv(self, tensor: torch.Tensor) -> Any:
+        return dist.irecv(tensor, self.peer, group=self.group, tag=self.tag)
+
     def _wire_device(self) -> torch.device:
         if self._cuda:
             return torch.device("cuda", torch.cuda.current_device())
@@ -340,10 +351,7 @@ class Channel:
         header = torch.tensor([MAGIC, kind, seq, frame.numel()], dtype=torch.int64)
         header, wire_frame = self._wire(header), self._wire(frame)
         try:
-            works = [
-                dist.isend(header, self.peer, group=self.group, tag=self.tag),
-                dist.isend(wire_frame, self.peer, group=self.group, tag=self.tag),
-            ]
+            works = [self._transport_isend(header), self._transport_isend(wire_frame)]
         except RuntimeError as e:
             raise self._fail(f"sending to rank {self.peer} failed: {e}") from e
         self.stats.messages_sent += 1
@@ -369,7 +377,7 @@ class Channel:
             return
         header = torch.zeros(HEADER_WORDS, dtype=torch.int64, device=self._wire_device())
         try:
-            work = dist.irecv(header, self.peer, group=self.group, tag=self.tag)
+            work = self._transport_irecv(header)
         except RuntimeError as e:
             raise self._fail(f"receiving from rank {self.peer} failed: {e}") from e
         self._header_in_flight = (work, header)
@@ -405,7 +413,7 @@ class Channel:
             )
         frame = torch.empty(nbytes, dtype=torch.uint8, device=self._wire_device())
         try:
-            work = dist.irecv(frame, self.peer, group=self.group, tag=self.tag)
+            work = self._transport_irecv(frame)
             left = deadline.left()
             work.wait() if left is None else work.wait(left)
         except RuntimeError as e:
