@@ -29,6 +29,7 @@ it raises; destroy the process group and start again.
 from __future__ import annotations
 
 import datetime
+import threading
 import time
 from dataclasses import dataclass, fields
 from typing import Any
@@ -205,6 +206,17 @@ class Channel:
         max_frame_bytes: the largest frame accepted from the peer (default
             :func:`default_max_frame_bytes` of the decoding codec). The decoded size is also
             limited by the codec's ``max_output_bytes``.
+        prefetch: receive ahead on a background thread (default ``False``). gloo moves a
+            message only once the receiver has posted its receive, and a frame's receive can
+            only be posted once its header has arrived, so without prefetching a frame
+            starts to cross the link when the receiver asks for it, not when it was sent.
+            With ``prefetch=True`` a thread (started by the first receive) keeps the next
+            header's receive posted and posts each frame's as soon as its header arrives,
+            so frames stream in while the receiver computes, as raw tensors do whose
+            receives were posted early; decoding still happens where the tensor is asked
+            for. The thread always has a receive posted, which a process group cannot
+            cancel: exit the process (or abort the group) rather than destroying the
+            group cleanly while it waits.
 
     A channel keeps per-kind sequence numbers, so that both sides agree on which message
     is which: tensors and activations are matched in the order they were sent, and each
@@ -233,6 +245,7 @@ class Channel:
         device: Any = None,
         timeout: Any = None,
         max_frame_bytes: int | None = None,
+        prefetch: bool = False,
         _sequenced: bool = True,
     ) -> None:
         self.peer = int(peer)
@@ -255,6 +268,10 @@ class Channel:
         self._pending: list[SendWork] = []
         self._broken: str | None = None
         self._cuda = _uses_cuda(group)
+        self.prefetch = bool(prefetch) and _sequenced
+        self._arrived = threading.Condition()
+        self._reader: threading.Thread | None = None
+        self._reader_error: Exception | None = None
 
     def __repr__(self) -> str:
         return (
@@ -323,6 +340,9 @@ class Channel:
     def _fail(self, message: str) -> TransferError:
         if self._broken is None:
             self._broken = message
+        if self.prefetch:
+            with self._arrived:
+                self._arrived.notify_all()
         return TransferError(message)
 
     # The transport: the only two calls that move bytes. A subclass may carry messages some
@@ -368,9 +388,59 @@ class Channel:
 
     def _irecv(self, kind: int, seq: int, device: Any, out: Any) -> RecvWork:
         self._check()
-        if self._sequenced and (kind, seq) not in self._stash:
+        if self.prefetch:
+            self._start_reader()
+        elif self._sequenced and (kind, seq) not in self._stash:
             self._post_header()
         return RecvWork(self, kind, seq, device, out)
+
+    # --- receiving ahead (prefetch=True) ---------------------------------------------------
+
+    def _start_reader(self) -> None:
+        if self._reader is None:
+            self._reader = threading.Thread(
+                target=self._read_ahead, name=f"iota-channel-{self.peer}-{self.tag}", daemon=True
+            )
+            self._reader.start()
+
+    def _read_ahead(self) -> None:
+        """The reader thread: receives every message as soon as the peer sends it and keeps
+        its frame until it is asked for. It never gives up waiting for the next header
+        (the waiting side's deadline is what raises), and stops at the first failure, which
+        the waiting side then raises."""
+        while self._broken is None:
+            try:
+                kind, seq, frame = self._read_message(_Deadline(None))
+            except Exception as e:  # _read_message has marked the channel broken
+                with self._arrived:
+                    self._reader_error = e
+                    self._arrived.notify_all()
+                return
+            with self._arrived:
+                if len(self._stash) >= _MAX_STASHED:
+                    self._reader_error = self._fail(
+                        f"more than {_MAX_STASHED} messages from rank {self.peer} arrived "
+                        "before they were asked for; the two sides are out of step"
+                    )
+                    return
+                self._stash[(kind, seq)] = frame
+                self._arrived.notify_all()
+
+    def _wait_prefetched(self, key: tuple[int, int], deadline: _Deadline) -> torch.Tensor:
+        self._start_reader()
+        with self._arrived:
+            while key not in self._stash:
+                if self._reader_error is not None:
+                    raise self._reader_error
+                self._check()
+                if deadline.end is not None and time.monotonic() >= deadline.end:
+                    raise self._fail(
+                        f"receiving from rank {self.peer} failed: timed out waiting for "
+                        f"{_KIND_NAMES[key[0]]} message {key[1]}"
+                    )
+                left = deadline.left()
+                self._arrived.wait(None if left is None else left.total_seconds())
+            return self._stash.pop(key)
 
     def _post_header(self) -> None:
         if self._header_in_flight is not None:
@@ -383,7 +453,8 @@ class Channel:
         self._header_in_flight = (work, header)
 
     def _has(self, key: tuple[int, int]) -> bool:
-        return key in self._stash
+        with self._arrived:
+            return key in self._stash
 
     def _read_message(self, deadline: _Deadline) -> tuple[int, int, torch.Tensor]:
         """Receives the next whole message from the peer: (kind, seq, frame)."""
@@ -437,7 +508,10 @@ class Channel:
     ) -> torch.Tensor:
         """Waits for message ``key`` (keeping others that arrive first) and decodes it."""
         self._check()
-        frame = self._stash.pop(key, None)
+        if self.prefetch:
+            frame = self._wait_prefetched(key, deadline)
+        else:
+            frame = self._stash.pop(key, None)
         while frame is None:
             kind, seq, got = self._read_message(deadline)
             if kind == key[0] and (seq == key[1] or not self._sequenced):
