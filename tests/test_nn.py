@@ -24,8 +24,9 @@ def test_shapes_and_compression():
     assert rb.decoder(torch.randn(2, 3, 4, 8)).shape == (2, 3, 4, 64)
 
 
-def test_identity_path_is_exact_when_the_learned_parts_are_zero():
-    rb = ResidualBottleneck(32, 5, init_std=0)
+@pytest.mark.parametrize("hidden", [None, 16])
+def test_identity_path_is_exact_when_the_learned_parts_are_zero(hidden):
+    rb = ResidualBottleneck(32, 5, hidden=hidden, init_std=0)
     x = torch.randn(4, 7, 32)
     z = rb.encoder(x)
     assert torch.equal(z, x[..., :5])  # the first k coordinates, bit for bit
@@ -50,17 +51,23 @@ def test_the_math():
     torch.testing.assert_close(enc(x), z)
     pz = torch.cat([z, torch.zeros(10, 12, dtype=torch.float64)], dim=1)
     torch.testing.assert_close(dec(z), pz + z @ dec.proj.weight.T + dec.proj.bias)
+    mlp = BottleneckDecoder(16, 4, hidden=8).double()
+    h = torch.nn.functional.gelu(z @ mlp.up.weight.T + mlp.up.bias)
+    torch.testing.assert_close(mlp(z), pz + h @ mlp.proj.weight.T + mlp.proj.bias)
 
 
-def test_gradients_flow_through_both_halves_and_the_identity_path():
-    rb = ResidualBottleneck(24, 6, init_std=0)  # even from zero weights
+@pytest.mark.parametrize("hidden", [None, 40])
+def test_gradients_flow_through_both_halves_and_the_identity_path(hidden):
+    rb = ResidualBottleneck(24, 6, hidden=hidden, init_std=0)  # even from zero weights
     x = torch.randn(2, 3, 24, requires_grad=True)
     target = torch.randn(2, 3, 24)
     loss = ((rb(x) - target) ** 2).sum()
     loss.backward()
     for name, p in rb.named_parameters():
-        if name == "encoder.norm.bias" or name == "encoder.norm.weight":
-            continue  # W_e = 0 at init: nothing reaches the norm yet
+        if name in ("encoder.norm.bias", "encoder.norm.weight", "decoder.up.weight"):
+            continue  # behind a zero weight at init (W_e, W_2): nothing reaches them yet
+        if name == "decoder.up.bias":
+            continue
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     # With zero weights the input gradient is the identity path's: nonzero only in the
     # first k coordinates, and equal to the output gradient there.
@@ -96,11 +103,18 @@ def test_trains_end_to_end():
 
 @pytest.mark.parametrize(
     ("args", "match"),
-    [((8, 9), "at most"), ((0, 1), "d_model"), ((8, 0), "k must"), ((8.0, 2), "d_model")],
+    [
+        ((8, 9), "at most"),
+        ((0, 1), "d_model"),
+        ((8, 0), "k must"),
+        ((8.0, 2), "d_model"),
+        ((8, 2, 0), "hidden"),
+        ((8, 2, 1.5), "hidden"),
+    ],
 )
 def test_bad_arguments(args, match):
     with pytest.raises(iota_codec.InvalidArgumentError, match=match):
-        ResidualBottleneck(*args)
+        ResidualBottleneck(*args[:2], hidden=args[2] if len(args) > 2 else None)
 
 
 def test_wrong_width_is_a_clear_error():

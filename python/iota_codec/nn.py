@@ -11,13 +11,18 @@ end with the rest of the model. It has two halves, one on each side of the link:
 
 - :class:`BottleneckDecoder`, at the start of the receiving stage::
 
-      x̂ = P_k z + W_d · z + b_d                                 (k -> d)
+      x̂ = P_k z + W_d · z + b_d                                 (k -> d, linear)
+      x̂ = P_k z + W_2 · GELU(W_1 · z + b_1) + b_2               (k -> h -> d, hidden=h)
 
   where ``P_k z`` puts ``z`` into the first ``k`` coordinates of a ``d``-vector and zeros in
-  the rest (``P_k = [I_k; 0]``, the transpose of taking the first ``k`` coordinates).
+  the rest (``P_k = [I_k; 0]``, the transpose of taking the first ``k`` coordinates). A
+  linear decoder can only put the stream back in a ``k``-dimensional (affine) subspace; a
+  hidden layer lets it unfold the code into features the next blocks can use, for
+  ``k(h) + h(d)`` weights and FLOPs per token (``h = d``: about a twelfth of a block's).
 
 The identity path ``x[..., :k] -> z -> x̂[..., :k]`` is explicit and parameter-free: with
-the learned parts at zero the boundary passes the first ``k`` residual coordinates through
+the learned parts at zero (``W_e``, ``b_e``, and ``W_d``, ``b_d`` or ``W_2``, ``b_2``) the
+boundary passes the first ``k`` residual coordinates through
 exactly and drops the rest, so the model starts from (and can always fall back on) a plain
 low-rank cut of its residual stream, while ``W_e`` and ``W_d`` learn what else to pack into
 those ``k`` numbers and how to spread them back over ``d``. Everything is trained end to end:
@@ -83,14 +88,27 @@ class BottleneckEncoder(nn.Module):
 
 class BottleneckDecoder(nn.Module):
     """The receiving half: ``(..., k) -> (..., d)``, ``x̂ = P_k z + W_d z + b_d`` (``P_k z``:
-    ``z`` in the first ``k`` coordinates, zeros elsewhere). ``init_std`` as for the
-    encoder."""
+    ``z`` in the first ``k`` coordinates, zeros elsewhere), or with ``hidden=h``
+    ``x̂ = P_k z + W_2 GELU(W_1 z + b_1) + b_2``. ``init_std`` is the standard deviation of
+    the output weights (``W_d`` or ``W_2``) at initialization (0: start as the bare identity
+    path); ``W_1`` starts as torch's default for a linear layer."""
 
-    def __init__(self, d_model: int, k: int, *, init_std: float = 0.02) -> None:
+    def __init__(
+        self, d_model: int, k: int, *, hidden: int | None = None, init_std: float = 0.02
+    ) -> None:
         super().__init__()
         _check(d_model, k)
-        self.d_model, self.k = d_model, k
-        self.proj = nn.Linear(k, d_model)
+        if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int)):
+            raise InvalidArgumentError(f"hidden must be a positive integer, not {hidden!r}")
+        if hidden is not None and hidden < 1:
+            raise InvalidArgumentError(f"hidden must be a positive integer, not {hidden!r}")
+        self.d_model, self.k, self.hidden = d_model, k, hidden
+        if hidden:
+            self.up = nn.Linear(k, hidden)
+            self.proj = nn.Linear(hidden, d_model)
+        else:
+            self.up = None
+            self.proj = nn.Linear(k, d_model)
         _init(self.proj, init_std)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -99,10 +117,11 @@ class BottleneckDecoder(nn.Module):
                 f"expected a last dimension of {self.k}, got shape {tuple(z.shape)}"
             )
         identity = nn.functional.pad(z, (0, self.d_model - self.k))
-        return identity + self.proj(z)
+        h = z if self.up is None else nn.functional.gelu(self.up(z))
+        return identity + self.proj(h)
 
     def extra_repr(self) -> str:
-        return f"k={self.k}, d_model={self.d_model}"
+        return f"k={self.k}, d_model={self.d_model}, hidden={self.hidden}"
 
 
 class ResidualBottleneck(nn.Module):
@@ -115,14 +134,17 @@ class ResidualBottleneck(nn.Module):
         stage0 = nn.Sequential(embed, *blocks[:2], rb.encoder)     # sends (B, T, 8)
         stage1 = nn.Sequential(rb.decoder, *blocks[2:], head)      # receives (B, T, 8)
 
+    ``hidden`` gives the decoder a hidden layer of that width (default: linear).
     ``compression`` is ``d/k``, the shrinkage of the boundary tensor in each direction before
     any codec.
     """
 
-    def __init__(self, d_model: int, k: int, *, init_std: float = 0.02) -> None:
+    def __init__(
+        self, d_model: int, k: int, *, hidden: int | None = None, init_std: float = 0.02
+    ) -> None:
         super().__init__()
         self.encoder = BottleneckEncoder(d_model, k, init_std=init_std)
-        self.decoder = BottleneckDecoder(d_model, k, init_std=init_std)
+        self.decoder = BottleneckDecoder(d_model, k, hidden=hidden, init_std=init_std)
 
     @property
     def d_model(self) -> int:

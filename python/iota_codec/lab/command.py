@@ -76,6 +76,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="codecs for the bottleneck runs: 'raw', a profile or a JSON config; repeatable "
         "(default: raw and lossless)",
     )
+    p.add_argument(
+        "--bottleneck-hidden",
+        type=int,
+        default=None,
+        metavar="H",
+        help="hidden units of the bottleneck's decoder (0: linear; default: --d-model)",
+    )
     p.add_argument("--repeat", type=int, default=1, help="speed measurements per run (median)")
     p.add_argument(
         "--measure-seconds",
@@ -104,6 +111,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--seq-len", type=int, default=128)
     g.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
     g.add_argument("--micro", type=int, default=4, help="micro-batches per step (default 4)")
+    g.add_argument(
+        "--schedule",
+        default="1f1b",
+        choices=["1f1b", "gpipe"],
+        help="pipeline schedule of the micro-batches (default 1f1b)",
+    )
     g.add_argument("--lr", type=float, default=2e-3)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--val-batches", type=int, help="held-out batches (default 16)")
@@ -168,9 +181,10 @@ def _codec_config(item: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return str(name), cfg
 
 
-def _config(item: str, bottleneck: int | None = None) -> RunConfig:
+def _config(item: str, bottleneck: int | None = None, hidden: int | None = None) -> RunConfig:
     if item.strip() == "raw":
-        return RunConfig(f"k{bottleneck}+raw" if bottleneck else "raw", bottleneck=bottleneck)
+        name = f"k{bottleneck}+raw" if bottleneck else "raw"
+        return RunConfig(name, bottleneck=bottleneck, hidden=hidden if bottleneck else None)
     name, cfg = _codec_config(item)
     grad = cfg
     if item.strip().startswith("{"):
@@ -179,7 +193,7 @@ def _config(item: str, bottleneck: int | None = None) -> RunConfig:
             grad = _codec_config(g if isinstance(g, str) else json.dumps(g))[1]
     if bottleneck:
         name = f"k{bottleneck}+{name}"
-    return RunConfig(name, cfg, grad, bottleneck)
+    return RunConfig(name, cfg, grad, bottleneck, hidden if bottleneck else None)
 
 
 def options(args: argparse.Namespace) -> Options:
@@ -193,10 +207,12 @@ def options(args: argparse.Namespace) -> Options:
     if args.bottleneck.strip().lower() != "none":
         ks = [int(k) for k in args.bottleneck.split(",") if k.strip()]
         codecs = args.bottleneck_codec or ["raw", "lossless"]
+        hidden = args.d_model if args.bottleneck_hidden is None else args.bottleneck_hidden
+        hidden = hidden or None
         for k in ks:
             if not 1 <= k <= args.d_model:
                 raise ValueError(f"--bottleneck {k} must be between 1 and --d-model")
-            configs += [_config(c, k) for c in codecs]
+            configs += [_config(c, k, hidden) for c in codecs]
     names = [c.name for c in configs]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -216,6 +232,7 @@ def options(args: argparse.Namespace) -> Options:
         seq_len=args.seq_len,
         batch=args.batch,
         micro=args.micro,
+        schedule=args.schedule,
         lr=args.lr,
         seed=args.seed,
         val_batches=args.val_batches or quick.get("val_batches", 16),

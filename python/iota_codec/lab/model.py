@@ -25,10 +25,13 @@ def split_corpus() -> tuple[bytes, bytes]:
     return corpus[:cut], corpus[cut:]
 
 
-def build_stages(cfg: Any, bottleneck: int | None, seed: int) -> list[Any]:
+def build_stages(
+    cfg: Any, bottleneck: int | None, seed: int, hidden: int | None = None
+) -> list[Any]:
     """The two stages as ``nn.Sequential``: [embed, first half of the blocks, (encoder)] and
-    [(decoder), second half, head]. The same ``seed`` gives the same weights in every
-    process."""
+    [(decoder), second half, head], the bottleneck ``bottleneck`` wide with a decoder of
+    ``hidden`` hidden units (``None``: linear). The same ``seed`` gives the same weights in
+    every process."""
     import torch
     from torch import nn
 
@@ -41,7 +44,7 @@ def build_stages(cfg: Any, bottleneck: int | None, seed: int) -> list[Any]:
         from iota_codec.nn import ResidualBottleneck
 
         torch.manual_seed(seed + 1)
-        rb = ResidualBottleneck(cfg.d_model, bottleneck)
+        rb = ResidualBottleneck(cfg.d_model, bottleneck, hidden=hidden)
         first.append(rb.encoder)
         second.insert(0, rb.decoder)
     return [nn.Sequential(*first), nn.Sequential(*second)]
@@ -70,6 +73,7 @@ def evaluate(
     *,
     batch: int,
     n_batches: int,
+    hidden: int | None = None,
 ) -> float:
     """The mean cross-entropy (nats per byte) of the trained stages on ``n_batches`` fixed
     batches of held-out text, with the boundary exactly as the pipeline's forward pass
@@ -79,7 +83,7 @@ def evaluate(
 
     from iota_codec.data import batches
 
-    stages = build_stages(cfg, bottleneck, seed)
+    stages = build_stages(cfg, bottleneck, seed, hidden)
     for s, state in zip(stages, states, strict=True):
         s.load_state_dict(state)
         s.eval()
@@ -96,14 +100,21 @@ def evaluate(
 
 
 def train_flops_per_token(
-    d_model: int, n_layers: int, seq_len: int, vocab: int = 256, bottleneck: int | None = None
+    d_model: int,
+    n_layers: int,
+    seq_len: int,
+    vocab: int = 256,
+    bottleneck: int | None = None,
+    hidden: int | None = None,
 ) -> float:
     """Training FLOPs per token (forward and backward, 3x the forward's multiply-adds x 2)
     of the matrix products of the model (all stages together): per block
     ``72 d^2 + 12 T d`` (QKV, output, 4x MLP; attention scores and values without
-    exploiting the causal mask), the head ``6 d V``, the bottleneck ``12 d k``."""
+    exploiting the causal mask), the head ``6 d V``, the bottleneck ``12 d k`` (with a hidden
+    decoder layer of ``h``: ``6 d k + 6 k h + 6 h d``)."""
     d, t = d_model, seq_len
     flops = n_layers * (72 * d * d + 12 * t * d) + 6 * d * vocab
     if bottleneck:
-        flops += 12 * d * bottleneck
+        k = bottleneck
+        flops += 6 * d * k + (6 * k * hidden + 6 * hidden * d if hidden else 6 * k * d)
     return float(flops)

@@ -156,8 +156,8 @@ def header_lines(report: dict[str, Any]) -> list[str]:
         where,
         f"model: byte-level GPT d={s['d_model']}, {s['n_layers']} layers ({s['n_layers'] // 2} "
         f"per stage), {s['batch']}x{s['seq_len']} tokens per step in {s['micro']} micro-batches "
-        f"(GPipe), AdamW lr {s['lr']}, seed {s['seed']}; text: the Python standard library's "
-        "sources (last 10% held out)",
+        f"({s.get('schedule', 'gpipe').upper()}), AdamW lr {s['lr']}, seed {s['seed']}; "
+        "text: the Python standard library's sources (last 10% held out)",
     ]
     return lines
 

@@ -54,12 +54,14 @@ class LabError(RuntimeError):
 @dataclass(frozen=True)
 class RunConfig:
     """One configuration of the boundary: ``codec`` (a Codec config; ``None``: raw bf16),
-    ``grad_codec`` for the gradients, and an optional bottleneck width."""
+    ``grad_codec`` for the gradients, and an optional bottleneck width (with ``hidden``
+    units in its decoder, or a linear one)."""
 
     name: str
     codec: dict[str, Any] | None = None
     grad_codec: dict[str, Any] | None = None
     bottleneck: int | None = None
+    hidden: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -95,6 +97,7 @@ class Options:
     seq_len: int = 128
     batch: int = 8
     micro: int = 4
+    schedule: str = "1f1b"
     lr: float = 2e-3
     seed: int = 0
     val_batches: int = 16
@@ -226,10 +229,12 @@ class Lab:
         spec: dict[str, Any] = {
             "model": dataclasses.asdict(o.gpt()),
             "bottleneck": cfg.bottleneck,
+            "hidden": cfg.hidden,
             "codec": cfg.codec,
             "grad_codec": cfg.grad_codec,
             "batch": o.batch,
             "micro": o.micro,
+            "schedule": o.schedule,
             "steps": steps,
             "lr": o.lr,
             "seed": o.seed,
@@ -414,7 +419,7 @@ def run_lab(o: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
                     st = [torch.load(got["folder"] / f"rank{r}.pt") for r in (0, 1)]
                     m["val_loss"] = model.evaluate(
                         o.gpt(), cfg.bottleneck, o.seed, st, cfg.codec,
-                        batch=o.batch, n_batches=o.val_batches,
+                        batch=o.batch, n_batches=o.val_batches, hidden=cfg.hidden,
                     )  # fmt: skip
                 log(
                     f"  {cfg.name:<18} {label:>12}  {m['tokens_per_s']:8.0f} tokens/s  "

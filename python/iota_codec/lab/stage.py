@@ -2,9 +2,10 @@
 
 Rank 0 holds the embedding and the first half of the blocks (and, with a bottleneck, its
 encoder), rank 1 the rest and the head (the bottleneck's decoder first). They train with
-the same seed on the same batches, GPipe-style: rank 0 runs every micro-batch forward and
-sends each boundary activation as it is made, rank 1 receives, finishes the forward pass and
-the loss, and sends each gradient back; then both step their optimizers.
+the same seed on the same batches, in micro-batches: rank 0 runs a micro-batch forward and
+sends its boundary activation, rank 1 receives it, finishes the forward pass and the loss,
+and sends the gradient back, in the order of :func:`schedule` (1F1B by default, or GPipe);
+after each step both step their optimizers.
 
 The boundary crosses the link in bfloat16 in every run (as pipeline training ships it):
 
@@ -221,6 +222,28 @@ class CodecBoundary:
 
 # --- the run ---------------------------------------------------------------------------------
 
+SCHEDULES = ("1f1b", "gpipe")
+
+
+def schedule(kind: str, rank: int, micro: int) -> list[tuple[str, int]]:
+    """The order of forward ("F", m) and backward ("B", m) work of a stage of two.
+
+    - ``gpipe``: every forward, then every backward (in micro-batch order);
+    - ``1f1b``: rank 0 runs one forward ahead, then alternates forward and backward; rank 1
+      runs each micro-batch's backward right after its forward. Activations and gradients
+      then cross the link at the same time, in opposite directions.
+    """
+    if kind == "gpipe":
+        return [("F", m) for m in range(micro)] + [("B", m) for m in range(micro)]
+    if kind != "1f1b":
+        raise ValueError(f"unknown schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
+    warm = min(1 - rank, micro)
+    ops = [("F", m) for m in range(warm)]
+    for m in range(warm, micro):
+        ops += [("F", m), ("B", m - warm)]
+    ops += [("B", m) for m in range(micro - warm, micro)]
+    return ops
+
 
 def run(spec: dict[str, Any], rank: int) -> dict[str, Any]:
     torch.set_num_threads(1)
@@ -243,7 +266,7 @@ def run(spec: dict[str, Any], rank: int) -> dict[str, Any]:
         transport = PacedTransport(sock)
 
     cfg = GPTConfig(**spec["model"])
-    stages = model.build_stages(cfg, spec["bottleneck"], spec["seed"])
+    stages = model.build_stages(cfg, spec["bottleneck"], spec["seed"], spec.get("hidden"))
     part = stages[rank]
     opt = torch.optim.AdamW(part.parameters(), lr=spec["lr"], weight_decay=0.0)
     train, _ = model.split_corpus()
@@ -267,23 +290,26 @@ def run(spec: dict[str, Any], rank: int) -> dict[str, Any]:
             channel = SocketChannel(sock, peer, codec, **kw)
         boundary = CodecBoundary(channel)
 
+    ops = schedule(spec.get("schedule", "1f1b"), rank, micro)
     ends, losses = [], []
     start = time.perf_counter()
     for _step in range(spec["steps"]):
         x, y = next(data)
+        xs, ys = x.chunk(micro), y.chunk(micro)
         boundary.begin_step()
-        if rank == 0:
-            tokens = [boundary.send(part(xm).to(BF16), m) for m, xm in enumerate(x.chunk(micro))]
-            for t in tokens:
-                t.backward()
-        else:
-            outs = []
-            for m, ym in enumerate(y.chunk(micro)):
-                logits = part(boundary.recv(m).float())
-                outs.append(F.cross_entropy(logits.flatten(0, 1), ym.flatten()) / micro)
-            for loss in outs:
-                loss.backward()
-            losses.append(float(sum(o.detach() for o in outs)))
+        outs: dict[int, torch.Tensor] = {}
+        for op, m in ops:
+            if op == "F":
+                if rank == 0:
+                    outs[m] = boundary.send(part(xs[m]).to(BF16), m)
+                else:
+                    logits = part(boundary.recv(m).float())
+                    loss = F.cross_entropy(logits.flatten(0, 1), ys[m].flatten()) / micro
+                    outs[m] = loss
+            else:
+                outs[m].backward()
+        if rank == 1:
+            losses.append(float(sum(o.detach() for o in outs.values())))
         opt.step()
         opt.zero_grad(set_to_none=True)
         boundary.end_step()
