@@ -28,7 +28,7 @@ Needs root and iproute2. Without them it says so; --fallback then runs the same 
 paced socket in user space (clearly labelled: a model of a link, not a kernel link)."""
 
 DEFAULT_RATES = "80M,10M,2M,gpu:80M"
-QUICK = {"steps": 40, "measure_seconds": 8.0, "val_batches": 4}
+QUICK = {"steps": 40, "measure_seconds": 8.0, "val_batches": 8, "noise_seeds": 0}
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -119,7 +119,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     g.add_argument("--lr", type=float, default=2e-3)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--val-batches", type=int, help="held-out batches (default 16)")
+    g.add_argument("--val-batches", type=int, help="held-out batches (default 64)")
+    g.add_argument(
+        "--noise-seeds",
+        type=int,
+        help="also train raw (unshaped) with this many other seeds, to show how much the "
+        "validation loss moves from seed to seed (default 2; --quick: 0)",
+    )
     g.add_argument(
         "--gpu-tflops",
         type=float,
@@ -235,7 +241,8 @@ def options(args: argparse.Namespace) -> Options:
         schedule=args.schedule,
         lr=args.lr,
         seed=args.seed,
-        val_batches=args.val_batches or quick.get("val_batches", 16),
+        val_batches=args.val_batches or quick.get("val_batches", 64),
+        noise_seeds=quick.get("noise_seeds", 2) if args.noise_seeds is None else args.noise_seeds,
         fallback=args.fallback,
         gpu_flops=args.gpu_tflops * 1e12,
     )

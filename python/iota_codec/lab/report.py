@@ -104,6 +104,15 @@ def targets(report: dict[str, Any]) -> list[str]:
     codec against 128x compression and 3% of raw validation loss."""
     lines = []
     rows = report["rows"]
+    spread = report.get("seed_spread", {})
+    vals = spread.get("val_loss", [])
+    if len(vals) > 1:
+        lo, hi = min(vals), max(vals)
+        lines.append(
+            f"raw validation loss over seeds {spread['seeds']}: {lo:.4f} to {hi:.4f} "
+            f"(spread {100 * (hi - lo) / vals[0]:.1f}% of seed {spread['seeds'][0]}'s): "
+            "differences smaller than that are noise"
+        )
     for g in report["regimes"]:
         rate = g["rate_bps"]
         here = [r for r in rows if r["rate_bps"] == rate]

@@ -100,7 +100,8 @@ class Options:
     schedule: str = "1f1b"
     lr: float = 2e-3
     seed: int = 0
-    val_batches: int = 16
+    val_batches: int = 64
+    noise_seeds: int = 0
     fallback: bool = False
     gpu_flops: float = GPU_PEAK_FLOPS * GPU_MFU
     keep: str | None = None  # keep the run folders here
@@ -217,9 +218,11 @@ class Lab:
         per_step = 30.0 + (raw_bits_per_step(self.o) / rate_bps * 3 if rate_bps else 0.0)
         return 180.0 + steps * per_step
 
-    def run(self, cfg: RunConfig, rate_bps: float | None, steps: int) -> dict[str, Any]:
+    def run(
+        self, cfg: RunConfig, rate_bps: float | None, steps: int, seed: int | None = None
+    ) -> dict[str, Any]:
         """Trains ``cfg`` for ``steps`` steps over the link at ``rate_bps`` (``None``:
-        unshaped) and returns the two ranks' results."""
+        unshaped) and returns the two ranks' results (``seed``: other than the lab's)."""
         o = self.o
         assert self.scratch is not None
         self.runs += 1
@@ -237,7 +240,7 @@ class Lab:
             "schedule": o.schedule,
             "steps": steps,
             "lr": o.lr,
-            "seed": o.seed,
+            "seed": o.seed if seed is None else seed,
             "timeout_s": timeout,
             "out_dir": str(folder),
             "parent_pid": os.getpid(),
@@ -409,20 +412,23 @@ def run_lab(o: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
             runs: list[dict[str, Any]] = []
             full: dict[str, dict[str, Any]] = {}
 
-            def one(cfg: RunConfig, rate_bps: float | None, steps: int, kind: str):
+            def one(
+                cfg: RunConfig, rate_bps: float | None, steps: int, kind: str, seed: int = o.seed
+            ) -> dict[str, Any]:
                 label = "unshaped" if rate_bps is None else fmt_bps(rate_bps)
-                log(f"  {cfg.name:<18} {label:>12}  {steps} steps ...")
-                got = lab.run(cfg, rate_bps, steps)
+                what = cfg.name if seed == o.seed else f"{cfg.name} (seed {seed})"
+                log(f"  {what:<18} {label:>12}  {steps} steps ...")
+                got = lab.run(cfg, rate_bps, steps, seed)
                 m = measure(o, cfg, got, "unshaped" if rate_bps is None else "shaped")
-                m.update(kind=kind, rate_bps=rate_bps)
-                if kind == "train":
+                m.update(kind=kind, rate_bps=rate_bps, seed=seed)
+                if kind in ("train", "seed"):
                     st = [torch.load(got["folder"] / f"rank{r}.pt") for r in (0, 1)]
                     m["val_loss"] = model.evaluate(
-                        o.gpt(), cfg.bottleneck, o.seed, st, cfg.codec,
+                        o.gpt(), cfg.bottleneck, seed, st, cfg.codec,
                         batch=o.batch, n_batches=o.val_batches, hidden=cfg.hidden,
                     )  # fmt: skip
                 log(
-                    f"  {cfg.name:<18} {label:>12}  {m['tokens_per_s']:8.0f} tokens/s  "
+                    f"  {what:<18} {label:>12}  {m['tokens_per_s']:8.0f} tokens/s  "
                     f"train loss {m['train_loss']:.4f}"
                     + (f"  val loss {m['val_loss']:.4f}" if "val_loss" in m else "")
                     + f"  compression {m['compression']['total']:.1f}x  ({m['wall_s']:.0f} s)"
@@ -434,6 +440,8 @@ def run_lab(o: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
             log("unshaped reference:")
             ref = one(raw, None, o.steps, "train")
             full["raw", None] = ref
+            for i in range(o.noise_seeds):
+                one(raw, None, o.steps, "seed", seed=o.seed + 1 + i)
             unshaped_step = o.batch * o.seq_len / ref["tokens_per_s"]
             rates = sorted({resolve(o, r, unshaped_step) for r in o.rates}, reverse=True)
             labels = {resolve(o, r, unshaped_step): r.label for r in o.rates}
@@ -482,6 +490,8 @@ def assemble(
     """The report: every run, and per (configuration, link) the medians and the checks."""
     import iota_codec
 
+    seeds = [r for r in runs if r["kind"] == "seed"]
+    runs = [r for r in runs if r["kind"] != "seed"]
     ref_runs = [r for r in runs if r["config"] == "raw" and r["rate_bps"] is None]
     ref_tps = _median([r["tokens_per_s"] for r in ref_runs])
     ref_train = ref_runs[0]
@@ -546,6 +556,11 @@ def assemble(
             "reference": REFERENCE,
         },
         "rows": rows,
-        "runs": runs,
+        "seed_spread": {
+            "seeds": [o.seed] + [r["seed"] for r in seeds],
+            "val_loss": [ref_train["val_loss"]] + [r["val_loss"] for r in seeds],
+            "train_loss": [ref_train["train_loss"]] + [r["train_loss"] for r in seeds],
+        },
+        "runs": runs + seeds,
         "notes": notes,
     }
