@@ -117,6 +117,37 @@ def p2p(rank: int, world: int, profiles: list[str]) -> dict:
     return out
 
 
+def prefetching(rank: int, world: int) -> dict:
+    """A channel with ``prefetch=True`` receives while its owner is busy elsewhere; a
+    corrupt header and a silent peer surface in the waiting thread."""
+    out: dict = {}
+    if rank == 0:
+        ch = it.Channel(1, tag=60)
+        ch.send(sample(60))
+        ch.send(sample(61, (64, 1024)))  # more than one socket write
+        dist.send(torch.tensor([1, 2, 3, 4], dtype=torch.int64), 1, tag=61)  # not a header
+        return out
+    ch = it.Channel(0, tag=60, prefetch=True, timeout=30)
+    works = [ch.irecv(), ch.irecv()]  # starts the reader; nothing waits on them yet
+    start = time.monotonic()
+    while not all(w.is_completed() for w in works) and time.monotonic() - start < 30:
+        time.sleep(0.01)
+    out["arrived_unasked"] = all(w.is_completed() for w in works)
+    out["got"] = [w.wait() for w in works]
+    out["stats"] = ch.stats.as_dict()
+    try:
+        it.Channel(0, tag=61, prefetch=True, timeout=30).recv()
+    except Exception as e:
+        out["corrupt"] = (type(e).__name__, str(e))
+    silent = it.Channel(0, tag=62, prefetch=True, timeout=1.0)
+    start = time.monotonic()
+    try:
+        silent.recv()
+    except it.TransferError as e:
+        out["silent"] = (time.monotonic() - start, str(e), silent.broken)
+    return out
+
+
 def three_ranks(rank: int, world: int) -> dict:
     """Ranks 1 and 2 both send to rank 0, interleaved; a subgroup of ranks 0 and 2."""
     sub = dist.new_group([0, 2])
@@ -448,7 +479,7 @@ SESSION_STEPS = 4
 
 def pair_suite(rank: int, world: int, profiles: list[str]) -> dict:
     """Everything the two-rank tests check, in one set of processes."""
-    out = {"p2p": p2p(rank, world, profiles), "pipeline": {}, "session": {}}
+    out = {"p2p": p2p(rank, world, profiles), "pipeline": {}, "session": {}, "prefetch": {}}
     tag = 100
     for profile in profiles:
         for kind in ("gpipe", "1f1b"):
@@ -471,6 +502,11 @@ def pair_suite(rank: int, world: int, profiles: list[str]) -> dict:
             error_feedback=True,
         )
         out["session"][kind]["tag"] = tag
+        tag += 1
+        out["prefetch"][kind] = pipeline(
+            rank, world, kind, "lossless", "lossless", PIPE_STEPS, PIPE_MICRO, tag, prefetch=True
+        )
+    out["prefetching"] = prefetching(rank, world)
     return out
 
 

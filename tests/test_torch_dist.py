@@ -158,6 +158,29 @@ def test_two_stage_pipeline_with_sessions(pair, kind):
     assert sum(losses[-w.PIPE_MICRO :]) < sum(losses[: w.PIPE_MICRO])
 
 
+@pytest.mark.parametrize("kind", ["gpipe", "1f1b"])
+def test_two_stage_pipeline_prefetch(pair, kind):
+    """Channels that receive ahead on a thread train the same model bit for bit."""
+    s0, s1 = pair[0]["prefetch"][kind], pair[1]["prefetch"][kind]
+    ref = w.reference_pipeline(kind, 2, w.PIPE_STEPS, w.PIPE_MICRO)
+    assert s1["losses"] == ref["losses"]
+    for stage, rec in enumerate((s0, s1)):
+        for name, p in rec["params"].items():
+            assert torch.equal(p, ref["params"][stage][name]), name
+
+
+def test_prefetch_receives_ahead_and_fails_cleanly(pair):
+    got = pair[1]["prefetching"]
+    assert got["arrived_unasked"]  # both frames arrived before anyone waited for them
+    for x, y in zip([w.sample(60), w.sample(61, (64, 1024))], got["got"], strict=True):
+        assert (bits(x) == bits(y)).all()
+    assert got["stats"]["messages_received"] == 2
+    name, msg = got["corrupt"]
+    assert name == "CorruptFrameError" and "header" in msg
+    seconds, msg, broken = got["silent"]
+    assert 0.9 <= seconds < 15 and "timed out" in msg and broken
+
+
 def test_three_stage_pipeline(trio):
     """A middle stage both receives and sends: three ranks, 1F1B, lossless, equal to the
     uncompressed run."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import threading
 import time
 from dataclasses import dataclass, fields
 from typing import Any
@@ -250,6 +251,17 @@ class Channel:
             the same ``session`` settings.
         error_feedback: with ``session``, carry each sent gradient's coding error into the
             next one (PowerSGD-style error feedback).
+        prefetch: receive ahead on a background thread (default ``False``). gloo moves a
+            message only once the receiver has posted its receive, and a frame's receive can
+            only be posted once its header has arrived, so without prefetching a frame
+            starts to cross the link when the receiver asks for it, not when it was sent.
+            With ``prefetch=True`` a thread (started by the first receive) keeps the next
+            header's receive posted and posts each frame's as soon as its header arrives,
+            so frames stream in while the receiver computes, as raw tensors do whose
+            receives were posted early; decoding still happens where the tensor is asked
+            for. The thread always has a receive posted, which a process group cannot
+            cancel: exit the process (or abort the group) rather than destroying the
+            group cleanly while it waits.
 
     A channel keeps per-kind sequence numbers, so that both sides agree on which message
     is which: tensors and activations are matched in the order they were sent, and each
@@ -282,6 +294,7 @@ class Channel:
         max_frame_bytes: int | None = None,
         session: Any = None,
         error_feedback: bool = False,
+        prefetch: bool = False,
         _sequenced: bool = True,
     ) -> None:
         self.peer = int(peer)
@@ -324,6 +337,10 @@ class Channel:
         self._pending: list[SendWork] = []
         self._broken: str | None = None
         self._cuda = _uses_cuda(group)
+        self.prefetch = bool(prefetch) and _sequenced
+        self._arrived = threading.Condition()
+        self._reader: threading.Thread | None = None
+        self._reader_error: Exception | None = None
 
     def __repr__(self) -> str:
         return (
@@ -392,7 +409,21 @@ class Channel:
     def _fail(self, message: str) -> TransferError:
         if self._broken is None:
             self._broken = message
+        if self.prefetch:
+            with self._arrived:
+                self._arrived.notify_all()
         return TransferError(message)
+
+    # The transport: the only two calls that move bytes. A subclass may carry messages some
+    # other way (the link lab's paced socket does) by overriding both; what they return
+    # needs ``wait(timeout=None)`` (a ``timedelta`` or ``None``; raising ``RuntimeError`` on
+    # failure) and ``is_completed()``, and messages must arrive whole and in order.
+
+    def _transport_isend(self, tensor: torch.Tensor) -> Any:
+        return dist.isend(tensor, self.peer, group=self.group, tag=self.tag)
+
+    def _transport_irecv(self, tensor: torch.Tensor) -> Any:
+        return dist.irecv(tensor, self.peer, group=self.group, tag=self.tag)
 
     def _wire_device(self) -> torch.device:
         if self._cuda:
@@ -442,10 +473,7 @@ class Channel:
         header = torch.tensor([MAGIC, word, seq, frame.numel()], dtype=torch.int64)
         header, wire_frame = self._wire(header), self._wire(frame)
         try:
-            works = [
-                dist.isend(header, self.peer, group=self.group, tag=self.tag),
-                dist.isend(wire_frame, self.peer, group=self.group, tag=self.tag),
-            ]
+            works = [self._transport_isend(header), self._transport_isend(wire_frame)]
         except RuntimeError as e:
             raise self._fail(f"sending to rank {self.peer} failed: {e}") from e
         self.stats.messages_sent += 1
@@ -462,22 +490,73 @@ class Channel:
 
     def _irecv(self, kind: int, seq: int, device: Any, out: Any) -> RecvWork:
         self._check()
-        if self._sequenced and (kind, seq) not in self._stash:
+        if self.prefetch:
+            self._start_reader()
+        elif self._sequenced and (kind, seq) not in self._stash:
             self._post_header()
         return RecvWork(self, kind, seq, device, out)
+
+    # --- receiving ahead (prefetch=True) ---------------------------------------------------
+
+    def _start_reader(self) -> None:
+        if self._reader is None:
+            self._reader = threading.Thread(
+                target=self._read_ahead, name=f"iota-channel-{self.peer}-{self.tag}", daemon=True
+            )
+            self._reader.start()
+
+    def _read_ahead(self) -> None:
+        """The reader thread: receives every message as soon as the peer sends it and keeps
+        its frame until it is asked for. It never gives up waiting for the next header
+        (the waiting side's deadline is what raises), and stops at the first failure, which
+        the waiting side then raises."""
+        while self._broken is None:
+            try:
+                kind, seq, frame = self._read_message(_Deadline(None))
+            except Exception as e:  # _read_message has marked the channel broken
+                with self._arrived:
+                    self._reader_error = e
+                    self._arrived.notify_all()
+                return
+            with self._arrived:
+                if len(self._stash) >= _MAX_STASHED:
+                    self._reader_error = self._fail(
+                        f"more than {_MAX_STASHED} messages from rank {self.peer} arrived "
+                        "before they were asked for; the two sides are out of step"
+                    )
+                    return
+                self._stash[(kind, seq)] = frame
+                self._arrived.notify_all()
+
+    def _wait_prefetched(self, key: tuple[int, int], deadline: _Deadline) -> torch.Tensor:
+        self._start_reader()
+        with self._arrived:
+            while key not in self._stash:
+                if self._reader_error is not None:
+                    raise self._reader_error
+                self._check()
+                if deadline.end is not None and time.monotonic() >= deadline.end:
+                    raise self._fail(
+                        f"receiving from rank {self.peer} failed: timed out waiting for "
+                        f"{_KIND_NAMES[key[0]]} message {key[1]}"
+                    )
+                left = deadline.left()
+                self._arrived.wait(None if left is None else left.total_seconds())
+            return self._stash.pop(key)
 
     def _post_header(self) -> None:
         if self._header_in_flight is not None:
             return
         header = torch.zeros(HEADER_WORDS, dtype=torch.int64, device=self._wire_device())
         try:
-            work = dist.irecv(header, self.peer, group=self.group, tag=self.tag)
+            work = self._transport_irecv(header)
         except RuntimeError as e:
             raise self._fail(f"receiving from rank {self.peer} failed: {e}") from e
         self._header_in_flight = (work, header)
 
     def _has(self, key: tuple[int, int]) -> bool:
-        return key in self._stash
+        with self._arrived:
+            return key in self._stash
 
     def _read_message(self, deadline: _Deadline) -> tuple[int, int, torch.Tensor]:
         """Receives the next whole message from the peer: (kind, seq, frame)."""
@@ -508,7 +587,7 @@ class Channel:
             )
         frame = torch.empty(nbytes, dtype=torch.uint8, device=self._wire_device())
         try:
-            work = dist.irecv(frame, self.peer, group=self.group, tag=self.tag)
+            work = self._transport_irecv(frame)
             left = deadline.left()
             work.wait() if left is None else work.wait(left)
         except RuntimeError as e:
@@ -542,7 +621,10 @@ class Channel:
     ) -> torch.Tensor:
         """Waits for message ``key`` (keeping others that arrive first) and decodes it."""
         self._check()
-        frame = self._stash.pop(key, None)
+        if self.prefetch:
+            frame = self._wait_prefetched(key, deadline)
+        else:
+            frame = self._stash.pop(key, None)
         while frame is None:
             kind, seq, got = self._read_message(deadline)
             if kind == key[0] and (seq == key[1] or not self._sequenced):
