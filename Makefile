@@ -82,6 +82,21 @@ bench-docs: build
 	$(PY) -m iota_codec bench --json docs/bench.json --markdown docs/bench.md --plot docs/bench.png
 	$(PY) benches/readme.py docs/bench.json README.md activation gradient
 
+# The speed figures of the README's "Speed" section: one core, a 64 MiB bfloat16 tensor, every
+# profile against memcpy and zstd level 3 in the same run, 1 against 2 threads, break-even
+# link speeds. SPEED_ARGS: e.g. `--npy acts.npy --reps 9`.
+SPEED_ARGS ?=
+speed:
+	cargo run --release --quiet --example issue4 -- $(SPEED_ARGS)
+
+# The link lab of the README (needs root and iproute2; `--fallback` in LAB_ARGS uses a paced
+# socket instead). Writes docs/lab.json, docs/lab.md and docs/lab.png.
+LAB_ARGS ?= --steps 300 --rates 80M,gpu:80M --bottleneck 16 \
+  --bottleneck-codec raw --bottleneck-codec fast \
+  --bottleneck-codec '{"name": "int4e", "bits": 4, "block": 64, "entropy": true, "grad": {"bits": 4, "block": 64, "entropy": true, "rounding": "stochastic"}}'
+lab: build
+	$(PY) -m iota_codec lab $(LAB_ARGS) --json docs/lab.json --markdown docs/lab.md --plot docs/lab.png
+
 # Coverage-guided fuzzing of the decoder and of encode->decode round trips with cargo-fuzz
 # (libFuzzer). FUZZ_SECONDS per target; new corpus entries go to $(FUZZ_WORK), not into the
 # committed corpus: minimize with `cargo fuzz cmin` before committing any. A crash input goes
