@@ -1,0 +1,494 @@
+//! Frames of fixed-rate block quantization from codes and scales computed elsewhere (by a
+//! GPU quantizer that reproduces [`crate::quant::block`] bit for bit), so that only the
+//! codes and scales have to reach the host.
+//!
+//! The chunks are written by the same plan and payload code as [`super::encode_frame`]: the
+//! frame is byte for byte the one the host quantizer gives the same tensor. The input comes
+//! from outside (Python), so everything is checked: the lengths, every scale (finite, not
+//! negative, not the E8M0 NaN) and every code (within the element's bits, and none of the
+//! codes an encoder never writes: the integer `-2^(bits-1)`, the minifloat NaN and infinity
+//! codes; all codes of a block whose scale is zero are zero).
+//!
+//! A chunk whose coded form would be larger than its elements is stored as they are (as the
+//! host encoder does); that needs the chunk's raw elements, which the caller can pass for the
+//! tensor's last elements (where the short last chunk lies). Without them the encoder
+//! reports that it could not make the frame, and the caller codes the raw tensor instead.
+
+use super::{lossy, with_scratch, EncodePlan, EncodeRequest, Recipe, MODE_CODED, MODE_STORED};
+use crate::error::{Error, Result};
+use crate::format::put_uvarint;
+use crate::quant::block::{stored_scale, BlockFormat, ScaleFormat};
+use crate::quant::minifloat::Element;
+
+/// The output of a block quantizer for a whole tensor, in element order.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockCodes<'a> {
+    /// One code per element: one byte each (`packed == false`), or an LSB-first bit stream of
+    /// `bits` bits per code (code `i` at bits `i * bits ..`, padded with zero bits to a whole
+    /// byte; for 8-bit codes the two are the same).
+    pub codes: &'a [u8],
+    pub packed: bool,
+    /// The stored scale of each block of the tensor (`ceil(numel / block)` of them; the last
+    /// block may be shorter), little-endian, 1 byte (E8M0) or 2 bytes (float16, bfloat16)
+    /// each.
+    pub scales: &'a [u8],
+    /// The raw little-endian bytes of the tensor's last `raw_tail.len() / itemsize` elements
+    /// (may be empty): what a chunk there is stored as when coding would not make it smaller.
+    pub raw_tail: &'a [u8],
+}
+
+/// Which byte values are codes of `el` that an encoder writes.
+fn writable_codes(el: Element) -> [bool; 256] {
+    let bits = el.bits();
+    std::array::from_fn(|c| {
+        let c = c as u32;
+        c < 1 << bits
+            && match el {
+                Element::E4M3 => c & 0x7f != 0x7f,
+                Element::E5M2 => (c >> 2) & 0x1f != 0x1f,
+                Element::E2M1 => true,
+                _ => c != 1 << (bits - 1),
+            }
+    })
+}
+
+/// Fails unless `scale` is a stored scale the reference encoder can write.
+fn check_scale(fmt: &BlockFormat, scale: u16, block: usize) -> Result<()> {
+    let ok = match fmt.scale {
+        ScaleFormat::E8M0 => scale <= 254,
+        ScaleFormat::F16 => scale & 0x8000 == 0 && scale & 0x7c00 != 0x7c00,
+        ScaleFormat::BF16 => scale & 0x8000 == 0 && scale & 0x7f80 != 0x7f80,
+    };
+    if ok {
+        return Ok(());
+    }
+    let what = match fmt.scale {
+        ScaleFormat::E8M0 => "255 is the E8M0 NaN",
+        _ => "block scales are finite and not negative",
+    };
+    Err(Error::invalid(format!(
+        "the scale of block {block} is {scale:#06x}, which no encoder writes as a {} scale \
+         ({what})",
+        fmt.scale.name()
+    )))
+}
+
+/// Codes `first .. first + out.len()` of an LSB-first stream of `bits`-bit codes.
+fn unpack_stream(src: &[u8], first: usize, bits: u32, out: &mut [u8]) {
+    let w = bits as usize;
+    if w == 8 {
+        out.copy_from_slice(&src[first..first + out.len()]);
+        return;
+    }
+    let mask = ((1u32 << bits) - 1) as u8;
+    let bit0 = first * w;
+    if bit0.is_multiple_of(8) && 8 % w == 0 {
+        let per = 8 / w;
+        for (o, &b) in out.chunks_mut(per).zip(&src[bit0 / 8..]) {
+            for (j, c) in o.iter_mut().enumerate() {
+                *c = (b >> (j * w)) & mask;
+            }
+        }
+        return;
+    }
+    for (i, c) in out.iter_mut().enumerate() {
+        let bit = bit0 + i * w;
+        let lo = u16::from(src[bit / 8]);
+        let hi = src.get(bit / 8 + 1).map_or(0, |&b| u16::from(b));
+        *c = ((lo | hi << 8) >> (bit % 8)) as u8 & mask;
+    }
+}
+
+/// Writes the frame of `req` (a fixed-rate recipe; `req.input` is not read) from block codes
+/// and scales computed elsewhere into `out` (cleared first). Returns `Ok(false)`, with `out`
+/// empty, when a chunk would have to be stored raw and `src.raw_tail` does not hold it.
+pub fn encode_block_codes_into(
+    req: &EncodeRequest,
+    src: &BlockCodes,
+    out: &mut Vec<u8>,
+) -> Result<bool> {
+    out.clear();
+    let Recipe::Block { params, rans } = req.recipe else {
+        return Err(Error::invalid(
+            "precomputed block codes need a fixed-rate codec (format= or bits=, or the fast \
+             profile)",
+        ));
+    };
+    let plan = EncodePlan::sized(req, None)?;
+    let fmt = params.format;
+    let bits = fmt.element.bits();
+    let isz = req.dtype.itemsize();
+    let n = plan.input_len / isz;
+    let want = if src.packed {
+        (n * bits as usize).div_ceil(8)
+    } else {
+        n
+    };
+    if src.codes.len() != want {
+        return Err(Error::invalid(format!(
+            "codes hold {} bytes; {n} {}{}-bit codes take {want}",
+            src.codes.len(),
+            if src.packed { "packed " } else { "" },
+            bits
+        )));
+    }
+    if src.packed && (n * bits as usize) % 8 != 0 {
+        let used = (n * bits as usize) % 8;
+        if src.codes[want - 1] >> used != 0 {
+            return Err(Error::invalid(
+                "the padding bits after the last packed code are not zero",
+            ));
+        }
+    }
+    let n_blocks = n.div_ceil(fmt.block);
+    let want = n_blocks * fmt.scale.bytes();
+    if src.scales.len() != want {
+        return Err(Error::invalid(format!(
+            "scales hold {} bytes; {n_blocks} blocks of {} elements take {want} ({} bytes per \
+             {} scale)",
+            src.scales.len(),
+            fmt.block,
+            fmt.scale.bytes(),
+            fmt.scale.name()
+        )));
+    }
+    for g in 0..n_blocks {
+        check_scale(&fmt, stored_scale(&fmt, src.scales, g), g)?;
+    }
+    if !src.raw_tail.len().is_multiple_of(isz) || src.raw_tail.len() > plan.input_len {
+        return Err(Error::invalid(format!(
+            "raw_tail holds {} bytes: not a whole number of the tensor's last {} elements \
+             (at most {n})",
+            src.raw_tail.len(),
+            req.dtype
+        )));
+    }
+    let tail_start = n - src.raw_tail.len() / isz;
+    let writable = writable_codes(fmt.element);
+    let chunk_elems = plan.chunk_bytes / isz;
+
+    let ext = plan.header.write(out);
+    out.reserve(plan.max_records_len());
+    let results = plan.write_records_by(ext.checksum, out, |i, o| -> Result<bool> {
+        let first = i * chunk_elems;
+        let m = chunk_elems.min(n - first);
+        // Chunks hold whole blocks (the chunk size is a multiple of the block).
+        let g0 = first / fmt.block;
+        let scales =
+            &src.scales[g0 * fmt.scale.bytes()..(g0 + m.div_ceil(fmt.block)) * fmt.scale.bytes()];
+        with_scratch(|s| {
+            s.codes.resize(m, 0);
+            if src.packed {
+                unpack_stream(src.codes, first, bits, &mut s.codes);
+            } else {
+                s.codes.copy_from_slice(&src.codes[first..first + m]);
+            }
+            if let Some(j) = s.codes.iter().position(|&c| !writable[usize::from(c)]) {
+                return Err(Error::invalid(format!(
+                    "code {:#04x} of element {} is not a {} code an encoder writes",
+                    s.codes[j],
+                    first + j,
+                    fmt.element.name()
+                )));
+            }
+            for (g, codes) in s.codes.chunks(fmt.block).enumerate() {
+                if fmt.multiplier(stored_scale(&fmt, scales, g)) == 0.0
+                    && codes.iter().any(|&c| c != 0)
+                {
+                    return Err(Error::invalid(format!(
+                        "block {} has a zero scale but codes that are not zero",
+                        g0 + g
+                    )));
+                }
+            }
+            let start = o.len();
+            o.push(MODE_CODED);
+            o.extend_from_slice(scales);
+            lossy::write_block_codes(bits, rans.as_ref(), s, o);
+            put_uvarint(o, 0); // no escapes
+            if o.len() - start > m * isz {
+                // Stored, as the host encoder stores it (see `encode_chunk`).
+                o.truncate(start);
+                if first < tail_start {
+                    return Ok(false);
+                }
+                let at = (first - tail_start) * isz;
+                o.push(MODE_STORED);
+                o.extend_from_slice(&src.raw_tail[at..at + m * isz]);
+            }
+            Ok(true)
+        })
+    });
+    let mut complete = true;
+    for r in results {
+        if !r? {
+            complete = false;
+        }
+    }
+    if !complete {
+        out.clear();
+    }
+    Ok(complete)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mode::{BlockSpec, Mode, NonFinite};
+    use crate::quant::block::encode_blocks;
+    use crate::quant::rounding::Rounding;
+    use crate::{Codec, ContainerHint, DType, ErrorKind};
+
+    fn codec(element: Element, scale: ScaleFormat, block: usize, entropy: bool) -> Codec {
+        Codec {
+            chunk_elems: 1000,
+            threads: 2,
+            ..Codec::with_mode(Mode::Block(BlockSpec {
+                element,
+                scale,
+                block,
+                entropy,
+                rounding: Rounding::Nearest,
+                nonfinite: NonFinite::Error,
+            }))
+        }
+    }
+
+    /// Heavy-tailed values with zero blocks, subnormals and huge values, as `dtype` bytes.
+    fn data(dtype: DType, n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut out = Vec::new();
+        for i in 0..n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            let v = match (i / 64) % 5 {
+                0 => 0.0,
+                1 => u * 1e-41,
+                2 => u / (0.5 - u.abs() + 1e-3),
+                3 => u * 6e4,
+                _ => u,
+            };
+            match dtype {
+                DType::F32 => out.extend_from_slice(&v.to_le_bytes()),
+                DType::F16 => {
+                    out.extend_from_slice(&crate::quant::convert::f32_to_f16_sat(v).to_le_bytes())
+                }
+                DType::BF16 => {
+                    out.extend_from_slice(&crate::quant::convert::f32_to_bf16_sat(v).to_le_bytes())
+                }
+            }
+        }
+        out
+    }
+
+    /// The host quantizer's codes (one byte each) and scales for a whole tensor.
+    fn quantize(c: &Codec, dtype: DType, input: &[u8]) -> (BlockFormat, Vec<u8>, Vec<u8>) {
+        let Mode::Block(b) = c.mode else { panic!() };
+        let fmt = BlockFormat {
+            element: b.element,
+            scale: b.scale,
+            block: b.block,
+        };
+        let n = input.len() / dtype.itemsize();
+        let mut codes = vec![0u8; n];
+        let mut scales = vec![0u8; n.div_ceil(b.block) * b.scale.bytes()];
+        encode_blocks(
+            &fmt,
+            Rounding::Nearest,
+            0,
+            dtype,
+            input,
+            &mut codes,
+            &mut scales,
+        );
+        (fmt, codes, scales)
+    }
+
+    fn pack(codes: &[u8], bits: u32) -> Vec<u8> {
+        let mut out = vec![0u8; (codes.len() * bits as usize).div_ceil(8)];
+        for (i, &c) in codes.iter().enumerate() {
+            for b in 0..bits as usize {
+                let bit = i * bits as usize + b;
+                out[bit / 8] |= ((c >> b) & 1) << (bit % 8);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn frames_equal_the_host_encoders() {
+        for (k, el) in Element::ALL.into_iter().enumerate() {
+            for (j, scale) in ScaleFormat::ALL.into_iter().enumerate() {
+                for dtype in DType::ALL {
+                    let block = [16, 32, 48, 256][(k + j) % 4];
+                    let entropy = (k + j) % 2 == 1;
+                    let c = codec(el, scale, block, entropy);
+                    for n in [0usize, 1, 2, 5, 700, 4099] {
+                        let input = data(dtype, n, (k * 7 + j) as u64);
+                        let want = c.encode(&input, dtype, &[n as u64]).unwrap();
+                        let (fmt, codes, scales) = quantize(&c, dtype, &input);
+                        // The last chunk (chunks are 1000 elements rounded down to blocks).
+                        let chunk = 1000 / block * block;
+                        let tail = (n - n.saturating_sub(1) / chunk * chunk) * dtype.itemsize();
+                        let raw_tail = &input[input.len() - tail..];
+                        let packed = pack(&codes, fmt.element.bits());
+                        for (codes, packed) in [(&codes, false), (&packed, true)] {
+                            let src = BlockCodes {
+                                codes,
+                                packed,
+                                scales: &scales,
+                                raw_tail,
+                            };
+                            let got = c
+                                .encode_block_codes(
+                                    &src,
+                                    dtype,
+                                    &[n as u64],
+                                    ContainerHint::Unspecified,
+                                )
+                                .unwrap();
+                            assert!(
+                                got.as_deref() == Some(&want[..]),
+                                "{el:?} {scale:?} block {block} entropy {entropy} {dtype} n={n} \
+                                 packed {packed}: {:?} bytes, want {}",
+                                got.map(|g| g.len()),
+                                want.len()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunk_to_store_without_its_elements_gives_no_frame() {
+        let c = codec(Element::Int8, ScaleFormat::BF16, 16, false);
+        // Chunks of 992 elements: the last one holds a single element, which is stored.
+        let input = data(DType::BF16, 993, 3);
+        let (_, codes, scales) = quantize(&c, DType::BF16, &input);
+        let mut src = BlockCodes {
+            codes: &codes,
+            packed: false,
+            scales: &scales,
+            raw_tail: &[],
+        };
+        let mut out = vec![1, 2, 3];
+        let ok = c
+            .encode_block_codes_into(&src, DType::BF16, &[993], ContainerHint::Torch, &mut out)
+            .unwrap();
+        assert!(!ok && out.is_empty());
+        src.raw_tail = &input[2 * 992..];
+        let want = c
+            .encode_with_hint(&input, DType::BF16, &[993], ContainerHint::Torch)
+            .unwrap();
+        let got = c
+            .encode_block_codes(&src, DType::BF16, &[993], ContainerHint::Torch)
+            .unwrap();
+        assert_eq!(got, Some(want));
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        let c = codec(Element::Int4, ScaleFormat::F16, 32, false);
+        let input: Vec<u8> = (0..100)
+            .flat_map(|i| (i as f32 * 0.1 - 5.0).to_le_bytes())
+            .collect();
+        let (_, codes, scales) = quantize(&c, DType::F32, &input);
+        let go = |c: &Codec, codes: &[u8], packed: bool, scales: &[u8], raw_tail: &[u8]| {
+            let src = BlockCodes {
+                codes,
+                packed,
+                scales,
+                raw_tail,
+            };
+            let e = c
+                .encode_block_codes(&src, DType::F32, &[10, 10], ContainerHint::Unspecified)
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+            e.message().to_owned()
+        };
+        let msg = go(&c, &codes[1..], false, &scales, &[]);
+        assert!(msg.contains("codes hold 99 bytes"), "{msg}");
+        let msg = go(&c, &codes, true, &scales, &[]);
+        assert!(msg.contains("packed"), "{msg}");
+        let msg = go(&c, &codes, false, &scales[2..], &[]);
+        assert!(msg.contains("scales hold"), "{msg}");
+        let msg = go(&c, &codes, false, &scales, &input[1..]);
+        assert!(msg.contains("raw_tail"), "{msg}");
+        let mut bad = codes.clone();
+        bad[37] = 0x10;
+        let msg = go(&c, &bad, false, &scales, &[]);
+        assert!(msg.contains("element 37"), "{msg}");
+        bad[37] = 0x8; // -8: int4 codes stop at -7
+        go(&c, &bad, false, &scales, &[]);
+        let mut packed = pack(&codes, 4);
+        packed[49] = (packed[49] & 0x0f) | 0x80; // element 99 becomes -8
+        let msg = go(&c, &packed, true, &scales, &[]);
+        assert!(msg.contains("element 99"), "{msg}");
+        // 100 codes of 4 bits fill 50 bytes exactly; with 99 there is padding to check.
+        let c3 = codec(Element::Int3, ScaleFormat::F16, 32, false);
+        let (_, codes3, scales3) = quantize(&c3, DType::F32, &input);
+        let mut packed3 = pack(&codes3, 3);
+        *packed3.last_mut().unwrap() |= 0x80;
+        let msg = go(&c3, &packed3, true, &scales3, &[]);
+        assert!(msg.contains("padding"), "{msg}");
+        for v in [0x80u8, 0x7c] {
+            let mut s = scales.clone();
+            s[1] = v; // a negative scale, then an infinite one
+            let msg = go(&c, &codes, false, &s, &[]);
+            assert!(msg.contains("block 0"), "{msg}");
+        }
+        let mut s = scales.clone();
+        s[2..4].copy_from_slice(&[0, 0]); // block 1 scale zero, its codes not
+        let msg = go(&c, &codes, false, &s, &[]);
+        assert!(msg.contains("block 1 has a zero scale"), "{msg}");
+        let e8 = codec(Element::E4M3, ScaleFormat::E8M0, 32, false);
+        let (_, c8, mut s8) = quantize(&e8, DType::F32, &input);
+        s8[3] = 255;
+        assert!(go(&e8, &c8, false, &s8, &[]).contains("NaN"));
+        let (_, mut c8, s8) = quantize(&e8, DType::F32, &input);
+        c8[5] = 0xff;
+        go(&e8, &c8, false, &s8, &[]);
+        let lossless = Codec::default();
+        let msg = go(&lossless, &codes, false, &scales, &[]);
+        assert!(msg.contains("fixed-rate"), "{msg}");
+    }
+
+    #[test]
+    fn stream_unpacking_matches_a_bit_loop() {
+        let src: Vec<u8> = (0..97u32).map(|i| (i * 37 + 11) as u8).collect();
+        for bits in [2u32, 3, 4, 8] {
+            let total = src.len() * 8 / bits as usize;
+            for first in [0usize, 1, 3, 4, 8, 13] {
+                let m = total - first;
+                let mut out = vec![0u8; m];
+                unpack_stream(&src, first, bits, &mut out);
+                for (i, &c) in out.iter().enumerate() {
+                    let mut v = 0u8;
+                    for b in 0..bits as usize {
+                        let bit = (first + i) * bits as usize + b;
+                        v |= ((src[bit / 8] >> (bit % 8)) & 1) << b;
+                    }
+                    assert_eq!(c, v, "bits={bits} first={first} i={i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn writable_codes_leave_out_what_encoders_never_write() {
+        let count = |el| writable_codes(el).iter().filter(|&&w| w).count();
+        assert_eq!(count(Element::Int8), 255);
+        assert!(!writable_codes(Element::Int8)[0x80]);
+        assert_eq!(count(Element::Int4), 15);
+        assert_eq!(count(Element::Int3), 7);
+        assert_eq!(count(Element::Int2), 3);
+        assert!(!writable_codes(Element::Int2)[2]);
+        assert_eq!(count(Element::E4M3), 254);
+        assert_eq!(count(Element::E5M2), 256 - 8);
+        assert_eq!(count(Element::E2M1), 16);
+    }
+}
