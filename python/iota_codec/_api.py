@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +34,17 @@ _SETTINGS: tuple[str, ...] = tuple(_core.SETTING_KEYS)
 _FIXED = ("format", "scale", "entropy")
 _BOUNDS = ("error", "max_abs_error", "target_bits")
 _BOUNDED = (*_BOUNDS, "step")
+
+
+def _device_quantize_forced() -> bool:
+    """Whether ``IOTA_CODEC_DEVICE_QUANTIZE=on`` sends CPU tensors through the torch
+    quantizer too (see :mod:`iota_codec.torch._device`)."""
+    return os.environ.get("IOTA_CODEC_DEVICE_QUANTIZE", "").strip().lower() in (
+        "on",
+        "1",
+        "true",
+        "yes",
+    )
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -336,10 +348,14 @@ class Codec:
         device is copied to pinned host memory on its current stream first (see
         :mod:`iota_codec.torch`).
         """
-        if _adapt.on_accelerator(x):
+        if _adapt.is_tensor(x) and (x.device.type != "cpu" or _device_quantize_forced()):
             from .torch._device import encode_on_device
 
             return encode_on_device(self, x, dtype=dtype, shape=shape)
+        return self._encode_host(x, dtype=dtype, shape=shape)
+
+    def _encode_host(self, x: Any, *, dtype: Any = None, shape: Any = None) -> bytes:
+        """:meth:`encode` of an object in host memory, coded there."""
         src = _adapt.as_source(x, dtype=dtype, shape=shape)
         return _core.encode(
             src.data,
