@@ -132,7 +132,7 @@ pub fn encode_block_codes_into(
             bits
         )));
     }
-    if src.packed && (n * bits as usize) % 8 != 0 {
+    if src.packed && !(n * bits as usize).is_multiple_of(8) {
         let used = (n * bits as usize) % 8;
         if src.codes[want - 1] >> used != 0 {
             return Err(Error::invalid(
