@@ -37,19 +37,34 @@ pub struct BlockCodes<'a> {
     pub raw_tail: &'a [u8],
 }
 
-/// Which byte values are codes of `el` that an encoder writes.
-fn writable_codes(el: Element) -> [bool; 256] {
+/// The byte values that are not codes of `el` an encoder writes are those with
+/// `c & mask == forbidden` or `c > limit`: `(mask, forbidden, limit)`.
+fn unwritable(el: Element) -> (u8, u8, u8) {
     let bits = el.bits();
-    std::array::from_fn(|c| {
-        let c = c as u32;
-        c < 1 << bits
-            && match el {
-                Element::E4M3 => c & 0x7f != 0x7f,
-                Element::E5M2 => (c >> 2) & 0x1f != 0x1f,
-                Element::E2M1 => true,
-                _ => c != 1 << (bits - 1),
-            }
-    })
+    let limit = ((1u32 << bits) - 1) as u8;
+    match el {
+        // S.1111.111 is NaN.
+        Element::E4M3 => (0x7f, 0x7f, limit),
+        // S.11111.xx is infinity or NaN.
+        Element::E5M2 => (0x7c, 0x7c, limit),
+        // Every 4-bit code is a value (0xff is above the limit anyway).
+        Element::E2M1 => (0xff, 0xff, limit),
+        // The integer -2^(bits-1).
+        _ => (0xff, 1 << (bits - 1), limit),
+    }
+}
+
+/// The index of the first code in `codes` that no encoder writes for `el`, if any (a
+/// branch-free scan of groups, which vectorizes; only a group with a hit is searched).
+fn first_unwritable(el: Element, codes: &[u8]) -> Option<usize> {
+    let (mask, forbidden, limit) = unwritable(el);
+    let bad = |c: u8| (c & mask == forbidden) | (c > limit);
+    for (g, group) in codes.chunks(4096).enumerate() {
+        if group.iter().fold(false, |acc, &c| acc | bad(c)) {
+            return group.iter().position(|&c| bad(c)).map(|j| g * 4096 + j);
+        }
+    }
+    None
 }
 
 /// Fails unless `scale` is a stored scale the reference encoder can write.
@@ -82,15 +97,50 @@ fn unpack_stream(src: &[u8], first: usize, bits: u32, out: &mut [u8]) {
     }
     let mask = ((1u32 << bits) - 1) as u8;
     let bit0 = first * w;
-    if bit0.is_multiple_of(8) && 8 % w == 0 {
-        let per = 8 / w;
-        for (o, &b) in out.chunks_mut(per).zip(&src[bit0 / 8..]) {
+    if bit0.is_multiple_of(8) && w == 3 {
+        // Groups of 8 codes in 3 bytes.
+        let src = &src[bit0 / 8..];
+        let whole = out.len() / 8;
+        let (head, rest) = out.split_at_mut(whole * 8);
+        for (o, b) in head.chunks_exact_mut(8).zip(src.chunks_exact(3)) {
+            let v = u32::from(b[0]) | u32::from(b[1]) << 8 | u32::from(b[2]) << 16;
             for (j, c) in o.iter_mut().enumerate() {
-                *c = (b >> (j * w)) & mask;
+                *c = (v >> (3 * j)) as u8 & 7;
             }
+        }
+        unpack_bits(&src[3 * whole..], 0, 3, rest);
+        return;
+    }
+    if bit0.is_multiple_of(8) && (w == 4 || w == 2) {
+        // Whole bytes: a loop of fixed shape per width, which vectorizes.
+        let src = &src[bit0 / 8..];
+        let whole = out.len() / (8 / w);
+        let (head, rest) = out.split_at_mut(whole * (8 / w));
+        if w == 4 {
+            for (o, &b) in head.chunks_exact_mut(2).zip(src) {
+                o[0] = b & 0xf;
+                o[1] = b >> 4;
+            }
+        } else {
+            for (o, &b) in head.chunks_exact_mut(4).zip(src) {
+                o[0] = b & 3;
+                o[1] = (b >> 2) & 3;
+                o[2] = (b >> 4) & 3;
+                o[3] = b >> 6;
+            }
+        }
+        for (j, c) in rest.iter_mut().enumerate() {
+            *c = (src[whole] >> (j * w)) & mask;
         }
         return;
     }
+    unpack_bits(src, bit0, bits, out);
+}
+
+/// Codes of `bits < 8` bits starting at bit `bit0` of `src`, one at a time.
+fn unpack_bits(src: &[u8], bit0: usize, bits: u32, out: &mut [u8]) {
+    let w = bits as usize;
+    let mask = ((1u32 << bits) - 1) as u8;
     for (i, c) in out.iter_mut().enumerate() {
         let bit = bit0 + i * w;
         let lo = u16::from(src[bit / 8]);
@@ -164,7 +214,6 @@ pub fn encode_block_codes_into(
         )));
     }
     let tail_start = n - src.raw_tail.len() / isz;
-    let writable = writable_codes(fmt.element);
     let chunk_elems = plan.chunk_bytes / isz;
 
     let ext = plan.header.write(out);
@@ -183,7 +232,7 @@ pub fn encode_block_codes_into(
             } else {
                 s.codes.copy_from_slice(&src.codes[first..first + m]);
             }
-            if let Some(j) = s.codes.iter().position(|&c| !writable[usize::from(c)]) {
+            if let Some(j) = first_unwritable(fmt.element, &s.codes) {
                 return Err(Error::invalid(format!(
                     "code {:#04x} of element {} is not a {} code an encoder writes",
                     s.codes[j],
@@ -479,16 +528,31 @@ mod tests {
     }
 
     #[test]
-    fn writable_codes_leave_out_what_encoders_never_write() {
-        let count = |el| writable_codes(el).iter().filter(|&&w| w).count();
+    fn unwritable_codes_are_what_encoders_never_write() {
+        let count = |el| {
+            (0..=255u8)
+                .filter(|&c| first_unwritable(el, &[c]).is_none())
+                .count()
+        };
         assert_eq!(count(Element::Int8), 255);
-        assert!(!writable_codes(Element::Int8)[0x80]);
+        assert_eq!(first_unwritable(Element::Int8, &[0, 1, 0x80]), Some(2));
         assert_eq!(count(Element::Int4), 15);
         assert_eq!(count(Element::Int3), 7);
         assert_eq!(count(Element::Int2), 3);
-        assert!(!writable_codes(Element::Int2)[2]);
+        assert_eq!(first_unwritable(Element::Int2, &[2]), Some(0));
         assert_eq!(count(Element::E4M3), 254);
         assert_eq!(count(Element::E5M2), 256 - 8);
         assert_eq!(count(Element::E2M1), 16);
+        // Every code the host encoder writes passes.
+        for el in Element::ALL {
+            for c in 0..1u32 << el.bits() {
+                let v = el.value(c as u8);
+                let ok = v.is_finite() && !(el.is_int() && v.abs() > el.max_value());
+                assert_eq!(first_unwritable(el, &[c as u8]).is_none(), ok, "{el:?} {c}");
+            }
+        }
+        let mut long = vec![1u8; 10_000];
+        long[9_000] = 0x80;
+        assert_eq!(first_unwritable(Element::Int8, &long), Some(9_000));
     }
 }
