@@ -345,8 +345,9 @@ class Codec:
         ``x`` is a numpy array, a torch tensor, or any C-contiguous buffer given with
         ``dtype=`` (``"float32"``, ``"float16"``, ``"bfloat16"``) and optionally ``shape=``
         (default: one dimension). Non-contiguous inputs are copied once. A tensor on a CUDA
-        device is copied to pinned host memory on its current stream first (see
-        :mod:`iota_codec.torch`).
+        device is copied to pinned host memory on its current stream first; with a
+        fixed-rate block format it is quantized on the device and only its codes and scales
+        are copied (the frame is the same; see :mod:`iota_codec.torch._device`).
         """
         if _adapt.is_tensor(x) and (x.device.type != "cpu" or _device_quantize_forced()):
             from .torch._device import encode_on_device

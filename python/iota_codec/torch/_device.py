@@ -1,33 +1,61 @@
 """Moving tensors between an accelerator and the host around the (host-side) codec.
 
-The Rust core codes host memory. A tensor on a CUDA device is staged through pinned host
-memory:
+The Rust core codes host memory. What crosses from a CUDA device depends on the codec:
 
-- **encode**: an asynchronous device-to-host copy into a pinned buffer is queued on the
-  device's *current stream* (so it runs after whatever produced the tensor on that stream),
-  an event recorded behind it, and the host waits for that event only (not for the whole
-  device, and not for other streams); then the host codes the pinned copy.
+- **Fixed-rate block formats, rounding to nearest** (``format=``/``bits=``: int8/int4/int3/
+  int2, FP8 E4M3/E5M2, FP4 E2M1, with E8M0, float16 or bfloat16 block scales, the MX
+  formats, the ``fast`` profile; packed or ``entropy=True``): **quantize on the device,
+  entropy-code on the host.** The block quantizer runs as torch ops on the tensor's device,
+  on its *current stream* (:mod:`iota_codec.torch._quant`, float32 arithmetic that
+  reproduces the Rust quantizer bit for bit); the codes, packed to their bit width, the block
+  scales and a NaN/Inf flag are copied into pinned host buffers with non-blocking copies on
+  that stream (plus the raw elements of a last chunk shorter than :data:`RAW_TAIL_MAX`, which
+  the format may store raw); an event is recorded behind them and the host waits for that
+  event only. ``_core.encode_block_codes`` (GIL released) then checks the codes and scales
+  and writes the frame with the same chunk writer as ``Codec.encode``: packing or rANS,
+  checksums, threads. Per element that is ``bits / 8`` bytes plus a scale per block instead
+  of 2 (bfloat16/float16) or 4 (float32) bytes: for bfloat16, 1.03 bytes for int8 and FP8,
+  0.53 for int4/FP4, 0.41 for int3, 0.28 for int2 (blocks of 32 with 1-byte scales; see
+  ``benches/device_quant.py``).
+- **Everything else** (lossless, the error-bounded ``balanced``/``max`` profiles and
+  ``uniform_quant``, stochastic rounding, tensors holding NaN/Inf): the raw tensor is copied
+  and coded on the host. The copy goes into a pinned buffer, queued on the device's current
+  stream, and an event recorded behind it is waited for. (A tensor holding NaN or Inf is
+  noticed from the flag after the device quantization and then copied raw, so that the host
+  encoder refuses it with the usual :class:`iota_codec.NonFiniteError`, or escapes the values
+  under ``nonfinite="keep"``; a frame that needs raw elements of a chunk other than a short
+  last one, as can happen with ``entropy=True`` and small chunks, also falls back.)
 - **decode**: the frame is decoded on the host into a pinned buffer, and an asynchronous
   host-to-device copy is queued on the target device's current stream. The call returns
   without waiting for it; later work on that stream sees the data. The pinned block is not
   reused until the copy is done: PyTorch's caching host allocator records an event for it on
   that stream when the copy is queued.
 
+The frame never depends on where the tensor lived: the device path writes exactly the bytes
+``Codec.encode`` writes for the same tensor in host memory. :func:`encode_on_device` takes
+``device_quantize=`` (``"auto"``, ``"on"``, ``"off"``; default the
+``IOTA_CODEC_DEVICE_QUANTIZE`` environment variable, else ``"auto"``): ``"auto"`` quantizes
+CUDA tensors on the device, ``"on"`` every torch tensor (CPU tensors included, which is how
+the tests run the torch quantizer without a GPU), ``"off"`` none.
+
 As with any tensor in PyTorch, work on another stream must wait for the current stream
 (``torch.cuda.current_stream().wait_stream`` / ``Tensor.record_stream``) before it uses a
 decoded tensor.
 
 Tensors on other non-CPU devices (``mps``, ``xpu``, ...) are moved with a plain blocking
-``.to()`` copy; ``meta`` tensors have no data and are refused.
+``.to()`` copy (with ``"on"``, after quantizing on the device); ``meta`` tensors have no data
+and are refused.
 
-**What is verified.** The CUDA paths here are written against PyTorch's documented stream
-semantics but have only been exercised where a CUDA device was present; the test suite
-checks them when ``torch.cuda.is_available()`` and skips them (saying so) otherwise. The
-host paths are covered everywhere.
-
-**Where GPU quantization goes.** :func:`quantize_on_device` is the hook for running a lossy
-profile's quantizer on the GPU so that only the quantized symbols cross PCIe. No profile has
-a device-side stage yet, so today the raw tensor is copied and everything runs on the host.
+**What is verified.** The torch quantizer's frames are compared byte for byte with the host
+encoder's on CPU tensors, for every element format, scale and block size in the three dtypes,
+on random, heavy-tailed, zero, subnormal, near-maximum and partial blocks, and on every
+finite bfloat16 and float16 bit pattern (``tests/test_torch_device_quant.py``). The same
+ops on a CUDA device are expected to give the same bits (IEEE float32 division and
+round-half-even rounding; no fused or reciprocal arithmetic is left to the backend: a scale
+divisor is a tensor, not a Python scalar, because CUDA divides by a scalar as a
+multiplication by its reciprocal), but that, and the CUDA staging paths generally, are only
+checked by the suite's CUDA tests, which run where ``torch.cuda.is_available()`` and are
+skipped (saying so) otherwise: they have not been run on a GPU here.
 """
 
 from __future__ import annotations
