@@ -234,7 +234,7 @@ pub fn encode_block_codes_into(
             }
             if let Some(j) = first_unwritable(fmt.element, &s.codes) {
                 return Err(Error::invalid(format!(
-                    "code {:#04x} of element {} is not a {} code an encoder writes",
+                    "code {:#04x} of element {} is not a code an encoder writes for {}",
                     s.codes[j],
                     first + j,
                     fmt.element.name()
@@ -270,8 +270,12 @@ pub fn encode_block_codes_into(
     });
     let mut complete = true;
     for r in results {
-        if !r? {
-            complete = false;
+        match r {
+            Ok(done) => complete &= done,
+            Err(e) => {
+                out.clear();
+                return Err(e);
+            }
         }
     }
     if !complete {
@@ -425,6 +429,23 @@ mod tests {
             raw_tail: &[],
         };
         let mut out = vec![1, 2, 3];
+        let bad = BlockCodes {
+            scales: &scales[1..],
+            ..src
+        };
+        c.encode_block_codes_into(&bad, DType::BF16, &[993], ContainerHint::Torch, &mut out)
+            .unwrap_err();
+        assert!(out.is_empty());
+        let mut bad_codes = codes.clone();
+        bad_codes[990] = 0x80;
+        let bad = BlockCodes {
+            codes: &bad_codes,
+            ..src
+        };
+        out.push(1);
+        c.encode_block_codes_into(&bad, DType::BF16, &[993], ContainerHint::Torch, &mut out)
+            .unwrap_err();
+        assert!(out.is_empty(), "a chunk's error leaves no partial frame");
         let ok = c
             .encode_block_codes_into(&src, DType::BF16, &[993], ContainerHint::Torch, &mut out)
             .unwrap();
