@@ -88,7 +88,7 @@ bench-docs: build
 # into fuzz/regressions/<target>/, where `cargo test` replays it forever.
 FUZZ_SECONDS ?= 300
 FUZZ_WORK ?= $(CACHE_DIR)/fuzz-corpus
-FUZZ_TARGETS := decode roundtrip lossy
+FUZZ_TARGETS := decode roundtrip lossy session
 fuzz:
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	for t in $(FUZZ_TARGETS); do \

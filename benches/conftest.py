@@ -29,6 +29,8 @@ from iota_codec.bench import coders, engine, links, report, tensors
 
 # (kind, tensor, ...) -> {"error": ..., "ratio": ..., "encode": seconds, ...} (test_lossy.py)
 LOSSY: dict[tuple, dict] = defaultdict(dict)
+# (kind, tensor, error, coder) -> {"error", "ratio", "bound", ...} (test_transform.py)
+TRANSFORM: dict[tuple, dict] = defaultdict(dict)
 
 
 def _env_list(name: str, default: Any) -> list[str]:
@@ -159,10 +161,55 @@ def _lossy_summary(tr) -> None:
             )
 
 
+def _transform_summary(tr) -> None:
+    def speed(s, key):
+        return f"{s['mb'] / s[key]:>9.1f}" if s.get(key) else f"{'':>9}"
+
+    titles = {
+        "bounded": "transform coding vs scalar error-bounded coding (bf16, one thread), "
+        "with the Gaussian transform-coding bound",
+        "pooled": "the gradient in front of a mean-pooling head (rank one per sequence)",
+        "small": "a 16-channel bottleneck tensor, 8 x 128 tokens",
+    }
+    for kind, title in titles.items():
+        rows = sorted(k for k in TRANSFORM if k[0] == kind)
+        if not rows:
+            continue
+        tr.section(f"iota-codec {title}")
+        tr.write_line(
+            f"{'tensor':<23}{'bound':>6}{'coder':>9}{'error':>9}{'ratio':>8}{'vs plain':>9}"
+            f"{'Gaussian':>9}{'enc MB/s':>9}{'dec MB/s':>9}  basis/rank"
+        )
+        for key in rows:
+            s = TRANSFORM[key]
+            plain = TRANSFORM.get((kind, key[1], key[2], "plain"), {}).get("ratio")
+            gain = f"{s['ratio'] / plain:>8.2f}x" if plain else f"{'':>9}"
+            tr.write_line(
+                f"{key[1]:<23}{key[2]:>6.0%}{key[3]:>9}{s['error']:>9.4f}{s['ratio']:>8.2f}"
+                f"{gain}{s['bound']:>9.2f}{speed(s, 'encode')}{speed(s, 'decode')}  {s['how']}"
+            )
+    rows = sorted(k for k in TRANSFORM if k[0] == "session")
+    if rows:
+        tr.section("iota-codec shared-basis sessions over micro-batches (bf16, one thread)")
+        tr.write_line(
+            f"{'tensor':<23}{'bound':>6}{'first':>8}{'session':>9}{'stateless':>10}"
+            f"{'enc s/frame':>12}"
+        )
+        for key in rows:
+            s = TRANSFORM[key]
+            enc = f"{s['encode']:>12.2f}" if s.get("encode") else f"{'':>12}"
+            tr.write_line(
+                f"{key[1]:<23}{key[2]:>6.0%}{s['first']:>8.2f}{s['ratio']:>9.2f}"
+                f"{s['stateless']:>10.2f}{enc}"
+            )
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter):
     if LOSSY:
         _lossy_summary(terminalreporter)
+    if TRANSFORM:
+        _transform_summary(terminalreporter)
     rep = _report()
     if rep is None:
         return

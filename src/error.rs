@@ -29,6 +29,10 @@ pub enum ErrorKind {
     /// The tensor holds NaN or an infinity, which the chosen lossy mode was told not to carry
     /// (a kind of invalid argument).
     NonFinite,
+    /// A frame of a shared-basis session does not follow the state of the session decoding
+    /// it: another session, a dropped, duplicated or reordered frame, or diverged state.
+    /// Nothing was decoded and the session is unchanged; a resync frame restores it.
+    SessionMismatch,
 }
 
 impl ErrorKind {
@@ -42,6 +46,7 @@ impl ErrorKind {
             ErrorKind::LimitExceeded => "limit exceeded",
             ErrorKind::RejectedValue => "rejected value",
             ErrorKind::NonFinite => "non-finite value",
+            ErrorKind::SessionMismatch => "session mismatch",
         }
     }
 }

@@ -2,10 +2,11 @@
 //! committed corpus on every `cargo test`, so a crash input found once stays a test forever.
 //! Not part of the stable API.
 
+use crate::pipeline::session::{Session, SessionConfig};
 use crate::quant::convert;
 use crate::{
     BlockSpec, Bound, BoundedSpec, Codec, DType, Element, ErrorKind, Limits, Mode, NonFinite,
-    Profile, Rounding, ScaleFormat, StepScope,
+    Profile, Rounding, ScaleFormat, StepScope, Transform,
 };
 
 /// Output cap while fuzzing: large enough for every corpus frame, small enough that a forged
@@ -131,11 +132,23 @@ pub fn lossy_roundtrip(data: &[u8]) {
                 _ => StepScope::Global,
             };
             let rounding = if k == 2 { Rounding::Nearest } else { rounding };
+            // A relative RMSE with one global step may take a transform.
+            let (transform, max_rank) = match (k, a >> 5) {
+                (1, 1) => (Transform::Identity, None),
+                (1, 2 | 3) => (Transform::Pca, None),
+                (1, 4) => (Transform::Pca, Some(1 + usize::from(*a & 3))),
+                (1, 5) => (Transform::Auto, None),
+                _ => (Transform::None, None),
+            };
+            // Transforms code finite tensors; NaN and Inf then take plain coding.
+            let nonfinite = NonFinite::Keep;
             Mode::Bounded(BoundedSpec {
-                bound,
                 scope,
                 rounding,
-                nonfinite: NonFinite::Keep,
+                nonfinite,
+                transform,
+                max_rank,
+                ..BoundedSpec::new(bound)
             })
         }
     };
@@ -207,6 +220,101 @@ pub fn lossy_roundtrip(data: &[u8]) {
     assert_eq!(serial.encode(input, dtype, &shape).unwrap(), frame);
 }
 
+/// Reads session settings and a sequence of tensors from arbitrary bytes and sends them
+/// through an encoder and a decoder session: the decoder must rebuild exactly what the
+/// encoder reconstructed, within the bound; a dropped frame must be refused with
+/// [`ErrorKind::SessionMismatch`] (leaving the decoder as it was) until a resync frame; a
+/// damaged frame, resealed with valid checksums, must fail or decode without panicking.
+pub fn session(data: &[u8]) {
+    let [sel, d_sel, rows_sel, rest @ ..] = data else {
+        return;
+    };
+    let dtype = DType::ALL[usize::from(sel % 3)];
+    let d = 1 + usize::from(d_sel % 24);
+    let rows = 1 + usize::from(rows_sel % 40);
+    let eps = [0.01, 0.05, 0.2][usize::from((sel >> 2) % 3)];
+    let feedback = sel & 0x40 != 0;
+    let config = SessionConfig {
+        refresh: 1 + u32::from((sel >> 4) % 4),
+        chunk_elems: (d * (1 + usize::from(rows_sel / 40))) as u64,
+        error_feedback: feedback,
+        threads: 1,
+        rounding: if sel & 0x80 != 0 {
+            Rounding::Stochastic { seed: 3 }
+        } else {
+            Rounding::Nearest
+        },
+        limits: Limits {
+            max_output_bytes: FUZZ_MAX_OUTPUT,
+            ..Limits::default()
+        },
+        ..SessionConfig::new(0xfeed, eps)
+    };
+    let mut enc = Session::new(config.clone()).expect("valid settings");
+    let mut dec = Session::new(SessionConfig {
+        error_feedback: false,
+        ..config
+    })
+    .expect("valid settings");
+    let shape = [rows as u64, d as u64];
+    let isz = dtype.itemsize();
+    let mut dropped = false;
+    for piece in rest.chunks_exact(rows * d * isz).take(12) {
+        // Non-finite elements become zeros: sessions code finite tensors.
+        let mut input = piece.to_vec();
+        for i in 0..rows * d {
+            if !convert::load(dtype, &input, i).is_finite() {
+                convert::store_bits(dtype, 0, &mut input, i);
+            }
+        }
+        let sent = enc
+            .encode(&input, dtype, &shape, Default::default())
+            .expect("encoding a finite tensor");
+        if !feedback {
+            let (mut num, mut den) = (0.0f64, 0.0f64);
+            for i in 0..rows * d {
+                let x = f64::from(convert::load(dtype, &input, i));
+                let y = f64::from(convert::load(dtype, &sent.decoded.data, i));
+                num += (x - y) * (x - y);
+                den += x * x;
+            }
+            assert!(num <= eps * eps * den * (1.0 + 1e-9), "session bound");
+        }
+        // A damaged copy, behind valid checksums, on a copy of the decoder.
+        let mut bad = sent.frame.clone();
+        let at = usize::from(piece[0]) * 131 % bad.len();
+        bad[at] ^= 1 << (piece[isz.min(piece.len() - 1)] % 8);
+        crate::format::reseal(&mut bad);
+        let _ = dec.clone().decode(&bad);
+        if piece[0] % 5 == 0 && !dropped {
+            // Dropped in transit: the next frame is refused until a resync.
+            dropped = true;
+            continue;
+        }
+        let before = dec.state_hash();
+        match dec.decode(&sent.frame) {
+            Ok(t) => {
+                assert!(!dropped || crate::info(&sent.frame).is_ok());
+                assert_eq!(t.data, sent.decoded.data, "decoder disagrees with encoder");
+                assert_eq!(dec.state_hash(), enc.state_hash(), "states diverged");
+                dropped = false;
+            }
+            Err(e) => {
+                assert!(dropped, "refused in lockstep: {e}");
+                assert_eq!(e.kind(), ErrorKind::SessionMismatch, "{e}");
+                assert_eq!(
+                    dec.state_hash(),
+                    before,
+                    "a refused frame changed the state"
+                );
+                enc.request_resync();
+            }
+        }
+    }
+    let restored = Session::from_bytes(&dec.to_bytes(), 1, dec.config.limits).expect("state");
+    assert_eq!(restored.state_hash(), dec.state_hash());
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -249,12 +357,23 @@ mod tests {
         assert!(n > 0, "the committed lossy corpus is missing");
     }
 
+    #[test]
+    fn replay_session_corpus() {
+        let n = replay("session", super::session);
+        assert!(n > 0, "the committed session corpus is missing");
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
 
         #[test]
         fn lossy_harness_on_random_bytes(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000)) {
             super::lossy_roundtrip(&data);
+        }
+
+        #[test]
+        fn session_harness_on_random_bytes(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..6000)) {
+            super::session(&data);
         }
     }
 

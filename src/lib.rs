@@ -27,6 +27,7 @@ mod error;
 pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod lowrank;
 pub mod mode;
 pub mod pipeline;
 pub mod quant;
@@ -40,7 +41,8 @@ mod python;
 pub use dtype::DType;
 pub use error::{Error, ErrorKind, Result};
 pub use format::ContainerHint;
-pub use mode::{BlockSpec, Bound, BoundedSpec, Mode, NonFinite, Profile, StepScope};
+pub use mode::{BlockSpec, Bound, BoundedSpec, Mode, NonFinite, Profile, StepScope, Transform};
+pub use pipeline::session::{Session, SessionConfig};
 pub use pipeline::stream::EncodePieces;
 pub use pipeline::{BlockCodes, Limits, ParamValue, StreamDecoder, StreamEncoder};
 pub use quant::block::ScaleFormat;
@@ -157,6 +159,9 @@ impl Codec {
     ) -> Result<Vec<u8>> {
         let req = self.request(input, dtype, shape, hint)?;
         match &self.mode {
+            Mode::Bounded(spec) if spec.transform != Transform::None => {
+                pipeline::transform::encode(&req, spec)
+            }
             Mode::Bounded(spec) => pipeline::encode_bounded(&req, spec),
             _ => pipeline::encode_frame(&req),
         }
@@ -277,6 +282,9 @@ impl Codec {
     ) -> Result<StreamEncoder> {
         let req = self.request(input, dtype, shape, hint)?;
         match &self.mode {
+            Mode::Bounded(spec) if spec.transform != Transform::None => {
+                StreamEncoder::from_frame(&req, pipeline::transform::encode(&req, spec)?)
+            }
             Mode::Bounded(spec) => {
                 StreamEncoder::from_frame(&req, pipeline::encode_bounded(&req, spec)?)
             }

@@ -128,6 +128,46 @@ impl StepScope {
     }
 }
 
+/// Transform coding ahead of the error-bounded quantizer: the tensor's rows (its last
+/// dimension is the channels) are projected onto an orthonormal channel basis and the
+/// coefficients quantized with one step, with an entropy-coder table per group of
+/// coefficient channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Transform {
+    /// Plain error-bounded coding of the elements.
+    #[default]
+    None,
+    /// No basis change, but a table per group of channels of similar spread.
+    Identity,
+    /// The principal directions of the tensor's channels (PCA / Karhunen-Loeve), truncated
+    /// to those above the quantizer's noise and sent in the frame.
+    Pca,
+    /// Whichever of plain, identity and PCA coding gives the smallest frame.
+    Auto,
+}
+
+impl Transform {
+    pub const ALL: [Transform; 4] = [
+        Transform::None,
+        Transform::Identity,
+        Transform::Pca,
+        Transform::Auto,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transform::None => "none",
+            Transform::Identity => "identity",
+            Transform::Pca => "pca",
+            Transform::Auto => "auto",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Transform> {
+        Transform::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
 /// Error-bounded quantization: a uniform step chosen to meet a bound, entropy-coded.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BoundedSpec {
@@ -135,6 +175,11 @@ pub struct BoundedSpec {
     pub scope: StepScope,
     pub rounding: Rounding,
     pub nonfinite: NonFinite,
+    /// Transform coding (needs a relative RMSE bound and one global step).
+    pub transform: Transform,
+    /// The most basis vectors a transform may keep (the rank of a low-rank projection);
+    /// `None`: as many as pay off.
+    pub max_rank: Option<usize>,
 }
 
 impl BoundedSpec {
@@ -144,10 +189,35 @@ impl BoundedSpec {
             scope: StepScope::Global,
             rounding: Rounding::Nearest,
             nonfinite: NonFinite::Error,
+            transform: Transform::None,
+            max_rank: None,
         }
     }
 
     pub fn validate(&self) -> Result<()> {
+        if self.transform != Transform::None {
+            if !matches!(self.bound, Bound::RelRmse(_)) {
+                return Err(Error::invalid(format!(
+                    "transform={:?} codes to a relative RMSE bound: pass error= (max_abs_error= \
+                     and target_bits= use plain coding, transform=None)",
+                    self.transform.name()
+                )));
+            }
+            if self.scope != StepScope::Global {
+                return Err(Error::invalid(
+                    "transform coding quantizes every coefficient with one step: it needs \
+                     step='global'",
+                ));
+            }
+        }
+        if self.max_rank == Some(0) {
+            return Err(Error::invalid("rank must be at least 1"));
+        }
+        if self.max_rank.is_some() && self.transform == Transform::None {
+            return Err(Error::invalid(
+                "rank= caps the basis of transform coding: also pass transform='pca' or 'auto'",
+            ));
+        }
         let v = self.bound.value();
         match self.bound {
             Bound::RelRmse(_) if !(v.is_finite() && v > 0.0) => {

@@ -117,6 +117,37 @@ def p2p(rank: int, world: int, profiles: list[str]) -> dict:
     return out
 
 
+def prefetching(rank: int, world: int) -> dict:
+    """A channel with ``prefetch=True`` receives while its owner is busy elsewhere; a
+    corrupt header and a silent peer surface in the waiting thread."""
+    out: dict = {}
+    if rank == 0:
+        ch = it.Channel(1, tag=60)
+        ch.send(sample(60))
+        ch.send(sample(61, (64, 1024)))  # more than one socket write
+        dist.send(torch.tensor([1, 2, 3, 4], dtype=torch.int64), 1, tag=61)  # not a header
+        return out
+    ch = it.Channel(0, tag=60, prefetch=True, timeout=30)
+    works = [ch.irecv(), ch.irecv()]  # starts the reader; nothing waits on them yet
+    start = time.monotonic()
+    while not all(w.is_completed() for w in works) and time.monotonic() - start < 30:
+        time.sleep(0.01)
+    out["arrived_unasked"] = all(w.is_completed() for w in works)
+    out["got"] = [w.wait() for w in works]
+    out["stats"] = ch.stats.as_dict()
+    try:
+        it.Channel(0, tag=61, prefetch=True, timeout=30).recv()
+    except Exception as e:
+        out["corrupt"] = (type(e).__name__, str(e))
+    silent = it.Channel(0, tag=62, prefetch=True, timeout=1.0)
+    start = time.monotonic()
+    try:
+        silent.recv()
+    except it.TransferError as e:
+        out["silent"] = (time.monotonic() - start, str(e), silent.broken)
+    return out
+
+
 def three_ranks(rank: int, world: int) -> dict:
     """Ranks 1 and 2 both send to rank 0, interleaved; a subgroup of ranks 0 and 2."""
     sub = dist.new_group([0, 2])
@@ -203,17 +234,20 @@ def pipeline(
     steps: int,
     micro: int,
     tag: int = 0,
+    **channel_kw,
 ) -> dict:
     """Trains the model as a ``world``-stage pipeline with compressed boundaries, in the
-    ``kind`` schedule ("gpipe" or "1f1b"), with SGD on each stage."""
+    ``kind`` schedule ("gpipe" or "1f1b"), with SGD on each stage. ``channel_kw`` go to the
+    channels (``session=``, ``error_feedback=``); ``profile`` may be a codec config."""
     part = stage_modules(world)[rank]
     opt = torch.optim.SGD(part.parameters(), lr=0.5, momentum=0.9)
     data = pipe_batches(steps, micro)
-    kw = dict(grad_codec=grad_profile, timeout=60, tag=tag)
+    kw = dict(grad_codec=grad_profile, timeout=60, tag=tag, **channel_kw)
     prev = it.Channel(rank - 1, profile, **kw) if rank else None
     last = rank == world - 1
     nxt = None if last else it.Channel(rank + 1, profile, **kw)
     rec: dict = {"losses": [], "sent_grads": {}, "recv_grads": {}, "sent_acts": {}, "recv_acts": {}}
+    rec["act_order"], rec["grad_order"] = [], []
     for step in range(steps):
         outs, ins = {}, {}
         for op, m in schedule(kind, rank, world, micro):
@@ -231,6 +265,7 @@ def pipeline(
                     outs[m] = loss_fn(h, y, micro)
                 else:
                     rec["sent_acts"][step, m] = h.detach().clone()
+                    rec["act_order"].append((step, m))
                     # h feeds only the boundary, so its gradient is exactly what was received.
                     h.register_hook(
                         lambda g, key=(step, m): rec["recv_grads"].__setitem__(
@@ -244,6 +279,7 @@ def pipeline(
                 outs[m].backward()
                 if rank > 0:
                     rec["sent_grads"][step, m] = ins[m].grad.detach().clone()
+                    rec["grad_order"].append((step, m))
         opt.step()
         opt.zero_grad(set_to_none=True)
         for ch in (prev, nxt):
@@ -253,6 +289,11 @@ def pipeline(
     rec["stats"] = {
         "prev": None if prev is None else prev.stats.as_dict(),
         "next": None if nxt is None else nxt.stats.as_dict(),
+    }
+    rec["sessions"] = {
+        side: {k: s.state_hash for k, s in ch.state.items()}
+        for side, ch in (("prev", prev), ("next", nxt))
+        if ch is not None
     }
     return rec
 
@@ -431,11 +472,14 @@ def failures(rank: int, world: int) -> dict:
 # --- suites: one spawn each -------------------------------------------------------------------
 
 PIPE_STEPS, PIPE_MICRO = 3, 4
+# Shared-basis sessions on the pipeline boundary (refreshed every 3 frames).
+SESSION_CODEC = {"error": 0.05}
+SESSION_STEPS = 4
 
 
 def pair_suite(rank: int, world: int, profiles: list[str]) -> dict:
     """Everything the two-rank tests check, in one set of processes."""
-    out = {"p2p": p2p(rank, world, profiles), "pipeline": {}}
+    out = {"p2p": p2p(rank, world, profiles), "pipeline": {}, "session": {}, "prefetch": {}}
     tag = 100
     for profile in profiles:
         for kind in ("gpipe", "1f1b"):
@@ -443,6 +487,26 @@ def pair_suite(rank: int, world: int, profiles: list[str]) -> dict:
             out["pipeline"][profile, kind] = pipeline(
                 rank, world, kind, profile, profile, PIPE_STEPS, PIPE_MICRO, tag
             )
+    for kind in ("gpipe", "1f1b"):
+        tag += 1
+        out["session"][kind] = pipeline(
+            rank,
+            world,
+            kind,
+            SESSION_CODEC,
+            SESSION_CODEC,
+            SESSION_STEPS,
+            PIPE_MICRO,
+            tag,
+            session={"refresh": 3},
+            error_feedback=True,
+        )
+        out["session"][kind]["tag"] = tag
+        tag += 1
+        out["prefetch"][kind] = pipeline(
+            rank, world, kind, "lossless", "lossless", PIPE_STEPS, PIPE_MICRO, tag, prefetch=True
+        )
+    out["prefetching"] = prefetching(rank, world)
     return out
 
 

@@ -200,6 +200,26 @@ def test_bench_command_end_to_end(tmp_path, capsys):
     assert "act.npy bfloat16: speedup" in text and "act.npy float32: speedup" in text
 
 
+def test_bench_command_errors_adds_transform_coding(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    z = rng.standard_t(4, (256, 4)) @ rng.standard_normal((4, 32))
+    np.save(tmp_path / "act.npy", z.astype(np.float32))
+    out = tmp_path / "r.json"
+    rc = cli.main(
+        ["bench", str(tmp_path / "act.npy"), "--profiles", "none", "--peers", "none",
+         "--errors", "3,10", "--repeat", "1", "--json", str(out), "--no-progress"]
+    )  # fmt: skip
+    assert rc == 0
+    report = json.loads(out.read_text())
+    codecs = {r["codec"]: r for r in report["results"]}
+    assert set(codecs) == {"iota-error-3%", "iota-auto-3%", "iota-error-10%", "iota-auto-10%"}
+    for name, r in codecs.items():
+        assert r["rel_rmse"] <= (0.03 if "-3%" in name else 0.1)
+    assert codecs["iota-auto-3%"]["ratio"] > codecs["iota-error-3%"]["ratio"]
+    assert any("Gaussian transform-coding bound" in n for n in report["notes"])
+    assert cli.main(["bench", str(tmp_path / "act.npy"), "--errors", "300"]) == 2
+
+
 def test_bench_command_plot(tmp_path):
     pytest.importorskip("matplotlib")
     np.save(tmp_path / "x.npy", np.linspace(-1, 1, 4096, dtype=np.float32).reshape(64, 64))

@@ -29,6 +29,24 @@ def test_every_version_has_goldens():
     assert {f"v{v}" for v in range(1, codec.FORMAT_VERSION + 1)} <= versions
 
 
+def session_of(case: dict) -> codec.Session:
+    """A receiving session with a session case's settings."""
+    s = case["session"]
+    return codec.Session(
+        codec.Codec.from_config(case["config"]),
+        session_id=s["session_id"],
+        refresh=s["refresh"],
+        decay=s["decay"],
+    )
+
+
+def session_group(version_dir, case) -> list[dict]:
+    """The frames of a session case's group, in order."""
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    group = [c for c in manifest if c.get("session", {}).get("group") == case["session"]["group"]]
+    return sorted(group, key=lambda c: c["session"]["step"])
+
+
 @pytest.mark.parametrize(("version_dir", "case"), CASES)
 def test_golden_decodes(version_dir, case):
     blob = (version_dir / f"{case['name']}.iota").read_bytes()
@@ -38,6 +56,18 @@ def test_golden_decodes(version_dir, case):
     assert meta["shape"] == case["shape"]
     assert meta["container"] == case["container"]
     assert meta["frame_bytes"] == len(blob) == case["frame_bytes"]
+    if "session" in case:
+        # Session frames decode through a session that has seen the frames before them; a
+        # frame that is not a resync frame needs it.
+        receiver = session_of(case)
+        for earlier in session_group(version_dir, case)[: case["session"]["step"]]:
+            receiver.decode((version_dir / f"{earlier['name']}.iota").read_bytes())
+        y = receiver.decode(blob)
+        np.testing.assert_array_equal(bits(y), want)
+        if case["session"]["step"] > 0:
+            with pytest.raises(codec.SessionMismatchError):
+                codec.decode(blob)
+            return
     y = codec.decode(blob)
     assert isinstance(y, torch.Tensor if case["container"] == "torch" else np.ndarray)
     assert tuple(y.shape) == tuple(case["shape"])
@@ -66,6 +96,7 @@ def test_current_encoder_still_writes_the_current_goldens():
     import ml_dtypes
 
     vdir = GOLDEN / f"v{codec.FORMAT_VERSION}"
+    senders: dict[str, codec.Session] = {}
     for case in json.loads((vdir / "manifest.json").read_text()):
         if case["container"] != "numpy":
             continue
@@ -75,7 +106,14 @@ def test_current_encoder_still_writes_the_current_goldens():
         raw = np.load(vdir / source)
         dt = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
         x = raw.view(dt[case["dtype"]]).reshape(case["shape"])
-        if config:
+        if "session" in case:
+            # The group's frames in order, through one sending session.
+            s = case["session"]
+            if s["group"] not in senders:
+                sender = session_of(case)
+                senders[s["group"]] = sender
+            blob = senders[s["group"]].encode(x)
+        elif config:
             blob = codec.Codec.from_config(config).encode(x)
         else:
             blob = codec.encode(x, chunk_size=case["chunk_size"])

@@ -57,3 +57,18 @@ def test_measure_reports_error_and_every_run():
         x.nbytes, repeat=1, reference=x,
     )  # fmt: skip
     assert not lossy.exact and 0 < lossy.max_abs_error <= 0.05 + 1e-6
+
+
+def test_reverse_water_filling_and_the_gaussian_bound():
+    theta, rate = measure.reverse_water_filling(np.array([4.0, 1.0, 0.25]), 0.75)
+    assert theta == pytest.approx(0.25)
+    assert rate == pytest.approx(0.5 * np.log2(16) + 0.5 * np.log2(4))
+    assert measure.reverse_water_filling(np.array([1.0]), 2.0)[1] == 0.0
+    # Independent Gaussian channels of variances 1 and 1/16 at a total error of 1/16 of
+    # the first's: the water level is 1/32, rate (log2(32) + log2(2)) / 2 bits per row.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200_000, 2)) * [1.0, 0.25]
+    err = float(np.sqrt((1 / 16) / (1 + 1 / 16)))
+    b = measure.gaussian_bound(x.astype(np.float32), err)
+    assert b["bits_per_element"] == pytest.approx((5 + 1) / 2 / 2, rel=0.02)
+    assert b["ratio"] == pytest.approx(32 / b["bits_per_element"])

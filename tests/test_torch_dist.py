@@ -125,6 +125,62 @@ def test_two_stage_pipeline(pair, profile, kind):
     assert st0["raw_bytes_sent"] == len(keys) * s0["sent_acts"][0, 0].nbytes
 
 
+@pytest.mark.parametrize("kind", ["gpipe", "1f1b"])
+def test_two_stage_pipeline_with_sessions(pair, kind):
+    """Channels with shared-basis sessions (and error feedback on gradients): what each
+    side receives is exactly what a session with the channel's id reconstructs from what
+    the other side sent, in the order it was sent (gradients come back out of order in
+    GPipe), both ends' session states agree, and the model still learns."""
+    from iota_codec.torch._p2p import ACTIVATION, GRADIENT, channel_session_id
+
+    s0, s1 = pair[0]["session"][kind], pair[1]["session"][kind]
+    tag = s0["tag"]
+    codec = iota_codec.Codec(**w.SESSION_CODEC)
+    acts = iota_codec.Session(
+        codec, session_id=channel_session_id(tag, ACTIVATION, 0, 1), refresh=3
+    )
+    for k in s0["act_order"]:
+        _, y = acts.encode(s0["sent_acts"][k], reconstruction=True)
+        assert torch.equal(y, s1["recv_acts"][k]), k
+    grads = iota_codec.Session(
+        codec,
+        session_id=channel_session_id(tag, GRADIENT, 1, 0),
+        refresh=3,
+        error_feedback=True,
+    )
+    for k in s1["grad_order"]:
+        _, y = grads.encode(s1["sent_grads"][k], reconstruction=True)
+        assert torch.equal(y, s0["recv_grads"][k]), k
+    assert s0["sessions"]["next"]["activation/send"] == s1["sessions"]["prev"]["activation/recv"]
+    assert s0["sessions"]["next"]["gradient/recv"] == s1["sessions"]["prev"]["gradient/send"]
+    assert acts.state_hash == s0["sessions"]["next"]["activation/send"]
+    losses = [loss for _, _, loss in s1["losses"]]
+    assert sum(losses[-w.PIPE_MICRO :]) < sum(losses[: w.PIPE_MICRO])
+
+
+@pytest.mark.parametrize("kind", ["gpipe", "1f1b"])
+def test_two_stage_pipeline_prefetch(pair, kind):
+    """Channels that receive ahead on a thread train the same model bit for bit."""
+    s0, s1 = pair[0]["prefetch"][kind], pair[1]["prefetch"][kind]
+    ref = w.reference_pipeline(kind, 2, w.PIPE_STEPS, w.PIPE_MICRO)
+    assert s1["losses"] == ref["losses"]
+    for stage, rec in enumerate((s0, s1)):
+        for name, p in rec["params"].items():
+            assert torch.equal(p, ref["params"][stage][name]), name
+
+
+def test_prefetch_receives_ahead_and_fails_cleanly(pair):
+    got = pair[1]["prefetching"]
+    assert got["arrived_unasked"]  # both frames arrived before anyone waited for them
+    for x, y in zip([w.sample(60), w.sample(61, (64, 1024))], got["got"], strict=True):
+        assert (bits(x) == bits(y)).all()
+    assert got["stats"]["messages_received"] == 2
+    name, msg = got["corrupt"]
+    assert name == "CorruptFrameError" and "header" in msg
+    seconds, msg, broken = got["silent"]
+    assert 0.9 <= seconds < 15 and "timed out" in msg and broken
+
+
 def test_three_stage_pipeline(trio):
     """A middle stage both receives and sends: three ranks, 1F1B, lossless, equal to the
     uncompressed run."""

@@ -16,6 +16,7 @@ from ._api import (
     MX_FORMATS,
     PROFILES,
     SCALES,
+    TRANSFORMS,
     Codec,
     StreamDecoder,
     decode,
@@ -31,10 +32,12 @@ from ._core import (
     LimitExceededError,
     NonFiniteError,
     RejectedValueError,
+    SessionMismatchError,
     UnsupportedVersionError,
     __version__,
     simd_level,
 )
+from ._session import Session
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -45,6 +48,7 @@ __all__ = [
     "MX_FORMATS",
     "PROFILES",
     "SCALES",
+    "TRANSFORMS",
     "ChecksumMismatchError",
     "Codec",
     "CodecError",
@@ -53,6 +57,8 @@ __all__ = [
     "LimitExceededError",
     "NonFiniteError",
     "RejectedValueError",
+    "Session",
+    "SessionMismatchError",
     "StreamDecoder",
     "UnsupportedVersionError",
     "__version__",

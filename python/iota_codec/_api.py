@@ -33,7 +33,9 @@ MX_FORMATS = {
 _SETTINGS: tuple[str, ...] = tuple(_core.SETTING_KEYS)
 _FIXED = ("format", "scale", "entropy")
 _BOUNDS = ("error", "max_abs_error", "target_bits")
-_BOUNDED = (*_BOUNDS, "step")
+_BOUNDED = (*_BOUNDS, "step", "transform", "rank")
+#: Transform coding choices (``transform=``) of error-bounded coding.
+TRANSFORMS = ("none", "identity", "pca", "auto")
 
 
 def _device_quantize_forced() -> bool:
@@ -77,7 +79,9 @@ def _resolve(profile: str, given: dict[str, Any]) -> dict[str, Any]:
     for k in ("block", "seed"):
         if k in given:
             _check_int(k, given[k], 0)
-    for k in ("format", "scale", "step", "rounding", "nonfinite"):
+    if "rank" in given:
+        _check_int("rank", given["rank"], 1)
+    for k in ("format", "scale", "step", "rounding", "nonfinite", "transform"):
         if k in given:
             if not isinstance(given[k], str):
                 raise InvalidArgumentError(f"{k} must be a string, not {type(given[k]).__name__}")
@@ -128,8 +132,8 @@ def _resolve(profile: str, given: dict[str, Any]) -> dict[str, Any]:
         )
     elif bounded and base_mode != "bounded":
         raise InvalidArgumentError(
-            "step= applies to error-bounded quantization: also pass error=, max_abs_error= or "
-            "target_bits="
+            f"{bounded[0]}= applies to error-bounded quantization: also pass error=, "
+            "max_abs_error= or target_bits="
         )
     else:
         mode = base_mode
@@ -144,6 +148,10 @@ def _resolve(profile: str, given: dict[str, Any]) -> dict[str, Any]:
         settings["step"] = settings["step"] or "global"
         if settings["step"] != "block" and "block" not in given:
             settings["block"] = None
+        if settings.get("transform") == "none":
+            settings["transform"] = None
+        if settings.get("rank") is not None and settings.get("transform") is None:
+            settings["transform"] = "auto"
     if mode == "lossless":
         if given.get("nonfinite") == "keep":
             settings["nonfinite"] = None  # lossless coding always carries them
@@ -217,6 +225,15 @@ class Codec:
         step: ``"global"`` (one step: the best total error for the bits; default),
             ``"channel"`` (a step per last-dimension channel, proportional to its RMS) or
             ``"block"`` (per ``block`` consecutive elements).
+        transform: transform coding for ``error=`` bounds, on the tensor's rows (its last
+            dimension is the channels): ``"pca"`` projects them onto the principal directions
+            of the channels (sent in the frame, truncated to those above the quantizer's
+            noise) and quantizes the coefficients with one step; ``"identity"`` keeps the
+            channels but gives groups of them their own entropy-coder tables; ``"auto"``
+            picks the smallest of these and plain coding; ``"none"``/``None`` (default) is
+            plain coding. NaN/Inf and tensors of more than 1024 channels get plain coding.
+        rank: the most basis vectors (principal directions) a transform keeps: a low-rank
+            projection. Implies ``transform="auto"`` unless given.
 
         Both lossy modes:
 
@@ -265,6 +282,8 @@ class Codec:
         max_abs_error: float | None = None,
         target_bits: float | None = None,
         step: str | None = None,
+        transform: str | None = None,
+        rank: int | None = None,
         rounding: str | None = None,
         seed: int | None = None,
         nonfinite: str | None = None,
@@ -293,6 +312,8 @@ class Codec:
                 "max_abs_error": max_abs_error,
                 "target_bits": target_bits,
                 "step": step,
+                "transform": transform,
+                "rank": rank,
                 "rounding": rounding,
                 "seed": seed,
                 "nonfinite": nonfinite,
@@ -418,6 +439,26 @@ class Codec:
         """A :class:`StreamDecoder` that decodes a frame from pieces as they arrive, with
         this codec's threads and limits."""
         return StreamDecoder(self, out=out)
+
+    def session(
+        self,
+        session_id: int = 0,
+        *,
+        refresh: int = 2,
+        decay: float = 0.7,
+        error_feedback: bool = False,
+    ) -> Any:
+        """One end of a shared-basis session with these settings (an ``error=`` bound): see
+        :class:`iota_codec.Session`."""
+        from ._session import Session
+
+        return Session(
+            self,
+            session_id=session_id,
+            refresh=refresh,
+            decay=decay,
+            error_feedback=error_feedback,
+        )
 
     def get_config(self) -> dict[str, Any]:
         """The settings as a JSON-able dict (numcodecs style, with ``"id"``): the profile,

@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     from .bench.command import add_parser as add_bench
 
     add_bench(sub)
+    from .lab.command import add_parser as add_lab
+
+    add_lab(sub)
     p = sub.add_parser("info", help="print a frame's header as JSON")
     p.add_argument("frame", help="a file holding one frame")
     p.add_argument("--chunks", action="store_true", help="include each chunk's size")
@@ -42,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench.command import main as bench
 
         return bench(args)
+    if args.command == "lab":
+        from .lab.command import main as lab
+
+        return lab(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

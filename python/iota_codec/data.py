@@ -230,6 +230,40 @@ def boundary_tensors(
     return result
 
 
+def pooled_head_gradient(
+    cfg: GPTConfig | None = None,
+    *,
+    batch: int = 16,
+    classes: int = 16,
+    seed: int = 0,
+    model_seed: int = 0,
+):
+    """The gradient that crosses the boundary in front of a mean-pooling classification
+    head: a :func:`make_gpt` model without its language-model head runs ``batch`` sequences
+    of :func:`text_corpus` through all its blocks (stage 1); stage 2 averages the tokens,
+    normalizes and classifies them into ``classes`` (here: the last byte of the sequence mod
+    ``classes``), and the cross-entropy loss is back-propagated to the boundary. Returns the
+    float32 torch tensor ``(batch, seq_len, d_model)`` of that gradient: every token of a
+    sequence gets the same row (the mean spreads the gradient evenly), so each sequence's
+    matrix is rank one and the whole tensor has rank at most ``batch``. Needs torch."""
+    import torch
+    from torch import nn
+
+    cfg = cfg or GPTConfig()
+    model = make_gpt(cfg, model_seed)
+    torch.manual_seed(model_seed + 1)
+    head = nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, classes))
+    x, _ = next(batches(text_corpus(), batch, cfg.seq_len, seed))
+    with torch.no_grad():
+        h = x
+        for m in model[:-1]:
+            h = m(h)
+    boundary = h.detach().requires_grad_(True)
+    logits = head(boundary.mean(dim=1))
+    nn.functional.cross_entropy(logits, x[:, -1] % classes).backward()
+    return boundary.grad.detach()
+
+
 def synthetic(shape: tuple[int, ...] = (2048, 1024), *, seed: int = 0) -> np.ndarray:
     """Heavy-tailed float32 data with a few outlier channels, like the activations of large
     trained transformers: Student-t rows (3 degrees of freedom) with 1% of the last-axis

@@ -450,7 +450,7 @@ fn symbol_counts(symbols: &[u16], counts: &mut Vec<u32>) {
     }
     // Symbols 0..=s all occur in the counted runs (s = -1: none).
     let s = counts.iter().position(|&c| c == 0).unwrap_or(counts.len()) as i32 - 1;
-    for c in &mut counts[..=s.max(-1) as usize] {
+    for c in &mut counts[..(s + 1) as usize] {
         *c *= 2;
     }
     for run in symbols.chunks(RUN).skip(1).step_by(2) {
@@ -916,6 +916,40 @@ pub fn encode_bounded_into(
                     ", and a 16-bit step per group"
                 }
             )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sampled counts give every symbol that occurs a nonzero count, whichever symbols
+    /// occur (including none of the small ones: symbol 0 absent from the counted runs).
+    #[test]
+    fn sampled_counts_keep_every_occurring_symbol() {
+        let n = SAMPLED_COUNTS + 1000;
+        let cases: Vec<Vec<u16>> = vec![
+            vec![7; n],
+            (0..n)
+                .map(|i| if i % 1000 == 5 { 300 } else { 3 })
+                .collect(),
+            (0..n).map(|i| (i % 97) as u16).collect(),
+            (0..n)
+                .map(|i| if i == 64 * 3 + 1 { uniform::ESC } else { 0 })
+                .collect(),
+        ];
+        let mut counts = Vec::new();
+        for symbols in cases {
+            symbol_counts(&symbols, &mut counts);
+            assert_eq!(counts.len(), uniform::ALPHABET);
+            for &v in &symbols {
+                assert!(counts[usize::from(v)] > 0, "symbol {v} lost");
+            }
+            let present: std::collections::HashSet<u16> = symbols.iter().copied().collect();
+            for (v, &c) in counts.iter().enumerate() {
+                assert_eq!(c > 0, present.contains(&(v as u16)), "symbol {v}");
+            }
         }
     }
 }

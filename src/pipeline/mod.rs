@@ -5,8 +5,10 @@
 
 mod lossy;
 pub mod precoded;
+pub mod session;
 pub mod stream;
 mod threads;
+pub mod transform;
 
 pub use stream::{StreamDecoder, StreamEncoder};
 
@@ -25,6 +27,7 @@ use crate::validate::{self, Validation};
 
 pub use lossy::{encode_bounded, encode_bounded_into};
 pub use precoded::{encode_block_codes_into, BlockCodes};
+pub use transform::{ProjectParams, SessionTag, STAGE_PROJECT, STAGE_SESSION};
 
 /// Stage kind: the lossless float split (no parameters).
 pub const STAGE_FLOAT_SPLIT: u8 = 1;
@@ -99,6 +102,13 @@ pub enum Recipe {
     Uniform {
         params: UniformParams,
         rans: RansParams,
+    },
+    /// Projection onto a channel basis, one quantizer step for the coefficients, rANS with a
+    /// table per group of coefficient channels; optionally part of a shared-basis session.
+    Project {
+        params: ProjectParams,
+        rans: RansParams,
+        session: Option<SessionTag>,
     },
 }
 
@@ -234,6 +244,16 @@ impl Recipe {
                 v
             }
             Recipe::Uniform { params, rans } => vec![uniform_desc(params), rans_desc(rans)],
+            Recipe::Project {
+                params,
+                rans,
+                session,
+            } => {
+                let mut v: Vec<StageDesc> = session.iter().map(|t| t.desc()).collect();
+                v.push(params.desc());
+                v.push(rans_desc(rans));
+                v
+            }
         }
     }
 
@@ -245,6 +265,7 @@ impl Recipe {
             Recipe::Block { params, .. } => params.format.block as u64,
             Recipe::Uniform { params, .. } if params.scope == SCOPE_BLOCK => params.group,
             Recipe::Uniform { .. } => 1,
+            Recipe::Project { params, .. } => u64::from(params.channels),
         }
     }
 
@@ -253,7 +274,12 @@ impl Recipe {
         if let Some(s) = stages.iter().find(|s| {
             !matches!(
                 s.kind,
-                STAGE_FLOAT_SPLIT | STAGE_RANS | STAGE_BLOCK_QUANT | STAGE_UNIFORM_QUANT
+                STAGE_FLOAT_SPLIT
+                    | STAGE_RANS
+                    | STAGE_BLOCK_QUANT
+                    | STAGE_UNIFORM_QUANT
+                    | STAGE_PROJECT
+                    | STAGE_SESSION
             )
         }) {
             return Err(Error::new(
@@ -284,6 +310,30 @@ impl Recipe {
                 Ok(Recipe::Uniform {
                     params: parse_uniform(u)?,
                     rans: parse_rans(r)?,
+                })
+            }
+            [p, r] if p.kind == STAGE_PROJECT && r.kind == STAGE_RANS => {
+                let params = ProjectParams::parse(p)?;
+                ensure_frame!(
+                    params.basis != transform::BASIS_SESSION,
+                    "a session-basis projection needs a session stage"
+                );
+                Ok(Recipe::Project {
+                    params,
+                    rans: parse_rans(r)?,
+                    session: None,
+                })
+            }
+            [t, p, r]
+                if t.kind == STAGE_SESSION && p.kind == STAGE_PROJECT && r.kind == STAGE_RANS =>
+            {
+                let tag = SessionTag::parse(t)?;
+                let params = ProjectParams::parse(p)?;
+                transform::check_session(&tag, &params)?;
+                Ok(Recipe::Project {
+                    params,
+                    rans: parse_rans(r)?,
+                    session: Some(tag),
                 })
             }
             _ => Err(Error::corrupt(format!(
@@ -360,6 +410,42 @@ impl Recipe {
                 ));
                 p.push(("nonfinite", Str(nonfinite(u.nonfinite))));
                 vec![("uniform_quant", p), rans_info(rans)]
+            }
+            Recipe::Project {
+                params: p,
+                rans,
+                session,
+            } => {
+                let mut v = Vec::new();
+                if let Some(t) = session {
+                    v.push((
+                        "session",
+                        vec![
+                            // Ids and hashes are 64-bit patterns: reported as signed integers.
+                            ("session_id", Int(t.id as i64)),
+                            ("step", Int(t.step as i64)),
+                            ("state_hash", Int(t.state as i64)),
+                            ("resync", Int(i64::from(t.resync))),
+                        ],
+                    ));
+                }
+                v.push((
+                    "project",
+                    vec![
+                        ("bound", Str("error")),
+                        ("error", Float(f64::from_bits(p.bound_value))),
+                        ("basis", Str(p.basis_name())),
+                        ("channels", Int(i64::from(p.channels))),
+                        ("rank", Int(i64::from(p.k))),
+                        ("step", Float(f64::from(p.step()))),
+                        (
+                            "rounding",
+                            Str(rounding::code_name(p.rounding).unwrap_or("?")),
+                        ),
+                    ],
+                ));
+                v.push(rans_info(rans));
+                v
             }
         }
     }
@@ -713,8 +799,10 @@ fn encode_chunk(
             outcome.err =
                 lossy::encode_uniform_chunk(params, rans, &check, dtype, input, base, seed, out);
         }
+        // Projection frames are assembled by `transform`; a chunk coded here is stored.
+        Recipe::Project { .. } => out.truncate(start),
     }
-    if out.len() - start > input.len() {
+    if out.len() - start > input.len() || out.len() == start {
         // Only tiny chunks (or ones with many escapes) get here; stored, they are exact.
         out.truncate(start);
         out.push(MODE_STORED);
@@ -724,7 +812,8 @@ fn encode_chunk(
     outcome
 }
 
-fn decode_chunk(recipe: &Recipe, dtype: DType, payload: &[u8], out: &mut [u8]) -> Result<()> {
+fn decode_chunk(job: &ChunkJob, index: u64, payload: &[u8], out: &mut [u8]) -> Result<()> {
+    let (recipe, dtype) = (job.recipe, job.dtype);
     let n = out.len() / dtype.itemsize();
     let mut r = Reader::new(payload);
     match r.u8("chunk mode")? {
@@ -756,6 +845,21 @@ fn decode_chunk(recipe: &Recipe, dtype: DType, payload: &[u8], out: &mut [u8]) -
             }
             Recipe::Uniform { params, rans } => {
                 lossy::decode_uniform_chunk(params, rans, dtype, &mut r, out)?
+            }
+            Recipe::Project { params, rans, .. } => {
+                let ctx = job
+                    .project
+                    .ok_or_else(|| Error::corrupt("projection frame without its basis"))?;
+                transform::decode_chunk(
+                    params,
+                    rans,
+                    ctx,
+                    index,
+                    job.chunk_elems,
+                    dtype,
+                    &mut r,
+                    out,
+                )?
             }
         },
         m => return Err(Error::corrupt(format!("unknown chunk mode {m}"))),
@@ -904,6 +1008,27 @@ pub fn decode_parsed(
     threads: usize,
     validation: &Validation,
 ) -> Result<()> {
+    let ctx = match &parsed.recipe {
+        Recipe::Project { params, rans, .. } => Some(transform::context(
+            params,
+            rans,
+            &parsed.header.shape,
+            parsed.chunks.first().copied(),
+            None,
+        )?),
+        _ => None,
+    };
+    decode_parsed_with(parsed, out, threads, validation, ctx.as_ref())
+}
+
+/// [`decode_parsed`] with the context of a projection frame.
+pub(crate) fn decode_parsed_with(
+    parsed: &ParsedFrame,
+    out: &mut [u8],
+    threads: usize,
+    validation: &Validation,
+    project: Option<&transform::Context>,
+) -> Result<()> {
     let h = &parsed.header;
     let expected = h.output_bytes()?;
     if out.len() as u64 != expected {
@@ -928,6 +1053,7 @@ pub fn decode_parsed(
         dtype: h.dtype,
         chunk_elems: h.chunk_elems,
         validation,
+        project,
         verify: (!parsed.unverified.is_empty())
             .then_some((parsed.extent.checksum, &parsed.unverified[..])),
     };
@@ -940,6 +1066,8 @@ pub(crate) struct ChunkJob<'a> {
     pub dtype: DType,
     pub chunk_elems: u64,
     pub validation: &'a Validation,
+    /// The basis (and statistics sink) of a projection frame.
+    pub project: Option<&'a transform::Context>,
     /// The header checksum and each chunk's stored checksum, when they are to be verified
     /// before decoding.
     pub verify: Option<(u32, &'a [u32])>,
@@ -959,7 +1087,7 @@ pub(crate) fn decode_chunks(
         if let Some((header, sums)) = job.verify {
             format::verify_chunk(header, first + i as u64, sums[i], payloads[i])?;
         }
-        decode_chunk(job.recipe, job.dtype, payloads[i], o)?;
+        decode_chunk(job, first + i as u64, payloads[i], o)?;
         let first_elem = (first + i as u64).saturating_mul(job.chunk_elems);
         validate::check(job.dtype, o, job.validation, first_elem)
     })
@@ -967,3 +1095,5 @@ pub(crate) fn decode_chunks(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transform_tests;

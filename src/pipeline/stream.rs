@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use super::{decode_chunks, ChunkJob, EncodePlan, EncodeRequest, Limits, Recipe};
+use super::{decode_chunks, transform, ChunkJob, EncodePlan, EncodeRequest, Limits, Recipe};
 use crate::error::{Error, Result};
 use crate::format::{self, Header, HeaderExtent, Reader, CHUNK_RECORD_OVERHEAD};
 
@@ -37,8 +37,10 @@ impl StreamEncoder {
     /// A stream of the pieces of `frame`, a whole frame already encoded for `req` (the
     /// error-bounded encoder must see every chunk's error before its header is final).
     pub(crate) fn from_frame(req: &EncodeRequest, frame: Vec<u8>) -> Result<StreamEncoder> {
-        let plan = EncodePlan::new(req)?;
+        let mut plan = EncodePlan::new(req)?;
         let (header, ext) = Header::parse(&frame)?;
+        // The frame's own chunking (a projection frame chunks by whole rows).
+        plan.n_chunks = header.n_chunks()? as usize;
         let mut ready = VecDeque::with_capacity(1 + plan.n_chunks);
         ready.push_back(frame[..ext.len].to_vec());
         let mut r = Reader::new(&frame[ext.len..]);
@@ -116,6 +118,8 @@ struct Layout {
     n_chunks: u64,
     chunk_bytes: usize,
     output_len: usize,
+    /// The basis of a projection frame, once known (a frame basis arrives with chunk 0).
+    project: Option<transform::Context>,
 }
 
 /// Decodes a frame from pieces of any size, chunk by chunk as each record completes.
@@ -172,6 +176,12 @@ impl StreamDecoder {
             .and_then(|c| c.checked_mul(header.dtype.itemsize()))
             .ok_or_else(|| Error::corrupt("chunk size does not fit in memory"))?;
         let n_chunks = header.n_chunks()?;
+        let project = match &recipe {
+            Recipe::Project { params, rans, .. } if params.basis != transform::BASIS_FRAME => {
+                Some(transform::context(params, rans, &header.shape, None, None)?)
+            }
+            _ => None,
+        };
         self.buf.drain(..ext.len);
         self.layout = Some(Layout {
             header,
@@ -180,6 +190,7 @@ impl StreamDecoder {
             n_chunks,
             chunk_bytes,
             output_len,
+            project,
         });
         Ok(())
     }
@@ -210,7 +221,7 @@ impl StreamDecoder {
     /// [`output_len`](Self::output_len) bytes, the same buffer every call). Returns how many
     /// chunks it decoded.
     pub fn decode_available(&mut self, out: &mut [u8]) -> Result<usize> {
-        let Some(l) = &self.layout else {
+        let Some(l) = &mut self.layout else {
             return Ok(0);
         };
         if out.len() != l.output_len {
@@ -244,6 +255,17 @@ impl StreamDecoder {
             )));
         }
         let decoded = payloads.len();
+        if let Recipe::Project { params, rans, .. } = &l.recipe {
+            if l.project.is_none() && self.next_chunk == 0 && decoded > 0 {
+                l.project = Some(transform::context(
+                    params,
+                    rans,
+                    &l.header.shape,
+                    Some(payloads[0]),
+                    None,
+                )?);
+            }
+        }
         if decoded > 0 {
             let start = (self.next_chunk as usize) * l.chunk_bytes;
             let end = ((index as usize) * l.chunk_bytes).min(l.output_len);
@@ -253,6 +275,7 @@ impl StreamDecoder {
                 dtype: l.header.dtype,
                 chunk_elems: l.header.chunk_elems,
                 validation: &self.limits.validation,
+                project: l.project.as_ref(),
                 verify: None,
             };
             decode_chunks(&job, self.next_chunk, &payloads, outs, self.threads)?;

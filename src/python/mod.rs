@@ -14,6 +14,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use crate::{
     BlockSpec, Bound as ErrorBound, BoundedSpec, Codec, ContainerHint, DType, Element, Error,
     ErrorKind, Limits, Mode, NonFinite, ParamValue, Profile, Rounding, ScaleFormat, StepScope,
+    Transform,
 };
 
 create_exception!(
@@ -66,6 +67,15 @@ create_exception!(
      (pass nonfinite=\"keep\" to carry them exactly)."
 );
 
+create_exception!(
+    _core,
+    SessionMismatchError,
+    CodecError,
+    "A frame of a shared-basis session does not follow the decoding session's state (another \
+     session, a dropped, duplicated or reordered frame): nothing was decoded and the session \
+     is unchanged; have the sender send a resync frame."
+);
+
 fn to_py(e: Error) -> PyErr {
     let msg = e.message().to_owned();
     match e.kind() {
@@ -76,6 +86,7 @@ fn to_py(e: Error) -> PyErr {
         ErrorKind::LimitExceeded => LimitExceededError::new_err(msg),
         ErrorKind::RejectedValue => RejectedValueError::new_err(msg),
         ErrorKind::NonFinite => NonFiniteError::new_err(msg),
+        ErrorKind::SessionMismatch => SessionMismatchError::new_err(msg),
     }
 }
 
@@ -168,7 +179,7 @@ fn limits_from(d: Option<&Bound<'_, PyDict>>) -> PyResult<Limits> {
 // ---- settings dicts (the Python config's coding keys) <-> modes ----
 
 /// The keys of a settings dict, in the order `get_config` lists them.
-const SETTING_KEYS: [&str; 11] = [
+const SETTING_KEYS: [&str; 13] = [
     "format",
     "block",
     "scale",
@@ -180,6 +191,8 @@ const SETTING_KEYS: [&str; 11] = [
     "rounding",
     "seed",
     "nonfinite",
+    "transform",
+    "rank",
 ];
 
 fn invalid(msg: impl Into<String>) -> PyErr {
@@ -304,14 +317,37 @@ fn mode_from(d: &Bound<'_, PyDict>) -> PyResult<Mode> {
                  error-bounded quantization always entropy-codes",
             ));
         }
+        let max_rank: Option<usize> = get(d, "rank")?;
+        let transform = match get::<String>(d, "transform")?.as_deref() {
+            None if max_rank.is_some() => Transform::Auto,
+            None => Transform::None,
+            Some(t) => Transform::parse(t).ok_or_else(|| {
+                invalid(format!(
+                    "transform={t:?} is unknown; choose 'none' (plain), 'identity' (a table per \
+                     group of channels), 'pca' (principal directions of the channels) or \
+                     'auto' (the smallest of them)"
+                ))
+            })?,
+        };
         Mode::Bounded(BoundedSpec {
             bound,
             scope,
             rounding: rounding_from(d)?,
             nonfinite: nonfinite_from(d)?,
+            transform,
+            max_rank,
         })
     } else {
-        for k in ["block", "scale", "entropy", "step", "rounding", "seed"] {
+        for k in [
+            "block",
+            "scale",
+            "entropy",
+            "step",
+            "rounding",
+            "seed",
+            "transform",
+            "rank",
+        ] {
             if d.get_item(k)?.is_some_and(|v| !v.is_none()) {
                 return Err(invalid(format!(
                     "{k}= applies to lossy coding: also pass format=/bits= (fixed rate) or \
@@ -357,6 +393,12 @@ fn settings_of<'py>(py: Python<'py>, mode: &Mode) -> PyResult<Bound<'py, PyDict>
             d.set_item("step", b.scope.name())?;
             if let StepScope::Block(n) = b.scope {
                 d.set_item("block", n)?;
+            }
+            if b.transform != Transform::None {
+                d.set_item("transform", b.transform.name())?;
+            }
+            if let Some(r) = b.max_rank {
+                d.set_item("rank", r)?;
             }
             (b.rounding, b.nonfinite)
         }
@@ -660,6 +702,177 @@ impl StreamDecoder {
     }
 }
 
+/// One end of a shared-basis session (see `crate::pipeline::session`).
+#[pyclass(module = "iota_codec._core")]
+struct Session {
+    inner: crate::Session,
+}
+
+#[pymethods]
+impl Session {
+    /// A session coding with the error-bounded settings dict `settings` (an `error=` bound).
+    #[new]
+    #[pyo3(signature = (settings, *, session_id=0, refresh=2, decay=0.7, error_feedback=false, chunk_size=Codec::DEFAULT_CHUNK_ELEMS, threads=0, limits=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        settings: &Bound<'_, PyDict>,
+        session_id: u64,
+        refresh: u32,
+        decay: f64,
+        error_feedback: bool,
+        chunk_size: u64,
+        threads: usize,
+        limits: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let Mode::Bounded(spec) = mode_from(settings)? else {
+            return Err(invalid(
+                "a session codes to a relative RMSE bound: give its codec error= (for example \
+                 Codec(error=0.03))",
+            ));
+        };
+        let ErrorBound::RelRmse(error) = spec.bound else {
+            return Err(invalid(
+                "a session codes to a relative RMSE bound (error=), not max_abs_error= or \
+                 target_bits=",
+            ));
+        };
+        if spec.scope != StepScope::Global {
+            return Err(invalid(
+                "a session quantizes every coefficient with one step: use step='global'",
+            ));
+        }
+        let config = crate::SessionConfig {
+            id: session_id,
+            error,
+            rounding: spec.rounding,
+            refresh,
+            decay,
+            error_feedback,
+            chunk_elems: chunk_size,
+            threads,
+            limits: limits_from(limits)?,
+        };
+        Ok(Session {
+            inner: crate::Session::new(config).map_err(to_py)?,
+        })
+    }
+
+    /// Encodes the next tensor; writes the decoded tensor into `reconstruction` when given.
+    #[pyo3(signature = (data, dtype, shape, *, hint=0, reconstruction=None))]
+    fn encode<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        dtype: &str,
+        shape: Vec<u64>,
+        hint: u8,
+        reconstruction: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let dtype = DType::parse(dtype).map_err(to_py)?;
+        let hint = hint_from_code(hint)?;
+        let input = Bytes::get(data, "data", false)?;
+        let mut recon = reconstruction
+            .map(|r| Bytes::get(r, "reconstruction", true))
+            .transpose()?;
+        if let Some(r) = &recon {
+            if r.buf.len_bytes() != input.buf.len_bytes() {
+                return Err(invalid("reconstruction must be the size of the input"));
+            }
+        }
+        let slice = input.as_slice();
+        let inner = &mut self.inner;
+        let encoded = py
+            .detach(|| inner.encode(slice, dtype, &shape, hint))
+            .map_err(to_py)?;
+        if let Some(r) = recon.as_mut() {
+            r.as_mut_slice().copy_from_slice(&encoded.decoded.data);
+        }
+        Ok(PyBytes::new(py, &encoded.frame))
+    }
+
+    /// Decodes the next frame into the writable buffer `out` (exactly the decoded size).
+    fn decode_into(
+        &mut self,
+        py: Python<'_>,
+        frame: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let frame = Bytes::get(frame, "frame", false)?;
+        let mut out = Bytes::get(out, "out", true)?;
+        let (f, o) = (frame.as_slice(), out.as_mut_slice());
+        let inner = &mut self.inner;
+        py.detach(|| inner.decode_into(f, o)).map_err(to_py)
+    }
+
+    /// Makes the next frame a resync frame.
+    fn resync(&mut self) {
+        self.inner.request_resync();
+    }
+
+    /// The session as bytes (settings, step, basis state, error feedback residual).
+    fn state_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.to_bytes())
+    }
+
+    /// A session restored from `state_bytes()`.
+    #[staticmethod]
+    #[pyo3(signature = (state, *, threads=0, limits=None))]
+    fn from_state(
+        state: &Bound<'_, PyAny>,
+        threads: usize,
+        limits: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let state = Bytes::get(state, "state", false)?;
+        let inner = crate::Session::from_bytes(state.as_slice(), threads, limits_from(limits)?)
+            .map_err(to_py)?;
+        Ok(Session { inner })
+    }
+
+    #[getter]
+    fn step(&self) -> u64 {
+        self.inner.step()
+    }
+
+    #[getter]
+    fn channels(&self) -> Option<usize> {
+        self.inner.channels()
+    }
+
+    #[getter]
+    fn state_hash(&self) -> u64 {
+        self.inner.state_hash()
+    }
+
+    /// The basis (`d * d` float64 values, one vector per row), once there is one.
+    #[getter]
+    fn basis(&self) -> Option<Vec<f64>> {
+        self.inner.basis().map(|b| b.to_vec())
+    }
+
+    /// `{session_id, error, rounding, seed, refresh, decay, error_feedback, chunk_size,
+    /// threads}`.
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = &self.inner.config;
+        let d = PyDict::new(py);
+        d.set_item("session_id", c.id)?;
+        d.set_item("error", c.error)?;
+        d.set_item("rounding", c.rounding.name())?;
+        d.set_item(
+            "seed",
+            match c.rounding {
+                Rounding::Stochastic { seed } => Some(seed),
+                Rounding::Nearest => None,
+            },
+        )?;
+        d.set_item("refresh", c.refresh)?;
+        d.set_item("decay", c.decay)?;
+        d.set_item("error_feedback", c.error_feedback)?;
+        d.set_item("chunk_size", c.chunk_elems)?;
+        d.set_item("threads", c.threads)?;
+        Ok(d)
+    }
+}
+
 /// `frame` with every checksum rewritten to match its bytes, as a hostile sender would make
 /// it (for tests that reach the decoder behind the checksums).
 #[pyfunction]
@@ -695,6 +908,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LimitExceededError", py.get_type::<LimitExceededError>())?;
     m.add("RejectedValueError", py.get_type::<RejectedValueError>())?;
     m.add("NonFiniteError", py.get_type::<NonFiniteError>())?;
+    m.add(
+        "SessionMismatchError",
+        py.get_type::<SessionMismatchError>(),
+    )?;
     m.add("FORMAT_VERSION", crate::FORMAT_VERSION)?;
     m.add("DEFAULT_CHUNK_SIZE", Codec::DEFAULT_CHUNK_ELEMS)?;
     m.add("DEFAULT_MAX_OUTPUT_BYTES", Limits::DEFAULT_MAX_OUTPUT_BYTES)?;
@@ -718,5 +935,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_settings, m)?)?;
     m.add_class::<StreamEncoder>()?;
     m.add_class::<StreamDecoder>()?;
+    m.add_class::<Session>()?;
     Ok(())
 }

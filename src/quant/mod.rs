@@ -7,6 +7,7 @@
 
 pub mod bitpack;
 pub mod block;
+pub mod buckets;
 pub mod convert;
 pub mod minifloat;
 pub mod rounding;

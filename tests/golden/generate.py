@@ -8,7 +8,8 @@ frame already exists are left as they are (files and manifest entry), so adding 
 
 Each case writes ``<name>.iota`` (the frame) and ``<name>.npy`` (the bits it decodes to). A
 case coded with explicit settings (a lossy one) also records its ``config`` in the manifest
-and its input in ``<name>.input.npy``.
+and its input in ``<name>.input.npy``. Session frames (``<group>_<step>``) also record the
+session settings and their step: they decode through a Session, in order.
 
     python tests/golden/generate.py
 """
@@ -148,6 +149,66 @@ def cases():
     )
 
 
+def correlated(rng, shape, latent: int, dtype):
+    """Rows of correlated channels (a few heavy-tailed latent factors, mixed, with offsets and
+    a little noise), like activations: what transform coding is for."""
+    channels = shape[-1]
+    rows = int(np.prod(shape[:-1]))
+    z = rng.standard_t(4, (rows, latent)) * (2.0 ** -np.arange(latent))
+    x = z @ rng.standard_normal((latent, channels)) + 0.3 * np.linspace(-1, 1, channels)
+    x += 0.01 * rng.standard_normal((rows, channels))
+    return x.reshape(shape).astype(dtype)
+
+
+def project_cases():
+    """Stage kind 5 (project): transform coding, added without a version change."""
+    rng = np.random.default_rng(20)
+    yield (
+        "bf16_project_pca",
+        correlated(rng, (4, 16, 24), 4, ml_dtypes.bfloat16),
+        {"error": 0.03, "transform": "pca"},
+    )
+    yield (
+        "f32_project_identity_multichunk",
+        correlated(rng, (40, 12), 3, np.float32)
+        * np.array([1, 10, 100, 1, 1, 1, 1, 1, 1, 1, 1, 0.01], np.float32),
+        {"error": 0.05, "transform": "identity", "chunk_size": 96},
+    )
+    yield (
+        "f16_project_rank_stochastic_multichunk",
+        correlated(rng, (64, 20), 3, np.float16),
+        {
+            "error": 0.2,
+            "transform": "pca",
+            "rank": 3,
+            "rounding": "stochastic",
+            "seed": 9,
+            "chunk_size": 400,
+        },
+    )
+    mix = torch.from_numpy(correlated(rng, (8, 32), 2, np.float32))
+    yield (
+        "torch_bf16_project_auto",
+        (torch.randn(64, 8, generator=torch.Generator().manual_seed(5)) @ mix).bfloat16(),
+        {
+            "error": 0.1,
+            "transform": "auto",
+        },
+    )
+
+
+#: Session frames (stage kind 6): a resync frame that carries its basis, then frames on the
+#: session's basis, refreshed after every frame. Decoded through a Session in order.
+SESSION = {"session_id": 77, "refresh": 1, "decay": 0.5}
+
+
+def session_cases():
+    rng = np.random.default_rng(30)
+    base = correlated(rng, (96, 16), 4, np.float32)
+    frames = [base + 0.05 * rng.standard_normal(base.shape) for _ in range(3)]
+    return "bf16_session", [f.astype(ml_dtypes.bfloat16) for f in frames], {"error": 0.05}
+
+
 def as_numpy(x):
     if isinstance(x, torch.Tensor):
         return x.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
@@ -160,7 +221,7 @@ def main() -> None:
     path = out_dir / "manifest.json"
     manifest = json.loads(path.read_text()) if path.exists() else []
     known = {case["name"] for case in manifest}
-    for name, x, kw in cases():
+    for name, x, kw in [*cases(), *project_cases()]:
         if (out_dir / f"{name}.iota").exists():
             if name not in known:
                 raise SystemExit(f"{name}.iota exists but is not in the manifest")
@@ -185,6 +246,31 @@ def main() -> None:
             np.save(out_dir / f"{name}.input.npy", as_numpy(x).view(width))
         manifest.append(entry)
         print(f"{name}: {meta['frame_bytes']} bytes")
+    group, inputs, kw = session_cases()
+    if not (out_dir / f"{group}_0.iota").exists():
+        c = codec.Codec(**kw)
+        sender = codec.Session(c, **SESSION)
+        for step, x in enumerate(inputs):
+            name = f"{group}_{step}"
+            blob, y = sender.encode(x, reconstruction=True)
+            (out_dir / f"{name}.iota").write_bytes(blob)
+            meta = codec.info(blob)
+            width = BITS[meta["dtype"]]
+            np.save(out_dir / f"{name}.npy", as_numpy(y).view(width))
+            np.save(out_dir / f"{name}.input.npy", as_numpy(x).view(width))
+            manifest.append(
+                {
+                    "name": name,
+                    "dtype": meta["dtype"],
+                    "shape": meta["shape"],
+                    "container": meta["container"],
+                    "chunk_size": meta["chunk_size"],
+                    "frame_bytes": meta["frame_bytes"],
+                    "config": {**c.get_config(), "threads": 0},
+                    "session": {**SESSION, "group": group, "step": step},
+                }
+            )
+            print(f"{name}: {meta['frame_bytes']} bytes, {[s['name'] for s in meta['stages']]}")
     path.write_text(json.dumps(manifest, indent=1) + "\n")
 
 

@@ -299,16 +299,32 @@ def peer(name: str) -> CoderSpec:
         raise ValueError(f"unknown peer {name!r}; choose from: {', '.join(PEERS)}") from None
 
 
+def error_specs(errors: list[float], threads: int | None = 1) -> list[CoderSpec]:
+    """For each relative RMSE bound: plain error-bounded coding (``iota-error-3%``) and
+    transform coding (``iota-auto-3%``: the smallest of plain, identity and PCA frames)."""
+    specs = []
+    for e in errors:
+        label = f"{e * 100:g}%"
+        specs.append(iota_spec({"name": f"iota-error-{label}", "error": e}, threads))
+        specs.append(
+            iota_spec({"name": f"iota-auto-{label}", "error": e, "transform": "auto"}, threads)
+        )
+    return specs
+
+
 def select(
     profiles: list[str] | None = None,
     configs: list[dict[str, Any]] | None = None,
     peers: list[str] | None = None,
     threads: int | None = 1,
+    errors: list[float] | None = None,
 ) -> tuple[list[CoderSpec], list[str]]:
-    """The coders to run (``None`` means all profiles / all peers) and notes about peers
-    that were skipped because a package is missing."""
+    """The coders to run (``None`` means all profiles / all peers; ``errors`` adds plain and
+    transform coding at those bounds) and notes about peers that were skipped because a
+    package is missing."""
     specs = [iota_spec(p, threads) for p in (PROFILES if profiles is None else profiles)]
     specs += [iota_spec(c, threads) for c in configs or []]
+    specs += error_specs(errors or [], threads)
     notes = []
     for name in PEERS if peers is None else peers:
         spec = peer(name)

@@ -57,6 +57,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         '65536}\' (an optional "name" labels it); repeatable',
     )
     p.add_argument(
+        "--errors",
+        help="relative RMSE bounds in %%, comma-separated (e.g. 1,3,10): adds plain "
+        "error-bounded coding (iota-error-N%%) and transform coding (iota-auto-N%%) at each, "
+        "and notes the Gaussian transform-coding bound of each tensor there",
+    )
+    p.add_argument(
         "--peers",
         help="peer codecs, comma-separated, 'all' or 'none' (default: all): "
         + ", ".join(_peer_names()),
@@ -160,7 +166,10 @@ def main(args: argparse.Namespace) -> int:
         elif peers == ["none"]:
             peers = []
         configs = [coders.parse_codec_json(c) for c in args.codec]
-        specs, notes = coders.select(profiles, configs, peers, threads=args.threads)
+        errors = [float(e) / 100 for e in _split(args.errors) or []]
+        if any(not 0 < e < 1 for e in errors):
+            raise ValueError("--errors takes percentages between 0 and 100, e.g. 1,3,10")
+        specs, notes = coders.select(profiles, configs, peers, threads=args.threads, errors=errors)
         dtypes = _split(args.dtype)
         for d in dtypes or []:
             if d not in DTYPES:
@@ -180,6 +189,15 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, RuntimeError, OSError) as e:
         log(f"iota-codec bench: {e}")
         return 2
+    from .. import measure
+
+    for t in data:
+        for e in errors:
+            b = measure.gaussian_bound(t.data, e)
+            notes.append(
+                f"{t.name} ({t.dtype}) at {e * 100:g}% relative RMSE: Gaussian transform-coding "
+                f"bound {b['ratio']:.2f}x ({b['bits_per_element']:.3f} bits per element)"
+            )
     if not specs:
         log("iota-codec bench: nothing to measure (no profiles, configs or peers)")
         return 2

@@ -29,6 +29,8 @@ it raises; destroy the process group and start again.
 from __future__ import annotations
 
 import datetime
+import hashlib
+import threading
 import time
 from dataclasses import dataclass, fields
 from typing import Any
@@ -37,7 +39,8 @@ import torch
 import torch.distributed as dist
 
 from .._api import Codec
-from .._core import CorruptFrameError, LimitExceededError
+from .._core import CorruptFrameError, InvalidArgumentError, LimitExceededError
+from .._session import Session
 from ._device import as_device
 from ._ops import as_codec, decode_frame, encode_tensor
 
@@ -47,6 +50,8 @@ HEADER_BYTES = 8 * HEADER_WORDS
 
 TENSOR, ACTIVATION, GRADIENT = 0, 1, 2
 _KIND_NAMES = {TENSOR: "tensor", ACTIVATION: "activation", GRADIENT: "gradient"}
+# Set in a message's kind word when its frame belongs to the channel's session for that kind.
+_SESSION_FLAG = 0x100
 _ANY = -1  # sequence number of unsequenced messages (the free functions)
 _MAX_STASHED = 4096
 
@@ -128,6 +133,40 @@ def default_max_frame_bytes(codec: Codec) -> int:
     return codec.max_output_bytes + codec.max_output_bytes // 4 + (1 << 20)
 
 
+def channel_session_id(tag: int, kind: int, sender: int, receiver: int) -> int:
+    """The session id of a channel's ``kind`` messages (``TENSOR``, ``ACTIVATION`` or
+    ``GRADIENT``) from global rank ``sender`` to ``receiver``: both sides compute it."""
+    key = f"iota-channel/{tag}/{kind}/{sender}/{receiver}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+
+
+class _Decoded:
+    """A message that was decoded on arrival (a session frame)."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+    def place(self, dtype: Any, shape: Any, device: Any, out: Any) -> torch.Tensor:
+        t = self.tensor
+        if dtype is not None and t.dtype != dtype:
+            raise InvalidArgumentError(f"the frame holds {t.dtype}, expected {dtype}")
+        if shape is not None and tuple(t.shape) != tuple(int(d) for d in shape):
+            raise InvalidArgumentError(
+                f"the frame holds shape {tuple(t.shape)}, expected {tuple(shape)}"
+            )
+        if out is not None:
+            if out.dtype != t.dtype or tuple(out.shape) != tuple(t.shape):
+                raise InvalidArgumentError(
+                    f"out is {out.dtype} of shape {tuple(out.shape)}; the frame holds "
+                    f"{t.dtype} of shape {tuple(t.shape)}"
+                )
+            out.copy_(t)
+            return out
+        if device is not None and torch.device(device).type != "cpu":
+            return t.to(device, non_blocking=True)
+        return t
+
+
 class SendWork:
     """What :meth:`Channel.isend` and :func:`isend` return: ``wait()`` blocks until the
     header and frame are handed to the transport (like a torch ``Work``), raising
@@ -205,6 +244,24 @@ class Channel:
         max_frame_bytes: the largest frame accepted from the peer (default
             :func:`default_max_frame_bytes` of the decoding codec). The decoded size is also
             limited by the codec's ``max_output_bytes``.
+        session: use a shared-basis :class:`iota_codec.Session` per kind of message and
+            direction, for the codecs with an ``error=`` bound: ``True``, or a dict of
+            session settings (``refresh``, ``decay``). Frames then carry only coefficients
+            on a channel basis both sides learn from the decoded data. Both sides must pass
+            the same ``session`` settings.
+        error_feedback: with ``session``, carry each sent gradient's coding error into the
+            next one (PowerSGD-style error feedback).
+        prefetch: receive ahead on a background thread (default ``False``). gloo moves a
+            message only once the receiver has posted its receive, and a frame's receive can
+            only be posted once its header has arrived, so without prefetching a frame
+            starts to cross the link when the receiver asks for it, not when it was sent.
+            With ``prefetch=True`` a thread (started by the first receive) keeps the next
+            header's receive posted and posts each frame's as soon as its header arrives,
+            so frames stream in while the receiver computes, as raw tensors do whose
+            receives were posted early; decoding still happens where the tensor is asked
+            for. The thread always has a receive posted, which a process group cannot
+            cancel: exit the process (or abort the group) rather than destroying the
+            group cleanly while it waits.
 
     A channel keeps per-kind sequence numbers, so that both sides agree on which message
     is which: tensors and activations are matched in the order they were sent, and each
@@ -214,8 +271,10 @@ class Channel:
     they are.
 
     ``stats`` (a :class:`ChannelStats`) counts raw and wire bytes in each direction;
-    ``state`` is a dict reserved for session state of stateful codecs (a shared low-rank
-    basis, error feedback), empty for the stateless profiles.
+    ``state`` holds the sessions of a channel made with ``session=`` (keys like
+    ``"activation/send"`` and ``"gradient/recv"``, each an :class:`iota_codec.Session`,
+    created at the first message), empty otherwise. Session frames are decoded in the
+    order they arrive, which is the order they were encoded.
 
     Sends from :func:`send_activation` and :func:`recv_activation`'s backward are
     asynchronous: call :meth:`flush` before tearing the process group down (and at the end
@@ -233,6 +292,9 @@ class Channel:
         device: Any = None,
         timeout: Any = None,
         max_frame_bytes: int | None = None,
+        session: Any = None,
+        error_feedback: bool = False,
+        prefetch: bool = False,
         _sequenced: bool = True,
     ) -> None:
         self.peer = int(peer)
@@ -247,14 +309,38 @@ class Channel:
         )
         self.stats = ChannelStats()
         self.state: dict[str, Any] = {}
+        self._session_opts: dict[str, Any] | None
+        if session is None or session is False:
+            self._session_opts = None
+        elif session is True:
+            self._session_opts = {}
+        elif isinstance(session, dict):
+            unknown = set(session) - {"refresh", "decay"}
+            if unknown:
+                raise InvalidArgumentError(
+                    f"unknown session settings: {', '.join(sorted(unknown))} (refresh, decay)"
+                )
+            self._session_opts = dict(session)
+        else:
+            raise InvalidArgumentError("session must be True, False/None or a dict of settings")
+        if error_feedback and self._session_opts is None:
+            raise InvalidArgumentError(
+                "error_feedback carries a gradient's coding error into the next through a "
+                "session: also pass session=True"
+            )
+        self.error_feedback = bool(error_feedback)
         self._sequenced = _sequenced
         self._send_seq = {TENSOR: 0, ACTIVATION: 0}
         self._recv_seq = {TENSOR: 0, ACTIVATION: 0}
-        self._stash: dict[tuple[int, int], torch.Tensor] = {}
+        self._stash: dict[tuple[int, int], Any] = {}
         self._header_in_flight: tuple[Any, torch.Tensor] | None = None
         self._pending: list[SendWork] = []
         self._broken: str | None = None
         self._cuda = _uses_cuda(group)
+        self.prefetch = bool(prefetch) and _sequenced
+        self._arrived = threading.Condition()
+        self._reader: threading.Thread | None = None
+        self._reader_error: Exception | None = None
 
     def __repr__(self) -> str:
         return (
@@ -323,7 +409,21 @@ class Channel:
     def _fail(self, message: str) -> TransferError:
         if self._broken is None:
             self._broken = message
+        if self.prefetch:
+            with self._arrived:
+                self._arrived.notify_all()
         return TransferError(message)
+
+    # The transport: the only two calls that move bytes. A subclass may carry messages some
+    # other way (the link lab's paced socket does) by overriding both; what they return
+    # needs ``wait(timeout=None)`` (a ``timedelta`` or ``None``; raising ``RuntimeError`` on
+    # failure) and ``is_completed()``, and messages must arrive whole and in order.
+
+    def _transport_isend(self, tensor: torch.Tensor) -> Any:
+        return dist.isend(tensor, self.peer, group=self.group, tag=self.tag)
+
+    def _transport_irecv(self, tensor: torch.Tensor) -> Any:
+        return dist.irecv(tensor, self.peer, group=self.group, tag=self.tag)
 
     def _wire_device(self) -> torch.device:
         if self._cuda:
@@ -333,17 +433,47 @@ class Channel:
     def _wire(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self._wire_device()) if self._cuda else t
 
+    def _session(self, kind: int, direction: str, codec: Codec) -> Session | None:
+        """The session for ``kind`` messages in ``direction`` ("send" or "recv"), or None
+        when the channel has none for it."""
+        if self._session_opts is None or not self._sequenced:
+            return None
+        key = f"{_KIND_NAMES[kind]}/{direction}"
+        s = self.state.get(key)
+        if s is not None:
+            return s
+        bounded = codec.settings.get("error") is not None and codec.settings["step"] == "global"
+        if direction == "send" and not bounded:
+            return None
+        me = dist.get_rank()
+        sender, receiver = (me, self.peer) if direction == "send" else (self.peer, me)
+        settings = self._session_opts
+        # A receiving session only needs the settings both sides share; its bound is unused.
+        base = codec if bounded else Codec(error=0.01, **codec.limits)
+        s = Session(
+            base,
+            session_id=channel_session_id(self.tag, kind, sender, receiver),
+            error_feedback=self.error_feedback and kind == GRADIENT and direction == "send",
+            **settings,
+        )
+        self.state[key] = s
+        return s
+
     def _post(self, kind: int, seq: int, tensor: torch.Tensor, codec: Codec) -> SendWork:
         self._check()
         self._reap()
-        frame = encode_tensor(tensor, codec)
-        header = torch.tensor([MAGIC, kind, seq, frame.numel()], dtype=torch.int64)
+        session = self._session(kind, "send", codec)
+        if session is None:
+            frame = encode_tensor(tensor, codec)
+            word = kind
+        else:
+            blob = session.encode(tensor.detach())
+            frame = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+            word = kind | _SESSION_FLAG
+        header = torch.tensor([MAGIC, word, seq, frame.numel()], dtype=torch.int64)
         header, wire_frame = self._wire(header), self._wire(frame)
         try:
-            works = [
-                dist.isend(header, self.peer, group=self.group, tag=self.tag),
-                dist.isend(wire_frame, self.peer, group=self.group, tag=self.tag),
-            ]
+            works = [self._transport_isend(header), self._transport_isend(wire_frame)]
         except RuntimeError as e:
             raise self._fail(f"sending to rank {self.peer} failed: {e}") from e
         self.stats.messages_sent += 1
@@ -360,22 +490,73 @@ class Channel:
 
     def _irecv(self, kind: int, seq: int, device: Any, out: Any) -> RecvWork:
         self._check()
-        if self._sequenced and (kind, seq) not in self._stash:
+        if self.prefetch:
+            self._start_reader()
+        elif self._sequenced and (kind, seq) not in self._stash:
             self._post_header()
         return RecvWork(self, kind, seq, device, out)
+
+    # --- receiving ahead (prefetch=True) ---------------------------------------------------
+
+    def _start_reader(self) -> None:
+        if self._reader is None:
+            self._reader = threading.Thread(
+                target=self._read_ahead, name=f"iota-channel-{self.peer}-{self.tag}", daemon=True
+            )
+            self._reader.start()
+
+    def _read_ahead(self) -> None:
+        """The reader thread: receives every message as soon as the peer sends it and keeps
+        its frame until it is asked for. It never gives up waiting for the next header
+        (the waiting side's deadline is what raises), and stops at the first failure, which
+        the waiting side then raises."""
+        while self._broken is None:
+            try:
+                kind, seq, frame = self._read_message(_Deadline(None))
+            except Exception as e:  # _read_message has marked the channel broken
+                with self._arrived:
+                    self._reader_error = e
+                    self._arrived.notify_all()
+                return
+            with self._arrived:
+                if len(self._stash) >= _MAX_STASHED:
+                    self._reader_error = self._fail(
+                        f"more than {_MAX_STASHED} messages from rank {self.peer} arrived "
+                        "before they were asked for; the two sides are out of step"
+                    )
+                    return
+                self._stash[(kind, seq)] = frame
+                self._arrived.notify_all()
+
+    def _wait_prefetched(self, key: tuple[int, int], deadline: _Deadline) -> torch.Tensor:
+        self._start_reader()
+        with self._arrived:
+            while key not in self._stash:
+                if self._reader_error is not None:
+                    raise self._reader_error
+                self._check()
+                if deadline.end is not None and time.monotonic() >= deadline.end:
+                    raise self._fail(
+                        f"receiving from rank {self.peer} failed: timed out waiting for "
+                        f"{_KIND_NAMES[key[0]]} message {key[1]}"
+                    )
+                left = deadline.left()
+                self._arrived.wait(None if left is None else left.total_seconds())
+            return self._stash.pop(key)
 
     def _post_header(self) -> None:
         if self._header_in_flight is not None:
             return
         header = torch.zeros(HEADER_WORDS, dtype=torch.int64, device=self._wire_device())
         try:
-            work = dist.irecv(header, self.peer, group=self.group, tag=self.tag)
+            work = self._transport_irecv(header)
         except RuntimeError as e:
             raise self._fail(f"receiving from rank {self.peer} failed: {e}") from e
         self._header_in_flight = (work, header)
 
     def _has(self, key: tuple[int, int]) -> bool:
-        return key in self._stash
+        with self._arrived:
+            return key in self._stash
 
     def _read_message(self, deadline: _Deadline) -> tuple[int, int, torch.Tensor]:
         """Receives the next whole message from the peer: (kind, seq, frame)."""
@@ -388,14 +569,15 @@ class Channel:
         except RuntimeError as e:
             raise self._fail(f"receiving from rank {self.peer} failed: {e}") from e
         self._header_in_flight = None
-        magic, kind, seq, nbytes = (int(v) for v in header.cpu().tolist())
+        magic, word, seq, nbytes = (int(v) for v in header.cpu().tolist())
+        kind = word & ~_SESSION_FLAG
         if magic != MAGIC:
             raise self._corrupt(
                 CorruptFrameError,
                 f"message from rank {self.peer} does not start with an iota-codec header "
                 f"(is the peer using iota_codec.torch with the same protocol version?)",
             )
-        if kind not in _KIND_NAMES or nbytes <= 0:
+        if kind not in _KIND_NAMES or nbytes <= 0 or word not in (kind, kind | _SESSION_FLAG):
             raise self._corrupt(CorruptFrameError, f"bad message header from rank {self.peer}")
         if nbytes > self.max_frame_bytes:
             raise self._corrupt(
@@ -405,7 +587,7 @@ class Channel:
             )
         frame = torch.empty(nbytes, dtype=torch.uint8, device=self._wire_device())
         try:
-            work = dist.irecv(frame, self.peer, group=self.group, tag=self.tag)
+            work = self._transport_irecv(frame)
             left = deadline.left()
             work.wait() if left is None else work.wait(left)
         except RuntimeError as e:
@@ -413,6 +595,16 @@ class Channel:
                 f"receiving a {nbytes}-byte frame from rank {self.peer} failed: {e}"
             ) from e
         self.stats.wire_bytes_received += HEADER_BYTES + nbytes
+        if word & _SESSION_FLAG:
+            # Session frames are decoded as they arrive: in the order they were encoded.
+            session = self._session(kind, "recv", self.codec)
+            if session is None:
+                raise self._corrupt(
+                    CorruptFrameError,
+                    f"rank {self.peer} sends session frames, but this channel has no session: "
+                    "make both sides' channels with the same session= setting",
+                )
+            return kind, seq, _Decoded(session.decode(frame.cpu().numpy()))
         return kind, seq, frame
 
     def _corrupt(self, cls: type[Exception], message: str) -> Exception:
@@ -429,7 +621,10 @@ class Channel:
     ) -> torch.Tensor:
         """Waits for message ``key`` (keeping others that arrive first) and decodes it."""
         self._check()
-        frame = self._stash.pop(key, None)
+        if self.prefetch:
+            frame = self._wait_prefetched(key, deadline)
+        else:
+            frame = self._stash.pop(key, None)
         while frame is None:
             kind, seq, got = self._read_message(deadline)
             if kind == key[0] and (seq == key[1] or not self._sequenced):
@@ -451,7 +646,10 @@ class Channel:
                 self._stash[(kind, seq)] = got
         dev = as_device(device) if device is not None else self.device
         dtype, shape = (None, None) if expect is None else expect
-        result = decode_frame(frame, self.codec, dtype=dtype, shape=shape, device=dev, out=out)
+        if isinstance(frame, _Decoded):
+            result = frame.place(dtype, shape, dev, out)
+        else:
+            result = decode_frame(frame, self.codec, dtype=dtype, shape=shape, device=dev, out=out)
         self.stats.messages_received += 1
         self.stats.raw_bytes_received += result.numel() * result.element_size()
         return result

@@ -1,0 +1,313 @@
+"""``iota-codec lab``: its parts (rates, regime, configs, the paced-socket link) and short
+smoke runs of the whole lab, over the kernel link where this machine allows one (root,
+iproute2, network namespaces; skipped with the reason otherwise) and over the fallback.
+Every lab runs in a subprocess under a hard deadline, and each test checks that no network
+namespace of that lab is left behind. Nothing here asserts on speed beyond "paced at all"."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+from iota_codec import cli
+from iota_codec.lab import command, net, report, runner
+from iota_codec.lab.stage import SocketChannel
+
+TINY = [
+    "--d-model", "32", "--layers", "2", "--heads", "2", "--seq-len", "32", "--batch", "4",
+    "--micro", "2", "--steps", "6", "--warmup", "1", "--val-batches", "2",
+    "--measure-seconds", "1", "--delay", "5ms", "--noise-seeds", "0",
+]  # fmt: skip
+KERNEL = net.kernel_link_problem()
+needs_kernel = pytest.mark.skipif(
+    KERNEL is not None, reason=f"no kernel link here: {KERNEL}"
+)  # fmt: skip
+
+
+def _args(*argv: str):
+    parser = cli.argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    command.add_parser(sub)
+    return parser.parse_args(["lab", *argv])
+
+
+# --- parts ------------------------------------------------------------------------------------
+
+
+def test_rates_and_delays():
+    assert command.parse_rates("80M, 250k,gpu:80M") == [
+        runner.Rate(bps=80e6),
+        runner.Rate(bps=250e3),
+        runner.Rate(gpu_bps=80e6),
+    ]
+    assert runner.Rate(gpu_bps=80e6).label == "gpu:80M"
+    with pytest.raises(ValueError):
+        command.parse_rates("fast")
+    assert command.parse_delay("20ms") == pytest.approx(0.02)
+    assert command.parse_delay("0") == 0.0
+    assert command.parse_delay("1.5s") == 1.5
+    with pytest.raises(ValueError):
+        command.parse_delay("soon")
+
+
+def test_tbf_parameters():
+    assert net.tbf_params(80e6) == {
+        "rate_bit": 80_000_000,
+        "burst_bytes": 50_000,
+        "limit_bytes": 2_500_000,
+    }
+    slow = net.tbf_params(250e3)
+    assert slow["burst_bytes"] == 5000 and slow["limit_bytes"] == 100_000
+
+
+def test_configs_from_the_command_line():
+    o = command.options(
+        _args(
+            "--profiles", "lossless", "--codec", '{"name": "mine", "profile": "lossless", '
+            '"grad": {"profile": "lossless", "chunk_size": 4096}}',
+            "--bottleneck", "8,16", "--bottleneck-codec", "raw", "--bottleneck-codec",
+            "lossless",
+        )
+    )  # fmt: skip
+    names = [c.name for c in o.configs]
+    assert names == ["raw", "lossless", "mine", "k8+raw", "k8+lossless", "k16+raw", "k16+lossless"]
+    mine = o.configs[2]
+    assert mine.codec == {"profile": "lossless", "threads": 1}
+    assert mine.grad_codec == {"profile": "lossless", "chunk_size": 4096, "threads": 1}
+    assert o.configs[3].codec is None and o.configs[3].bottleneck == 8
+    assert o.steps == 200 and command.options(_args("--quick")).steps == command.QUICK["steps"]
+    for bad in (
+        ["--profiles", "nope"],
+        ["--bottleneck", "999"],
+        ["--batch", "6", "--micro", "4"],
+        ["--layers", "3"],
+        ["--codec", '{"name": "lossless", "profile": "lossless"}'],
+    ):
+        with pytest.raises(ValueError):
+            command.options(_args(*bad))
+
+
+def test_regime_arithmetic():
+    o = runner.Options(rates=[], configs=[], gpu_flops=400e12)
+    bits = 2 * 8 * 128 * 256 * 16  # both directions of the bf16 boundary, per step
+    assert runner.raw_bits_per_step(o) == bits
+    g = runner.regime(o, unshaped_step_s=0.5, rate_bps=8e6)
+    assert g["link_s"] == pytest.approx(bits / 8e6)
+    assert g["ratio"] == pytest.approx(0.5 / (bits / 8e6))
+    flops = 4 * (72 * 256**2 + 12 * 128 * 256) + 6 * 256 * 256
+    assert g["cpu_flops"] == pytest.approx(flops / 2 * 1024 / 0.5)
+    assert g["gpu_factor"] == pytest.approx(400e12 / g["cpu_flops"])
+    assert g["gpu_same_model_bps"] == pytest.approx(8e6 * g["gpu_factor"])
+    f_ref = 8 * (72 * 4096**2 + 12 * 2048 * 4096)
+    want = g["gpu_same_model_bps"] * (4096 / 256) * (flops / 2 / f_ref)
+    assert g["gpu_reference_bps"] == pytest.approx(want)
+    # gpu: rates invert it.
+    rate = runner.resolve(o, runner.Rate(gpu_bps=80e6), 0.5)
+    assert runner.regime(o, 0.5, rate)["gpu_reference_bps"] == pytest.approx(80e6)
+
+
+def test_steady_state_tokens_per_second():
+    o = runner.Options(rates=[], configs=[], batch=2, seq_len=10)
+    ends = [5.0, 6.0, 7.0, 8.0]  # a slow first step, then one per second
+    assert runner.tokens_per_s(o, ends, warmup=1) == pytest.approx(20.0)
+    assert runner.tokens_per_s(o, ends, warmup=0) == pytest.approx(4 * 20 / 8)
+
+
+def test_paced_relay_paces_delays_and_keeps_order():
+    rate, delay = 4e6, 0.05
+    with net.PacedRelay(rate, delay) as relay:
+        a, b = net.SocketTransport(relay.ports[0]), net.SocketTransport(relay.ports[1])
+        try:
+            msgs = [torch.randint(0, 255, (n,), dtype=torch.uint8) for n in (1000, 150_000, 7)]
+            back = torch.randn(300)
+            bufs = [torch.empty_like(m) for m in msgs]
+            recvs = [b.irecv(x) for x in bufs]
+            start = time.monotonic()
+            for m in msgs:
+                a.isend(m)
+            b.isend(back)
+            got_back = torch.empty(300)
+            a.irecv(got_back).wait(30)
+            for w in recvs:
+                w.wait(30)
+            took = time.monotonic() - start
+        finally:
+            a.close()
+            b.close()
+    for m, x in zip(msgs, bufs, strict=True):
+        assert torch.equal(m, x)
+    assert torch.equal(back, got_back)
+    ideal = sum(m.numel() for m in msgs) * 8 / rate + delay  # 0.35 s
+    assert ideal * 0.9 < took < ideal + 5.0  # paced (loopback alone takes milliseconds)
+
+
+def test_socket_transport_times_out_and_fails_cleanly():
+    with net.PacedRelay() as relay:
+        a, b = net.SocketTransport(relay.ports[0]), net.SocketTransport(relay.ports[1])
+        with pytest.raises(RuntimeError, match="timed out"):
+            b.irecv(torch.empty(4)).wait(0.2)
+        a.close()
+        with pytest.raises(RuntimeError, match=r"closed|failed"):
+            b.irecv(torch.empty(4)).wait(10)
+        b.close()
+
+
+def test_codec_channel_over_the_paced_socket():
+    """The lab's SocketChannel carries iota-codec frames (prefetching) through the relay."""
+    x = torch.randn(64, 256).to(torch.bfloat16)
+    with net.PacedRelay(50e6) as relay:
+        a, b = net.SocketTransport(relay.ports[0]), net.SocketTransport(relay.ports[1])
+        try:
+            tx = SocketChannel(a, 1, "lossless", timeout=30)
+            rx = SocketChannel(b, 0, "lossless", timeout=30, prefetch=True)
+            t = threading.Thread(target=lambda: [tx.send(x), tx.send(2 * x)])
+            t.start()
+            y, z = rx.recv(), rx.recv()
+            t.join(30)
+        finally:
+            a.close()
+            b.close()
+    assert torch.equal(y, x) and torch.equal(z, 2 * x)
+    assert rx.stats.messages_received == 2 and rx.stats.ratio_received > 1
+
+
+def test_says_plainly_when_the_kernel_link_is_missing(monkeypatch, capsys):
+    monkeypatch.setattr(net, "kernel_link_problem", lambda: "it needs root (for a test)")
+    assert command.main(_args(*TINY)) == 3
+    err = capsys.readouterr().err
+    assert "it needs root (for a test)" in err and "--fallback" in err and "iproute2" in err
+
+
+# --- whole labs -------------------------------------------------------------------------------
+
+
+def _namespaces_of(pid: int) -> list[str]:
+    if KERNEL is not None:
+        return []
+    return [n for n in net.lab_namespaces() if n.startswith(f"{net.PREFIX}{pid}-")]
+
+
+def _lab(tmp_path: pathlib.Path, *argv: str, timeout: float = 120) -> dict:
+    """Runs ``iota-codec lab`` in a subprocess under a deadline; returns its JSON report
+    after checking that it left no namespace behind."""
+    out = tmp_path / "lab.json"
+    cmd = [sys.executable, "-m", "iota_codec", "lab", *argv, "--json", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)  # the lab tears down on SIGTERM
+        try:
+            proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        raise AssertionError(f"the lab ran longer than {timeout} s") from None
+    finally:
+        left = _namespaces_of(proc.pid)
+        for name in left:
+            subprocess.run(["ip", "netns", "del", name], check=False)
+    assert not left, f"the lab left namespaces behind: {left}"
+    assert proc.returncode == 0, stderr[-4000:]
+    assert "targets:" in stdout
+    return json.loads(out.read_text())
+
+
+def _check_report(rep: dict, tmp_path: pathlib.Path, d_model: int = 32) -> None:
+    rows = {(r["config"], r["rate_bps"]): r for r in rep["rows"]}
+    raw = rows["raw", None]
+    assert raw["pct_of_unshaped"] == pytest.approx(100)
+    assert raw["compression"]["total"] == pytest.approx(1.0)
+    for r in rep["rows"]:
+        assert r["tokens_per_s"] > 0 and math.isfinite(r["val_loss"] or 0.0)
+        assert r["losses_match_full_run"] is True, r["config"]
+        if r["bottleneck"]:
+            k = r["bottleneck"]
+            # d/k fewer elements, times whatever the codec adds, both directions.
+            assert r["compression"]["total"] > 0.9 * d_model / k
+    for name in {r["config"] for r in rep["rows"]}:
+        trained = [r for r in rep["runs"] if r["config"] == name and r["kind"] == "train"]
+        # raw trains unshaped (the reference) and shaped; every other config once, shaped.
+        assert len(trained) == (2 if name == "raw" else 1)
+        assert all(r["steps"] == 6 for r in trained)
+    assert rep["regimes"] and all(g["ratio"] > 0 for g in rep["regimes"])
+    assert report.targets(rep) and "losses identical" in report.text(rep)
+    assert "| config |" in report.markdown(rep)
+    report.plot(rep, str(tmp_path / "lab.png"))
+    assert (tmp_path / "lab.png").stat().st_size > 10_000
+
+
+@needs_kernel
+def test_lab_smoke_over_the_kernel_link(tmp_path):
+    rep = _lab(
+        tmp_path, *TINY, "--rates", "20M,gpu:1G", "--profiles", "none",
+        "--bottleneck", "4", "--bottleneck-codec", "lossless", "--noise-seeds", "1",
+    )  # fmt: skip
+    assert rep["mode"] == "kernel" and rep["link"]["qdisc"] in ("tbf", "netem+tbf")
+    assert {r["config"] for r in rep["rows"]} == {"raw", "k4+lossless"}
+    assert len({r["rate_bps"] for r in rep["rows"]}) == 3  # unshaped and two rates
+    gpu = [g for g in rep["regimes"] if g["label"] == "gpu:1G"]
+    assert len(gpu) == 1 and gpu[0]["gpu_reference_bps"] == pytest.approx(1e9)
+    spread = rep["seed_spread"]
+    assert spread["seeds"] == [0, 1] and len(spread["val_loss"]) == 2
+    assert spread["val_loss"][0] != spread["val_loss"][1]  # another seed trains differently
+    _check_report(rep, tmp_path)
+
+
+def test_lab_smoke_over_the_paced_socket_fallback(tmp_path):
+    rep = _lab(
+        tmp_path, *TINY, "--fallback", "--rates", "20M", "--profiles", "lossless",
+        "--bottleneck", "none",
+    )  # fmt: skip
+    assert rep["mode"] == "paced-socket" and "fallback" in rep["link"]["kind"]
+    assert rep["link"]["delay_applied_s"] == pytest.approx(0.005)
+    names = {(r["config"], r["rate_bps"]) for r in rep["rows"]}
+    assert names == {("raw", None), ("raw", 20e6), ("lossless", 20e6)}
+    _check_report(rep, tmp_path)
+
+
+@needs_kernel
+def test_a_stopped_lab_removes_its_namespaces(tmp_path):
+    args = [*TINY, "--steps", "100000", "--rates", "1M", "--profiles", "none"]
+    cmd = [sys.executable, "-m", "iota_codec", "lab", *args, "--bottleneck", "none"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not _namespaces_of(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _namespaces_of(proc.pid), "the lab never made its namespaces"
+        time.sleep(3)  # let it start its stage processes
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 128 + signal.SIGTERM
+        assert _namespaces_of(proc.pid) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for name in _namespaces_of(proc.pid):
+            subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@needs_kernel
+def test_remove_stale_leaves_running_labs_alone(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale, mine = f"{net.PREFIX}{dead.pid}-a", f"{net.PREFIX}{os.getpid()}-t"
+    for name in (stale, mine):
+        subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        removed = net.remove_stale()
+        assert stale in removed and mine not in removed
+        assert mine in net.lab_namespaces() and stale not in net.lab_namespaces()
+    finally:
+        for name in (stale, mine):
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
