@@ -44,7 +44,7 @@ pub use format::ContainerHint;
 pub use mode::{BlockSpec, Bound, BoundedSpec, Mode, NonFinite, Profile, StepScope, Transform};
 pub use pipeline::session::{Session, SessionConfig};
 pub use pipeline::stream::EncodePieces;
-pub use pipeline::{Limits, ParamValue, StreamDecoder, StreamEncoder};
+pub use pipeline::{BlockCodes, Limits, ParamValue, StreamDecoder, StreamEncoder};
 pub use quant::block::ScaleFormat;
 pub use quant::minifloat::Element;
 pub use quant::rounding::Rounding;
@@ -217,6 +217,42 @@ impl Codec {
             recipe: self.recipe(shape, format::numel(shape).unwrap_or(0)),
             seed: self.seed(),
         })
+    }
+
+    /// The frame of fixed-rate block quantization from codes and scales computed elsewhere
+    /// (for instance on a GPU, by a quantizer that reproduces this crate's bit for bit): byte
+    /// for byte the frame [`Codec::encode`] writes for a tensor of `dtype` and `shape` whose
+    /// quantizer output they are. The codec's mode must be [`Mode::Block`]. Every code and
+    /// scale is checked (see [`pipeline::precoded`]); the tensor's elements themselves are not
+    /// needed, except for a chunk that coding would not make smaller (only a short last chunk,
+    /// or small chunks with rANS), which is stored raw: its elements must then be in
+    /// `codes.raw_tail`, or this returns `Ok(None)` and the caller codes the raw tensor.
+    pub fn encode_block_codes(
+        &self,
+        codes: &BlockCodes,
+        dtype: DType,
+        shape: &[u64],
+        hint: ContainerHint,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        Ok(self
+            .encode_block_codes_into(codes, dtype, shape, hint, &mut out)?
+            .then_some(out))
+    }
+
+    /// [`Codec::encode_block_codes`] into `out` (cleared first; its capacity is reused);
+    /// returns `false` (with `out` empty) where that returns `None`.
+    pub fn encode_block_codes_into(
+        &self,
+        codes: &BlockCodes,
+        dtype: DType,
+        shape: &[u64],
+        hint: ContainerHint,
+        out: &mut Vec<u8>,
+    ) -> Result<bool> {
+        out.clear();
+        let req = self.request(&[], dtype, shape, hint)?;
+        pipeline::encode_block_codes_into(&req, codes, out)
     }
 
     /// Encodes piece by piece: the header, then one chunk record at a time, so that sending

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +36,17 @@ _BOUNDS = ("error", "max_abs_error", "target_bits")
 _BOUNDED = (*_BOUNDS, "step", "transform", "rank")
 #: Transform coding choices (``transform=``) of error-bounded coding.
 TRANSFORMS = ("none", "identity", "pca", "auto")
+
+
+def _device_quantize_forced() -> bool:
+    """Whether ``IOTA_CODEC_DEVICE_QUANTIZE=on`` sends CPU tensors through the torch
+    quantizer too (see :mod:`iota_codec.torch._device`)."""
+    return os.environ.get("IOTA_CODEC_DEVICE_QUANTIZE", "").strip().lower() in (
+        "on",
+        "1",
+        "true",
+        "yes",
+    )
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -354,13 +366,18 @@ class Codec:
         ``x`` is a numpy array, a torch tensor, or any C-contiguous buffer given with
         ``dtype=`` (``"float32"``, ``"float16"``, ``"bfloat16"``) and optionally ``shape=``
         (default: one dimension). Non-contiguous inputs are copied once. A tensor on a CUDA
-        device is copied to pinned host memory on its current stream first (see
-        :mod:`iota_codec.torch`).
+        device is copied to pinned host memory on its current stream first; with a
+        fixed-rate block format it is quantized on the device and only its codes and scales
+        are copied (the frame is the same; see :mod:`iota_codec.torch._device`).
         """
-        if _adapt.on_accelerator(x):
+        if _adapt.is_tensor(x) and (x.device.type != "cpu" or _device_quantize_forced()):
             from .torch._device import encode_on_device
 
             return encode_on_device(self, x, dtype=dtype, shape=shape)
+        return self._encode_host(x, dtype=dtype, shape=shape)
+
+    def _encode_host(self, x: Any, *, dtype: Any = None, shape: Any = None) -> bytes:
+        """:meth:`encode` of an object in host memory, coded there."""
         src = _adapt.as_source(x, dtype=dtype, shape=shape)
         return _core.encode(
             src.data,

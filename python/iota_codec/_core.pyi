@@ -36,6 +36,20 @@ def encode(
     threads: int = 0,
     hint: int = 0,
 ) -> bytes: ...
+def encode_block_codes(
+    codes: Buffer,
+    scales: Buffer,
+    dtype: str,
+    shape: list[int],
+    *,
+    profile: str = "lossless",
+    settings: dict[str, Any] | None = None,
+    chunk_size: int = ...,
+    threads: int = 0,
+    hint: int = 0,
+    packed: bool = False,
+    raw_tail: Buffer | None = None,
+) -> bytes | None: ...
 def decode_into(
     frame: Buffer,
     out: Buffer,

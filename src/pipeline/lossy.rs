@@ -140,21 +140,32 @@ pub(super) fn encode_block_chunk(
             &mut s.codes,
             &mut out[at..],
         );
-        match rans {
-            None => {
-                let start = out.len();
-                out.resize(start + bitpack::packed_len(n, bits), 0);
-                (k.pack_codes)(bits, &s.codes, &mut out[start..]);
-            }
-            Some(p) => {
-                s.symbols.clear();
-                s.symbols.extend(s.codes.iter().map(|&c| u16::from(c)));
-                rans::encode(&s.symbols, 1 << bits, None, *p, &mut s.rans, out);
-            }
-        }
+        write_block_codes(bits, rans, s, out);
         write_escapes(dtype, input, nonfinite, out);
         nonfinite
     })
+}
+
+/// Appends the codes of a block-quantized chunk (`s.codes`, one per element): packed, or
+/// rANS-coded when `rans` is given.
+pub(super) fn write_block_codes(
+    bits: u32,
+    rans: Option<&RansParams>,
+    s: &mut Scratch,
+    out: &mut Vec<u8>,
+) {
+    match rans {
+        None => {
+            let start = out.len();
+            out.resize(start + bitpack::packed_len(s.codes.len(), bits), 0);
+            (simd::kernels().pack_codes)(bits, &s.codes, &mut out[start..]);
+        }
+        Some(p) => {
+            s.symbols.clear();
+            s.symbols.extend(s.codes.iter().map(|&c| u16::from(c)));
+            rans::encode(&s.symbols, 1 << bits, None, *p, &mut s.rans, out);
+        }
+    }
 }
 
 /// Appends the escape list of a block-quantized chunk with `count` non-finite elements: the

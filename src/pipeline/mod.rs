@@ -4,6 +4,7 @@
 //! format; a [`Recipe`] composes them and turns into the frame's stage list, and back.
 
 mod lossy;
+pub mod precoded;
 pub mod session;
 pub mod stream;
 mod threads;
@@ -25,6 +26,7 @@ use crate::transform::floatsplit;
 use crate::validate::{self, Validation};
 
 pub use lossy::{encode_bounded, encode_bounded_into};
+pub use precoded::{encode_block_codes_into, BlockCodes};
 pub use transform::{ProjectParams, SessionTag, STAGE_PROJECT, STAGE_SESSION};
 
 /// Stage kind: the lossless float split (no parameters).
@@ -528,6 +530,13 @@ pub(crate) struct EncodePlan {
 
 impl EncodePlan {
     pub fn new(req: &EncodeRequest) -> Result<EncodePlan> {
+        Self::sized(req, Some(req.input.len()))
+    }
+
+    /// [`EncodePlan::new`] for a tensor whose elements are not in `req.input` (which is then
+    /// ignored): with `input_len: None` the plan is made for the `numel * itemsize` bytes the
+    /// shape implies; with `Some(len)`, `len` must be that size.
+    pub fn sized(req: &EncodeRequest, input_len: Option<usize>) -> Result<EncodePlan> {
         if req.shape.len() > format::MAX_NDIM {
             return Err(Error::invalid(format!(
                 "{} dimensions: the format holds at most {}",
@@ -541,14 +550,17 @@ impl EncodePlan {
         let expected = numel
             .checked_mul(itemsize as u64)
             .ok_or_else(|| Error::invalid("the tensor's size overflows 64 bits"))?;
-        if req.input.len() as u64 != expected {
-            return Err(Error::invalid(format!(
-                "buffer holds {} bytes, but shape {:?} of {} needs {expected}",
-                req.input.len(),
-                req.shape,
-                req.dtype
-            )));
-        }
+        let input_len = match input_len {
+            Some(len) if len as u64 != expected => {
+                return Err(Error::invalid(format!(
+                    "buffer holds {len} bytes, but shape {:?} of {} needs {expected}",
+                    req.shape, req.dtype
+                )));
+            }
+            Some(len) => len,
+            None => usize::try_from(expected)
+                .map_err(|_| Error::invalid("the tensor does not fit in this machine's memory"))?,
+        };
         if req.chunk_elems == 0 {
             return Err(Error::invalid("chunk size must be at least 1 element"));
         }
@@ -571,9 +583,9 @@ impl EncodePlan {
             recipe: req.recipe,
             threads: req.threads,
             seed: req.seed,
-            input_len: req.input.len(),
+            input_len,
             chunk_bytes,
-            n_chunks: req.input.len().div_ceil(chunk_bytes),
+            n_chunks: input_len.div_ceil(chunk_bytes),
         })
     }
 
@@ -662,6 +674,25 @@ impl EncodePlan {
         })
     }
 
+    /// Appends the record of every chunk to `out` (which holds a header whose checksum is
+    /// `header_checksum`), its payload written by `payload(i, out)`, in the order and with the
+    /// threading of [`EncodePlan::write_records`]; returns what each call returned, in chunk
+    /// order.
+    pub fn write_records_by<T: Send>(
+        &self,
+        header_checksum: u32,
+        out: &mut Vec<u8>,
+        payload: impl Fn(usize, &mut Vec<u8>) -> T + Sync + Send,
+    ) -> Vec<T> {
+        threads::append_in_order(self.threads, self.n_chunks, out, |i, buf| {
+            let mut result = None;
+            format::write_chunk_with(buf, header_checksum, i as u64, |o| {
+                result = Some(payload(i, o));
+            });
+            result.expect("the payload writer ran")
+        })
+    }
+
     /// Appends every chunk record coded with `recipe` to `out` (which holds a header whose
     /// checksum is `header_checksum`): straight into `out` on one thread; on several, each
     /// record goes through a buffer of its worker and into `out` as soon as the records
@@ -673,12 +704,8 @@ impl EncodePlan {
         header_checksum: u32,
         out: &mut Vec<u8>,
     ) -> ChunkOutcome {
-        let outcomes = threads::append_in_order(self.threads, self.n_chunks, out, |i, buf| {
-            let mut outcome = ChunkOutcome::default();
-            format::write_chunk_with(buf, header_checksum, i as u64, |o| {
-                outcome = self.encode_chunk_with(recipe, input, i, o);
-            });
-            outcome
+        let outcomes = self.write_records_by(header_checksum, out, |i, o| {
+            self.encode_chunk_with(recipe, input, i, o)
         });
         let mut total = ChunkOutcome::default();
         for o in &outcomes {

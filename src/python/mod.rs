@@ -456,6 +456,52 @@ fn encode<'py>(
     Ok(PyBytes::new(py, &frame))
 }
 
+/// The frame of fixed-rate block quantization from precomputed codes and scales (see
+/// `Codec::encode_block_codes`): byte for byte the frame `encode` writes for the tensor they
+/// were quantized from. `codes` holds one byte per code, or with `packed=True` an LSB-first
+/// stream of `bits`-bit codes; `scales` each block's stored scale (little-endian); `raw_tail`
+/// the raw bytes of the tensor's last elements, for a short last chunk that is stored as it
+/// is. Returns None when a chunk must be stored and `raw_tail` does not reach it.
+#[pyfunction]
+#[pyo3(signature = (codes, scales, dtype, shape, *, profile="lossless", settings=None, chunk_size=Codec::DEFAULT_CHUNK_ELEMS, threads=0, hint=0, packed=false, raw_tail=None))]
+#[allow(clippy::too_many_arguments)]
+fn encode_block_codes<'py>(
+    py: Python<'py>,
+    codes: &Bound<'py, PyAny>,
+    scales: &Bound<'py, PyAny>,
+    dtype: &str,
+    shape: Vec<u64>,
+    profile: &str,
+    settings: Option<&Bound<'py, PyDict>>,
+    chunk_size: u64,
+    threads: usize,
+    hint: u8,
+    packed: bool,
+    raw_tail: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let dtype = DType::parse(dtype).map_err(to_py)?;
+    let hint = hint_from_code(hint)?;
+    let mut codec = codec(profile, chunk_size, threads, Limits::default())?;
+    if let Some(s) = settings {
+        codec.mode = mode_from(s)?;
+    }
+    let codes = Bytes::get(codes, "codes", false)?;
+    let scales = Bytes::get(scales, "scales", false)?;
+    let raw_tail = raw_tail
+        .map(|r| Bytes::get(r, "raw_tail", false))
+        .transpose()?;
+    let src = crate::BlockCodes {
+        codes: codes.as_slice(),
+        packed,
+        scales: scales.as_slice(),
+        raw_tail: raw_tail.as_ref().map_or(&[], |r| r.as_slice()),
+    };
+    let frame = py
+        .detach(|| codec.encode_block_codes(&src, dtype, &shape, hint))
+        .map_err(to_py)?;
+    Ok(frame.map(|f| PyBytes::new(py, &f)))
+}
+
 /// Decodes `frame` into the writable C-contiguous buffer `out` (exactly the decoded size).
 #[pyfunction]
 #[pyo3(signature = (frame, out, *, threads=0, limits=None))]
@@ -879,6 +925,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SETTING_KEYS", SETTING_KEYS.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_block_codes, m)?)?;
     m.add_function(wrap_pyfunction!(decode_into, m)?)?;
     m.add_function(wrap_pyfunction!(header, m)?)?;
     m.add_function(wrap_pyfunction!(info, m)?)?;

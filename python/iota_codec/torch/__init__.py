@@ -3,8 +3,10 @@
 - Custom operators (``torch.ops.iota_codec.encode`` / ``.decode``) and their wrappers
   :func:`encode` and :func:`decode`: tensor in, ``uint8`` frame tensor out and back; they
   pass ``torch.library.opcheck`` and trace under ``torch.compile``.
-- CUDA tensors are coded through pinned host memory with stream-ordered copies; decoding
-  takes a ``device=`` (also :meth:`iota_codec.Codec.decode`).
+- CUDA tensors are coded through pinned host memory with stream-ordered copies; with a
+  fixed-rate block format they are quantized on the GPU first, so that only codes and scales
+  cross (:func:`quantize_on_device`); decoding takes a ``device=`` (also
+  :meth:`iota_codec.Codec.decode`).
 - Compressed point-to-point messages over :mod:`torch.distributed`: :func:`send`,
   :func:`recv`, :func:`isend`, :func:`irecv` and the per-peer :class:`Channel`.
 - The autograd boundary of a pipeline stage: :func:`send_activation` and
