@@ -17,7 +17,9 @@ export PYO3_PYTHON := $(PY)
 
 all: build
 
-$(VENV)/.ready: $(REQ)
+# The path is keyed by the requirements' content, so only a missing environment is built (a
+# checkout that merely touches the file reuses it).
+$(VENV)/.ready: | $(REQ)
 	@echo "creating the Python environment in $(VENV) (first run only)"
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)

@@ -34,9 +34,10 @@ use crate::error::{ensure_frame, Error, ErrorKind, Result};
 use crate::format::{self, Reader, StageDesc};
 use crate::lowrank::{basis, linalg, project};
 use crate::mode::{Bound, BoundedSpec, Transform};
-use crate::quant::buckets::{self, BitReader};
+use crate::quant::buckets;
 use crate::quant::convert;
 use crate::quant::rounding::{self, Rounding};
+use crate::quant::uniform::BitReader;
 use crate::quant::uniform::{unzigzag, zigzag, BitWriter};
 
 /// Stage kind: projection onto a channel basis and uniform quantization of the coefficients.

@@ -426,6 +426,20 @@ fn check_settings<'py>(
     settings_of(py, &mode_from(settings)?)
 }
 
+/// An encoding codec: `profile`, or when given the settings dict (see `check_settings`).
+fn encoder(
+    profile: &str,
+    settings: Option<&Bound<'_, PyDict>>,
+    chunk_size: u64,
+    threads: usize,
+) -> PyResult<Codec> {
+    let mut codec = codec(profile, chunk_size, threads, Limits::default())?;
+    if let Some(s) = settings {
+        codec.mode = mode_from(s)?;
+    }
+    Ok(codec)
+}
+
 /// Encodes the bytes of a C-contiguous tensor of `dtype` and `shape` into a frame, with a
 /// profile or, when given, a settings dict (see `check_settings`).
 #[pyfunction]
@@ -444,10 +458,7 @@ fn encode<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     let dtype = DType::parse(dtype).map_err(to_py)?;
     let hint = hint_from_code(hint)?;
-    let mut codec = codec(profile, chunk_size, threads, Limits::default())?;
-    if let Some(s) = settings {
-        codec.mode = mode_from(s)?;
-    }
+    let codec = encoder(profile, settings, chunk_size, threads)?;
     let input = Bytes::get(data, "data", false)?;
     let slice = input.as_slice();
     let frame = py
@@ -481,10 +492,7 @@ fn encode_block_codes<'py>(
 ) -> PyResult<Option<Bound<'py, PyBytes>>> {
     let dtype = DType::parse(dtype).map_err(to_py)?;
     let hint = hint_from_code(hint)?;
-    let mut codec = codec(profile, chunk_size, threads, Limits::default())?;
-    if let Some(s) = settings {
-        codec.mode = mode_from(s)?;
-    }
+    let codec = encoder(profile, settings, chunk_size, threads)?;
     let codes = Bytes::get(codes, "codes", false)?;
     let scales = Bytes::get(scales, "scales", false)?;
     let raw_tail = raw_tail
@@ -599,10 +607,7 @@ impl StreamEncoder {
     ) -> PyResult<Self> {
         let dtype = DType::parse(dtype).map_err(to_py)?;
         let hint = hint_from_code(hint)?;
-        let mut codec = codec(profile, chunk_size, threads, Limits::default())?;
-        if let Some(s) = settings {
-            codec.mode = mode_from(s)?;
-        }
+        let codec = encoder(profile, settings, chunk_size, threads)?;
         let input = Bytes::get(data, "data", false)?;
         let encoder = codec
             .stream_encoder(input.as_slice(), dtype, &shape, hint)

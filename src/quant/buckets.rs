@@ -12,7 +12,7 @@
 //! A bucket spans a quarter of an octave, over which the density of a smooth distribution
 //! hardly changes, so coding its low bits raw costs little.
 
-use super::uniform::{unzigzag, zigzag, BitWriter};
+use super::uniform::{unzigzag, zigzag, BitReader, BitWriter};
 use crate::error::{ensure_frame, Result};
 
 /// Symbols below this are `z` itself.
@@ -65,50 +65,6 @@ pub fn symbolize(q: &[i32], symbols: &mut [u16], counts: &mut [u32], extra: &mut
         let sym = symbol(v, extra);
         counts[sym as usize] += 1;
         *s = sym;
-    }
-}
-
-/// Reads extra bits LSB first from a byte slice.
-#[derive(Debug)]
-pub struct BitReader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-    acc: u64,
-    bits: u32,
-}
-
-impl<'a> BitReader<'a> {
-    pub fn new(bytes: &'a [u8]) -> Self {
-        BitReader {
-            bytes,
-            at: 0,
-            acc: 0,
-            bits: 0,
-        }
-    }
-
-    /// The next `n <= 24` bits.
-    #[inline(always)]
-    pub fn get(&mut self, n: u32) -> Result<u32> {
-        while self.bits < n {
-            ensure_frame!(self.at < self.bytes.len(), "coefficient extra bits run out");
-            self.acc |= u64::from(self.bytes[self.at]) << self.bits;
-            self.at += 1;
-            self.bits += 8;
-        }
-        let v = (self.acc as u32) & ((1u32 << n) - 1);
-        self.acc >>= n;
-        self.bits -= n;
-        Ok(v)
-    }
-
-    /// Fails unless every byte was read and the padding bits are zero.
-    pub fn finish(&self) -> Result<()> {
-        ensure_frame!(
-            self.at == self.bytes.len() && self.acc == 0,
-            "coefficient extra bits have unused or nonzero padding bits"
-        );
-        Ok(())
     }
 }
 

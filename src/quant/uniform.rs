@@ -196,7 +196,10 @@ impl<'a> BitReader<'a> {
     #[inline(always)]
     pub fn get(&mut self, k: u32) -> Result<u32> {
         while self.bits < k {
-            ensure_frame!(self.at < self.bytes.len(), "quantizer extra bits run out");
+            ensure_frame!(
+                self.at < self.bytes.len(),
+                "extra bits of quantized values run out"
+            );
             self.acc |= u64::from(self.bytes[self.at]) << self.bits;
             self.at += 1;
             self.bits += 8;
@@ -211,7 +214,7 @@ impl<'a> BitReader<'a> {
     pub fn finish(&self) -> Result<()> {
         ensure_frame!(
             self.at == self.bytes.len() && self.acc == 0,
-            "quantizer extra bits have unused or nonzero padding bits"
+            "extra bits of quantized values have unused or nonzero padding bits"
         );
         Ok(())
     }
