@@ -398,7 +398,8 @@ class Codec:
         ``ml_dtypes.bfloat16``, or as uint16 bit patterns when ml_dtypes is missing). With
         ``out=`` (a C-contiguous numpy array or CPU tensor of the frame's dtype and element
         count; a uint16 array receives bfloat16 bits) the result is written there and ``out``
-        is returned. Lossy frames decode to the dtype and shape that was encoded.
+        is returned (when decoding fails, ``out`` may hold partly decoded data). Lossy frames
+        decode to the dtype and shape that was encoded.
 
         With ``device=`` (e.g. ``"cuda:0"``) the result is a torch tensor on that device,
         whatever was encoded: the frame is decoded into pinned host memory and copied over
