@@ -312,7 +312,9 @@ impl Codec {
         })
     }
 
-    /// Decodes a frame into `out`, which must hold exactly the decoded bytes.
+    /// Decodes a frame into `out`, which must hold exactly the decoded bytes. Each chunk's
+    /// checksum is verified just before it is decoded, so after an error `out` may hold
+    /// partly decoded data.
     pub fn decode_into(&self, frame: &[u8], out: &mut [u8]) -> Result<FrameInfo> {
         let parsed = pipeline::parse_frame_to_decode(frame, &self.limits)?;
         pipeline::decode_parsed(&parsed, out, self.threads, &self.limits.validation)?;
