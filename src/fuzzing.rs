@@ -94,6 +94,10 @@ pub fn roundtrip(data: &[u8]) {
     assert_eq!(serial.encode(input, dtype, &shape).unwrap(), frame);
 }
 
+/// The chunk size of [`lossy_roundtrip`]'s tiled inputs: past the 2^16 elements from which
+/// uniform coding samples its symbol counts.
+const LARGE_CHUNK: usize = 1 << 17;
+
 /// Reads a lossy mode and a tensor from arbitrary bytes, encodes, decodes, and checks what
 /// the mode promises: the shape and dtype, non-finite values carried bit for bit, the error
 /// bound of an error-bounded mode, and the same frame from one thread.
@@ -152,8 +156,20 @@ pub fn lossy_roundtrip(data: &[u8]) {
             })
         }
     };
-    let n = rest.len() / dtype.itemsize();
-    let input = &rest[..n * dtype.itemsize()];
+    // `chunk_sel == 0` tiles the input into one large chunk (past the 2^16 elements where
+    // symbol counts are sampled), which short fuzz inputs never reach otherwise.
+    let isz = dtype.itemsize();
+    let tiled: Vec<u8>;
+    let (rest, chunk_elems) = if *chunk_sel == 0 && rest.len() >= isz {
+        let unit = &rest[..rest.len() / isz * isz];
+        let elems = LARGE_CHUNK + unit.len() / isz;
+        tiled = unit.iter().copied().cycle().take(elems * isz).collect();
+        (&tiled[..], LARGE_CHUNK as u64)
+    } else {
+        (rest, u64::from(*chunk_sel).max(1) * 4)
+    };
+    let n = rest.len() / isz;
+    let input = &rest[..n * isz];
     let shape: Vec<u64> = if n.is_multiple_of(4) && n > 0 {
         vec![4, (n / 4) as u64]
     } else {
@@ -161,7 +177,7 @@ pub fn lossy_roundtrip(data: &[u8]) {
     };
     let codec = Codec {
         mode,
-        chunk_elems: u64::from(*chunk_sel).max(1) * 4,
+        chunk_elems,
         ..fuzz_codec(threads)
     };
     let frame = match codec.encode(input, dtype, &shape) {
@@ -355,6 +371,18 @@ mod tests {
     fn replay_lossy_corpus() {
         let n = replay("lossy", super::lossy_roundtrip);
         assert!(n > 0, "the committed lossy corpus is missing");
+    }
+
+    /// A tiled pattern away from zero in one large chunk: the case whose sampled symbol
+    /// counts once indexed out of bounds.
+    #[test]
+    fn lossy_harness_reaches_large_chunks() {
+        let x = 0.123f32.to_bits().to_le_bytes();
+        for sel in [0x11u8, 0x19, 0x21, 0x31] {
+            // bfloat16 (sel % 3 == 2): two values alternating; relative RMSE (nearest and
+            // stochastic), max abs error, bits.
+            super::lossy_roundtrip(&[sel, 0, 0, 128, x[0], x[1], x[2], x[3]]);
+        }
     }
 
     #[test]
