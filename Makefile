@@ -13,7 +13,7 @@ VENV ?= $(CACHE_DIR)/venv-$(REQ_HASH)
 PY := $(VENV)/bin/python
 export PYO3_PYTHON := $(PY)
 
-.PHONY: all env build test test-rust test-python test-aarch64 lint fmt demo bench bench-docs fuzz clean
+.PHONY: all env build test test-rust test-python test-aarch64 lint fmt demo bench bench-docs speed lab fuzz clean
 
 all: build
 
