@@ -89,7 +89,7 @@ bench-docs: build
 # link speeds. SPEED_ARGS: e.g. `--npy acts.npy --reps 9`.
 SPEED_ARGS ?=
 speed:
-	cargo run --release --quiet --example issue4 -- $(SPEED_ARGS)
+	cargo run --release --quiet --example speed -- $(SPEED_ARGS)
 
 # The link lab of the README (needs root and iproute2; `--fallback` in LAB_ARGS uses a paced
 # socket instead). Writes docs/lab.json, docs/lab.md and docs/lab.png.

@@ -95,7 +95,7 @@ def test_bound_on_model_activations(dtype, transform, error):
 
 @pytest.mark.parametrize("error, gain", [(0.03, 1.10), (0.1, 1.20)])
 def test_pca_beats_plain_coding_on_activations(error, gain):
-    """The issue's bar on real activations, here on a small untrained model's: at least 10%
+    """The bar on real activations, here on a small untrained model's: at least 10%
     more ratio at 3% relative RMSE and 20% at 10% (the trained model's figures, far above
     these, are in the README)."""
     x = activations().bfloat16()

@@ -99,7 +99,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
 
 
 def targets(report: dict[str, Any]) -> list[str]:
-    """The issue's targets, checked at every link-bound rate: the best codec run (no
+    """The lab's targets, checked at every link-bound rate: the best codec run (no
     bottleneck) against 90% of unshaped speed and 1% of raw validation loss; bottleneck +
     codec against 128x compression and 3% of raw validation loss."""
     lines = []

@@ -1,9 +1,9 @@
-//! The speed criteria of issue 4, measured in one run: one core, a 64 MiB bfloat16 tensor of
+//! The speed targets of the codec, measured in one run: one core, a 64 MiB bfloat16 tensor of
 //! activations, medians, every speed against `memcpy` and zstd level 3 measured in the same
 //! run, 1 against 2 threads, and the break-even link speeds of each profile.
 //!
 //! ```text
-//! cargo run --release --example issue4 -- [--npy FILE] [--reps N] [--mib M]
+//! cargo run --release --example speed -- [--npy FILE] [--reps N] [--mib M]
 //! ```
 //!
 //! The tensor is synthetic by default: activations of shape (tokens, 4096) drawn
@@ -174,7 +174,7 @@ fn main() {
     let shape = [(n / 4096) as u64, 4096];
     let level = iota_codec::simd::kernels().level.name();
     println!(
-        "issue 4: {mib} MiB bfloat16 ({n} elements, {source}), level {level}, medians of {reps}"
+        "speed: {mib} MiB bfloat16 ({n} elements, {source}), level {level}, medians of {reps}"
     );
 
     // memcpy into a reused buffer.
@@ -316,7 +316,7 @@ fn main() {
     }
 
     println!();
-    println!("issue 4 criteria:");
+    println!("speed targets:");
     let row = |p: Profile| rows.iter().find(|r| r.profile == p).unwrap();
     let check = |name: String, ok: bool| {
         println!("  [{}] {name}", if ok { "met" } else { "NOT met" });
