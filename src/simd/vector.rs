@@ -686,6 +686,70 @@ pub(crate) unsafe fn block_decode<S: Simd, const DT: u8>(
 // Packed codes
 // ---------------------------------------------------------------------------------------
 
+/// Packs lanes `W s .. W s + W` (of the 16) of a 512-element block into the vertical layout
+/// of `width`-bit values at `dst` (the block's `64 width` bytes): `row(r)` gives the values
+/// of row `r < 32`, below `2^width`. One loop for codes and mantissas alike.
+///
+/// Safety: `dst` has the block's `64 width` writable bytes, and `row` is safe to call for
+/// every row.
+#[inline(always)]
+unsafe fn pack_lanes<S: Simd>(
+    width: u32,
+    s: usize,
+    dst: *mut u8,
+    mut row: impl FnMut(usize) -> S::I,
+) {
+    let mut acc = S::splat_i(0);
+    let mut bits = 0u32;
+    let mut k = 0usize;
+    for r in 0..32 {
+        let v = row(r);
+        acc = S::or(acc, S::shl(v, bits));
+        bits += width;
+        if bits >= 32 {
+            // SAFETY: word `k < width` of the block's lanes (the caller's `dst`).
+            unsafe { S::store_i32(dst.add(64 * k + 4 * S::W * s), acc) };
+            k += 1;
+            bits -= 32;
+            acc = S::shr(v, width - bits);
+        }
+    }
+}
+
+/// The inverse of [`pack_lanes`]: hands `row(r, m)` each row's values from the vertical
+/// layout at `src`, in their low `width` bits (the bits above are not cleared).
+///
+/// Safety: `src` has the block's `64 width` readable bytes, and `row` is safe to call for
+/// every row.
+#[inline(always)]
+unsafe fn unpack_lanes<S: Simd>(
+    width: u32,
+    s: usize,
+    src: *const u8,
+    mut row: impl FnMut(usize, S::I),
+) {
+    let mut acc = S::splat_i(0);
+    let mut bits = 0u32;
+    let mut k = 0usize;
+    for r in 0..32 {
+        let m = if bits < width {
+            // SAFETY: word `k < width` of the block's lanes (the caller's `src`).
+            let nw = unsafe { S::load_i32(src.add(64 * k + 4 * S::W * s)) };
+            k += 1;
+            let m = S::or(acc, S::shl(nw, bits));
+            acc = S::shr(nw, width - bits);
+            bits += 32 - width;
+            m
+        } else {
+            let m = acc;
+            acc = S::shr(acc, width);
+            bits -= width;
+            m
+        };
+        row(r, m);
+    }
+}
+
 #[inline(always)]
 pub(crate) unsafe fn pack_codes<S: Simd>(width: u32, codes: &[u8], out: &mut [u8]) {
     let n = codes.len();
@@ -711,24 +775,13 @@ pub(crate) unsafe fn pack_codes<S: Simd>(width: u32, codes: &[u8], out: &mut [u8
             }
             continue;
         }
-        // Lanes `W s .. W s + W` of the 16 of the layout, one vector.
         for s in 0..16 / S::W {
-            let mut acc = S::splat_i(0);
-            let mut bits = 0u32;
-            let mut k = 0usize;
-            for row in 0..32 {
-                // SAFETY: row `row < 32` of the block.
-                let v = unsafe { S::and(S::load_u8(src.add(16 * row + S::W * s)), mask) };
-                acc = S::or(acc, S::shl(v, bits));
-                bits += width;
-                if bits >= 32 {
-                    // SAFETY: word `k < w` of the block's lanes.
-                    unsafe { S::store_i32(dst.add(64 * k + 4 * S::W * s), acc) };
-                    k += 1;
-                    bits -= 32;
-                    acc = S::shr(v, width - bits);
-                }
-            }
+            // SAFETY: the block's `64 w` bytes at `dst`; row `row < 32` of the block's codes.
+            unsafe {
+                pack_lanes::<S>(width, s, dst, |row| {
+                    S::and(S::load_u8(src.add(16 * row + S::W * s)), mask)
+                })
+            };
         }
     }
     let done = blocks * bitpack::BLOCK;
@@ -762,27 +815,12 @@ pub(crate) unsafe fn unpack_codes<S: Simd>(width: u32, packed: &[u8], codes: &mu
             continue;
         }
         for s in 0..16 / S::W {
-            let mut acc = S::splat_i(0);
-            let mut bits = 0u32;
-            let mut k = 0usize;
-            for row in 0..32 {
-                let m = if bits < width {
-                    // SAFETY: word `k < w` of the block's lanes.
-                    let nw = unsafe { S::load_i32(src.add(64 * k + 4 * S::W * s)) };
-                    k += 1;
-                    let m = S::or(acc, S::shl(nw, bits));
-                    acc = S::shr(nw, width - bits);
-                    bits += 32 - width;
-                    m
-                } else {
-                    let m = acc;
-                    acc = S::shr(acc, width);
-                    bits -= width;
-                    m
-                };
-                // SAFETY: row `row < 32` of the block.
-                unsafe { S::store_u8(dst.add(16 * row + S::W * s), S::and(m, mask)) };
-            }
+            // SAFETY: the block's `64 w` bytes at `src`; row `row < 32` of the block's codes.
+            unsafe {
+                unpack_lanes::<S>(width, s, src, |row, m| {
+                    S::store_u8(dst.add(16 * row + S::W * s), S::and(m, mask))
+                })
+            };
         }
     }
     let done = blocks * bitpack::BLOCK;
@@ -1506,30 +1544,19 @@ pub(crate) unsafe fn pack_mantissa<S: Simd>(
             )
         };
         for s in 0..16 / S::W {
-            let mut acc = S::splat_i(0);
-            let mut bits = 0u32;
-            let mut k = 0usize;
-            for row in 0..32 {
-                let e = 16 * row + S::W * s;
-                // SAFETY: element `e + W <= 512` of the block.
-                let v = unsafe {
-                    if fs.bytes == 2 {
+            // SAFETY: the block's `64 w` packed bytes at `dst`; element `e + W <= 512` of the
+            // block.
+            unsafe {
+                pack_lanes::<S>(width, s, dst, |row| {
+                    let e = 16 * row + S::W * s;
+                    let v = if fs.bytes == 2 {
                         S::load_u16(src.add(2 * e))
                     } else {
                         S::load_i32(src.add(4 * e))
-                    }
-                };
-                let m = S::shr(S::and(v, mant), drop);
-                acc = S::or(acc, S::shl(m, bits));
-                bits += width;
-                if bits >= 32 {
-                    // SAFETY: word `k < w` of the block's lanes.
-                    unsafe { S::store_i32(dst.add(64 * k + 4 * S::W * s), acc) };
-                    k += 1;
-                    bits -= 32;
-                    acc = S::shr(m, width - bits);
-                }
-            }
+                    };
+                    S::shr(S::and(v, mant), drop)
+                })
+            };
         }
     }
     let done = blocks * bitpack::BLOCK;
@@ -1571,27 +1598,11 @@ pub(crate) unsafe fn merge<S: Simd>(
             )
         };
         for s in 0..16 / S::W {
-            let mut acc = S::splat_i(0);
-            let mut bits = 0u32;
-            let mut k = 0usize;
-            for row in 0..32 {
-                let m = if bits < width {
-                    // SAFETY: word `k < w` of the block's lanes.
-                    let nw = unsafe { S::load_i32(src.add(64 * k + 4 * S::W * s)) };
-                    k += 1;
-                    let m = S::or(acc, S::shl(nw, bits));
-                    acc = S::shr(nw, width - bits);
-                    bits += 32 - width;
-                    m
-                } else {
-                    let m = acc;
-                    acc = S::shr(acc, width);
-                    bits -= width;
-                    m
-                };
-                let e = 16 * row + S::W * s;
-                // SAFETY: element `e + W <= 512` of the block.
-                unsafe {
+            // SAFETY: the block's `64 w` packed bytes at `src`; element `e + W <= 512` of the
+            // block.
+            unsafe {
+                unpack_lanes::<S>(width, s, src, |row, m| {
+                    let e = 16 * row + S::W * s;
                     let v = S::or(
                         S::shl(S::load_u16(sym.add(2 * e)), fs.mant_bits),
                         S::shl(S::and(m, mask), drop),
@@ -1601,8 +1612,8 @@ pub(crate) unsafe fn merge<S: Simd>(
                     } else {
                         S::store_i32(dst.add(4 * e), v);
                     }
-                }
-            }
+                })
+            };
         }
     }
     let done = blocks * bitpack::BLOCK;
