@@ -215,8 +215,11 @@ def _empty_numpy(dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     return np.empty(shape, dtype=dtype)
 
 
-def allocate(dtype: str, shape: tuple[int, ...], container: str) -> tuple[Any, np.ndarray]:
-    """A new output of the kind the frame names, and a flat writable uint8 view of it."""
+def allocate(
+    dtype: str, shape: tuple[int, ...], container: str, stacklevel: int = 3
+) -> tuple[Any, np.ndarray]:
+    """A new output of the kind the frame names, and a flat writable uint8 view of it
+    (``stacklevel``: where a warning points, counted from here)."""
     # A frame may declare a shape with no elements whose other dimensions multiply beyond
     # what numpy and torch can index, e.g. (2**63 - 1, 0): valid bytes, but no array.
     biggest = ITEMSIZE[dtype]
@@ -234,13 +237,24 @@ def allocate(dtype: str, shape: tuple[int, ...], container: str) -> tuple[Any, n
             warnings.warn(
                 "the frame was encoded from a torch tensor but torch is not installed: "
                 "returning a numpy array",
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
         else:
             t = torch.empty(shape, dtype=getattr(torch, dtype))
             return t, _tensor_bytes(t)
     arr = _empty_numpy(dtype, shape)
     return arr, _bytes_of(arr)
+
+
+def decode_target(head: tuple[str, Any, str], out: Any) -> tuple[Any, np.ndarray]:
+    """What a frame with header ``head`` (dtype, shape, container) decodes into: ``out``
+    (checked) or a new object of the kind the frame names, and a flat writable uint8 view of
+    it. For the decoding methods: a warning points at their caller."""
+    dtype, shape, container = head
+    shape = tuple(shape)
+    if out is None:
+        return allocate(dtype, shape, container, stacklevel=4)
+    return out, output_view(out, dtype, shape)
 
 
 def output_view(out: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray:

@@ -409,12 +409,7 @@ class Codec:
             from .torch._device import decode_to_device
 
             return decode_to_device(self, blob, out, device)
-        dtype, shape, container = _core.header(blob, limits=self._limits)
-        shape = tuple(shape)
-        if out is None:
-            result, view = _adapt.allocate(dtype, shape, container)
-        else:
-            result, view = out, _adapt.output_view(out, dtype, shape)
+        result, view = _adapt.decode_target(_core.header(blob, limits=self._limits), out)
         _core.decode_into(blob, view, threads=self._threads, limits=self._limits)
         return result
 
@@ -527,12 +522,7 @@ class StreamDecoder:
             head = self._core.header()
             if head is None:
                 return 0
-            dtype, shape, container = head
-            shape = tuple(shape)
-            if self._out is None:
-                result, view = _adapt.allocate(dtype, shape, container)
-            else:
-                result, view = self._out, _adapt.output_view(self._out, dtype, shape)
+            result, view = _adapt.decode_target(head, self._out)
             self._core.set_output(view)
             self._result = result
         return self._core.decode_available()

@@ -109,12 +109,7 @@ class Session:
         """Decodes the session's next frame: a tensor of the kind that was encoded (or into
         ``out``, as :meth:`iota_codec.Codec.decode` does). Raises
         :class:`SessionMismatchError` for a frame that does not follow this session."""
-        dtype, shape, container = _core.header(blob, limits=self._limits)
-        shape = tuple(shape)
-        if out is None:
-            result, view = _adapt.allocate(dtype, shape, container)
-        else:
-            result, view = out, _adapt.output_view(out, dtype, shape)
+        result, view = _adapt.decode_target(_core.header(blob, limits=self._limits), out)
         self._core.decode_into(blob, view)
         return result
 
