@@ -61,6 +61,29 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
     t[reps / 2]
 }
 
+/// A chunk ready for the rANS kernels: symbols, mantissa drop, encoder and decoder tables,
+/// final encoder states, stream bytes, packed mantissas.
+type Prep = (
+    Vec<u16>,
+    u32,
+    rans::EncTable,
+    Vec<u32>,
+    [u32; 32],
+    Vec<u8>,
+    Vec<u8>,
+);
+
+/// The decode-kernel arguments of a chunk.
+fn job<'a>(p: &'a Prep, states: &'a mut [u32], out: &'a mut [u16]) -> simd::RansDecodeJob<'a> {
+    simd::RansDecodeJob {
+        words: &p.5,
+        table: &p.3,
+        prob_bits: 11,
+        states,
+        out: &mut out[..p.0.len()],
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (data, dtype) = match args.get(1) {
@@ -82,7 +105,7 @@ fn main() {
     for level in simd::available() {
         let k: Kernels = simd::kernels_for(level);
         // Per chunk: symbols, counts, drop, tables, stream.
-        let mut prep = vec![];
+        let mut prep: Vec<Prep> = vec![];
         for c in &chunks {
             let m = c.len() / fs.bytes;
             let mut syms = vec![0u16; m];
@@ -138,16 +161,33 @@ fn main() {
                 );
             }
         });
+        let mut syms2 = vec![0u16; 1 << 18];
+        // Decodes a chunk's stream with the one-stream kernel.
+        let dec1 = |p: &Prep, out: &mut [u16]| {
+            let mut st = p.4;
+            std::hint::black_box((k.rans_decode)(
+                &p.5,
+                &p.3,
+                11,
+                &mut st,
+                &mut out[..p.0.len()],
+            ));
+        };
         let t_dec = time(reps, || {
             for p in &prep {
-                let mut st = p.4;
-                std::hint::black_box((k.rans_decode)(
-                    &p.5,
-                    &p.3,
-                    11,
-                    &mut st,
-                    &mut syms[..p.0.len()],
-                ));
+                dec1(p, &mut syms);
+            }
+        });
+        // Two chunks at a time (an odd last one alone), as the pipeline decodes them.
+        let t_dec2 = time(reps, || {
+            for pair in prep.chunks(2) {
+                let [p, q] = pair else {
+                    dec1(&pair[0], &mut syms);
+                    continue;
+                };
+                let (mut sp, mut sq) = (p.4, q.4);
+                let mut jobs = [job(p, &mut sp, &mut syms), job(q, &mut sq, &mut syms2)];
+                std::hint::black_box((k.rans_decode2)(&mut jobs));
             }
         });
         let t_merge = time(reps, || {
@@ -156,7 +196,7 @@ fn main() {
                 (k.merge)(fs, &p.0, &p.6, p.1, &mut out[..m * fs.bytes]);
             }
         });
-        let ns: Vec<f64> = [t_split, t_pack, t_enc, t_dec, t_merge]
+        let ns: Vec<f64> = [t_split, t_pack, t_enc, t_dec, t_merge, t_dec2]
             .iter()
             .map(|t| t / n * 1e9)
             .collect();
@@ -169,12 +209,13 @@ fn main() {
             None => String::new(),
         };
         println!(
-            "{:>7}: split {:.3}  pack {:.3}  rans_encode {:.3}  rans_decode {:.3}  merge {:.3}{speedup}",
+            "{:>7}: split {:.3}  pack {:.3}  rans_encode {:.3}  rans_decode {:.3} (two streams {:.3})  merge {:.3}{speedup}",
             level.name(),
             ns[0],
             ns[1],
             ns[2],
             ns[3],
+            ns[5],
             ns[4]
         );
         if base.is_none() {

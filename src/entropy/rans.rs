@@ -236,48 +236,130 @@ pub fn encode(
     }
 }
 
+/// A stream read from a frame (its table, states and words), not yet decoded.
+#[derive(Debug)]
+pub struct Stream<'a> {
+    params: RansParams,
+    /// The decode table; empty for the empty stream.
+    table: Vec<u32>,
+    states: [u32; MAX_LANES],
+    words: &'a [u8],
+    /// Symbols the stream must decode to.
+    len: usize,
+}
+
+impl<'a> Stream<'a> {
+    /// Reads a stream written by [`encode`] for `len` symbols below `alphabet`, consuming
+    /// exactly its bytes from `r`.
+    pub fn read(
+        r: &mut Reader<'a>,
+        alphabet: usize,
+        params: RansParams,
+        len: usize,
+    ) -> Result<Stream<'a>> {
+        params.validate()?;
+        let mut states = [0u32; MAX_LANES];
+        let Some(freqs) = read_table(r, alphabet, params.prob_bits)? else {
+            ensure_frame!(len == 0, "empty rANS stream for {len} symbols");
+            return Ok(Stream {
+                params,
+                table: Vec::new(),
+                states,
+                words: &[],
+                len,
+            });
+        };
+        let table = build_dec_table(&freqs, params.prob_bits);
+        for s in states.iter_mut().take(params.lanes) {
+            *s = r.u32("rANS state")?;
+            ensure_frame!(
+                (RANS_L..1 << 31).contains(s),
+                "rANS state {s:#x} outside [2^15, 2^31)"
+            );
+        }
+        // Each symbol moves at most one word.
+        let n_words = r.uvarint_max(len as u64, "rANS word count")?;
+        let words = r.bytes(2 * n_words, "rANS words")?;
+        Ok(Stream {
+            params,
+            table,
+            states,
+            words,
+            len,
+        })
+    }
+
+    /// Symbols the stream decodes to.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The arguments of the decode kernel, for `out` (of the stream's length).
+    fn job<'s>(&'s mut self, out: &'s mut [u16]) -> simd::RansDecodeJob<'s> {
+        assert_eq!(out.len(), self.len, "rANS output of the wrong length");
+        simd::RansDecodeJob {
+            words: self.words,
+            table: &self.table,
+            prob_bits: self.params.prob_bits,
+            states: &mut self.states[..self.params.lanes],
+            out,
+        }
+    }
+
+    /// Checks what the kernel returned: every word consumed, every lane back at `L`.
+    fn check(&self, consumed: Option<usize>) -> Result<()> {
+        let consumed =
+            consumed.ok_or_else(|| Error::corrupt("rANS stream ends before its symbols do"))?;
+        ensure_frame!(
+            consumed == self.words.len(),
+            "rANS stream has {} unused bytes",
+            self.words.len() - consumed
+        );
+        ensure_frame!(
+            self.states[..self.params.lanes]
+                .iter()
+                .all(|&s| s == RANS_L),
+            "rANS stream does not decode to its initial state"
+        );
+        Ok(())
+    }
+
+    /// Decodes the stream into `out`, whose length must be [`Stream::len`].
+    pub fn decode(mut self, out: &mut [u16]) -> Result<()> {
+        if self.table.is_empty() {
+            return Ok(());
+        }
+        let job = self.job(out);
+        let consumed =
+            (simd::kernels().rans_decode)(job.words, job.table, job.prob_bits, job.states, job.out);
+        self.check(consumed)
+    }
+}
+
+/// Decodes two streams, interleaving them on this thread where the kernels can (a decoder
+/// waits on memory and multiplies most of the time, and another stream's work fits in the
+/// gaps); the results are those of [`Stream::decode`] on each.
+pub fn decode_pair(
+    mut a: Stream,
+    out_a: &mut [u16],
+    mut b: Stream,
+    out_b: &mut [u16],
+) -> [Result<()>; 2] {
+    if a.table.is_empty() || b.table.is_empty() {
+        return [a.decode(out_a), b.decode(out_b)];
+    }
+    let consumed = (simd::kernels().rans_decode2)(&mut [a.job(out_a), b.job(out_b)]);
+    [a.check(consumed[0]), b.check(consumed[1])]
+}
+
 /// Decodes a stream written by [`encode`] into `out` (whose length is the symbol count),
 /// consuming exactly the stream's bytes from `r`.
 pub fn decode(r: &mut Reader, alphabet: usize, params: RansParams, out: &mut [u16]) -> Result<()> {
-    params.validate()?;
-    let Some(freqs) = read_table(r, alphabet, params.prob_bits)? else {
-        ensure_frame!(
-            out.is_empty(),
-            "empty rANS stream for {} symbols",
-            out.len()
-        );
-        return Ok(());
-    };
-    let dec = build_dec_table(&freqs, params.prob_bits);
-    let mut states = [0u32; MAX_LANES];
-    for s in states.iter_mut().take(params.lanes) {
-        *s = r.u32("rANS state")?;
-        ensure_frame!(
-            (RANS_L..1 << 31).contains(s),
-            "rANS state {s:#x} outside [2^15, 2^31)"
-        );
-    }
-    // Each symbol moves at most one word.
-    let n_words = r.uvarint_max(out.len() as u64, "rANS word count")?;
-    let words = r.bytes(2 * n_words, "rANS words")?;
-    let consumed = (simd::kernels().rans_decode)(
-        words,
-        &dec,
-        params.prob_bits,
-        &mut states[..params.lanes],
-        out,
-    )
-    .ok_or_else(|| Error::corrupt("rANS stream ends before its symbols do"))?;
-    ensure_frame!(
-        consumed == words.len(),
-        "rANS stream has {} unused bytes",
-        words.len() - consumed
-    );
-    ensure_frame!(
-        states[..params.lanes].iter().all(|&s| s == RANS_L),
-        "rANS stream does not decode to its initial state"
-    );
-    Ok(())
+    Stream::read(r, alphabet, params, out.len())?.decode(out)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 
 use super::BlockParams;
 use super::{
-    threads, with_scratch, EncodePlan, EncodeRequest, Recipe, Scratch, UniformParams,
+    threads, with_scratch, EncodePlan, EncodeRequest, Recipe, Scratch, Symbols, UniformParams,
     BOUND_MAX_ABS, MODE_CODED, MODE_STORED, SCOPE_BLOCK, SCOPE_GLOBAL,
 };
 use crate::dtype::DType;
@@ -188,12 +188,13 @@ fn write_escapes(dtype: DType, input: &[u8], count: usize, out: &mut Vec<u8>) {
     }
 }
 
-pub(super) fn decode_block_chunk(
+pub(super) fn decode_block_chunk<'p>(
     params: &BlockParams,
     rans: Option<&RansParams>,
     dtype: DType,
-    r: &mut Reader,
+    r: &mut Reader<'p>,
     out: &mut [u8],
+    src: &mut Symbols<'p>,
 ) -> Result<()> {
     let isz = dtype.itemsize();
     let n = out.len() / isz;
@@ -210,8 +211,9 @@ pub(super) fn decode_block_chunk(
                 (k.unpack_codes)(bits, packed, &mut s.codes);
             }
             Some(p) => {
-                s.symbols.resize(n, 0);
-                rans::decode(r, 1 << bits, *p, &mut s.symbols)?;
+                if !src.get(r, 1 << bits, *p, n, &mut s.symbols)? {
+                    return Ok(());
+                }
                 for (c, &v) in s.codes.iter_mut().zip(&s.symbols) {
                     *c = v as u8;
                 }
@@ -220,6 +222,9 @@ pub(super) fn decode_block_chunk(
         (k.block_decode)(&fmt, dtype, scales, &s.codes, out);
         Ok(())
     })?;
+    if src.stopped() {
+        return Ok(());
+    }
     let count = r.uvarint_max(n as u64, "escape count")?;
     let mut idx = Vec::with_capacity(count);
     let mut next = 0u64;
@@ -464,12 +469,13 @@ fn symbol_counts(symbols: &[u16], counts: &mut Vec<u32>) {
     }
 }
 
-pub(super) fn decode_uniform_chunk(
+pub(super) fn decode_uniform_chunk<'p>(
     p: &UniformParams,
     rans: &RansParams,
     dtype: DType,
-    r: &mut Reader,
+    r: &mut Reader<'p>,
     out: &mut [u8],
+    src: &mut Symbols<'p>,
 ) -> Result<()> {
     let isz = dtype.itemsize();
     let n = out.len() / isz;
@@ -490,8 +496,9 @@ pub(super) fn decode_uniform_chunk(
             );
             s.steps.push(v);
         }
-        s.symbols.resize(n, 0);
-        rans::decode(r, uniform::ALPHABET, *rans, &mut s.symbols)?;
+        if !src.get(r, uniform::ALPHABET, *rans, n, &mut s.symbols)? {
+            return Ok(());
+        }
         let (bits, escapes) = (k.extra_count)(&s.symbols);
         let extra = r.bytes(bits.div_ceil(8), "quantizer extra bits")?;
         let esc = r.bytes(escapes * isz, "escaped elements")?;

@@ -812,7 +812,61 @@ fn encode_chunk(
     outcome
 }
 
-fn decode_chunk(job: &ChunkJob, index: u64, payload: &[u8], out: &mut [u8]) -> Result<()> {
+/// Where a chunk decoder gets the symbols of its rANS stream.
+pub(crate) enum Symbols<'p> {
+    /// It decodes the stream itself.
+    Decode,
+    /// It stops at the stream, which is kept here (with the payload offset after it), so that
+    /// two chunks' streams can be decoded together; a chunk without one decodes in full.
+    Probe(Option<(rans::Stream<'p>, usize)>),
+    /// The stream was decoded already: its symbols, and the payload offset after it.
+    Ready(Vec<u16>, usize),
+}
+
+impl<'p> Symbols<'p> {
+    /// Puts the `n` symbols of the stream at `r` (below `alphabet`) in `out` and returns
+    /// true, or, probing, keeps the stream and returns false: the decoder then stops.
+    pub(crate) fn get(
+        &mut self,
+        r: &mut Reader<'p>,
+        alphabet: usize,
+        params: RansParams,
+        n: usize,
+        out: &mut Vec<u16>,
+    ) -> Result<bool> {
+        match self {
+            Symbols::Decode => {
+                out.resize(n, 0);
+                rans::decode(r, alphabet, params, out)?;
+            }
+            Symbols::Probe(kept) => {
+                let stream = rans::Stream::read(r, alphabet, params, n)?;
+                *kept = Some((stream, r.position()));
+                return Ok(false);
+            }
+            Symbols::Ready(symbols, end) => {
+                // The decoder took the same path up to here when probing.
+                debug_assert!(symbols.len() == n && *end >= r.position());
+                r.bytes(*end - r.position(), "rANS stream")?;
+                std::mem::swap(out, symbols);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether the decoder stopped at its stream.
+    pub(crate) fn stopped(&self) -> bool {
+        matches!(self, Symbols::Probe(Some(_)))
+    }
+}
+
+fn decode_chunk<'p>(
+    job: &ChunkJob,
+    index: u64,
+    payload: &'p [u8],
+    out: &mut [u8],
+    src: &mut Symbols<'p>,
+) -> Result<()> {
     let (recipe, dtype) = (job.recipe, job.dtype);
     let n = out.len() / dtype.itemsize();
     let mut r = Reader::new(payload);
@@ -830,8 +884,15 @@ fn decode_chunk(job: &ChunkJob, index: u64, payload: &[u8], out: &mut [u8]) -> R
                     dtype.layout().mant_bits
                 );
                 with_scratch(|s| -> Result<()> {
-                    s.symbols.resize(n, 0);
-                    rans::decode(&mut r, floatsplit::alphabet(dtype), *params, &mut s.symbols)?;
+                    if !src.get(
+                        &mut r,
+                        floatsplit::alphabet(dtype),
+                        *params,
+                        n,
+                        &mut s.symbols,
+                    )? {
+                        return Ok(());
+                    }
                     let packed = r.bytes(
                         floatsplit::packed_mantissa_len(dtype, n, drop),
                         "packed mantissas",
@@ -841,10 +902,10 @@ fn decode_chunk(job: &ChunkJob, index: u64, payload: &[u8], out: &mut [u8]) -> R
                 })?;
             }
             Recipe::Block { params, rans } => {
-                lossy::decode_block_chunk(params, rans.as_ref(), dtype, &mut r, out)?
+                lossy::decode_block_chunk(params, rans.as_ref(), dtype, &mut r, out, src)?
             }
             Recipe::Uniform { params, rans } => {
-                lossy::decode_uniform_chunk(params, rans, dtype, &mut r, out)?
+                lossy::decode_uniform_chunk(params, rans, dtype, &mut r, out, src)?
             }
             Recipe::Project { params, rans, .. } => {
                 let ctx = job
@@ -863,6 +924,9 @@ fn decode_chunk(job: &ChunkJob, index: u64, payload: &[u8], out: &mut [u8]) -> R
             }
         },
         m => return Err(Error::corrupt(format!("unknown chunk mode {m}"))),
+    }
+    if src.stopped() {
+        return Ok(());
     }
     r.finish("chunk")
 }
@@ -1075,6 +1139,11 @@ pub(crate) struct ChunkJob<'a> {
 
 /// Decodes `payloads[i]` (chunk `first + i` of its frame) into `outs[i]` for every `i`, in
 /// parallel when `threads` allows, validating each chunk while it is still in cache.
+///
+/// When there are at least two chunks per thread, each task takes two neighbouring chunks
+/// and decodes their rANS streams together ([`rans::decode_pair`]); the output and the
+/// error reported (that of the lowest chunk among those that ran) are those of decoding the
+/// chunks one by one.
 pub(crate) fn decode_chunks(
     job: &ChunkJob,
     first: u64,
@@ -1083,14 +1152,144 @@ pub(crate) fn decode_chunks(
     threads: usize,
 ) -> Result<()> {
     debug_assert_eq!(outs.len(), payloads.len());
-    threads::try_for_each_mut(threads, outs, |i, o| {
-        if let Some((header, sums)) = job.verify {
-            format::verify_chunk(header, first + i as u64, sums[i], payloads[i])?;
+    let workers = match threads {
+        0 => rayon::current_num_threads(),
+        t => t,
+    };
+    // The header checksum and the stored checksum of payload `i`, to verify it with.
+    let sum = |i: usize| job.verify.map(|(header, sums)| (header, sums[i]));
+    let one =
+        |i: usize, out: &mut [u8]| decode_one(job, first + i as u64, sum(i), payloads[i], out);
+    if outs.len() < 2 * workers.max(1) {
+        return threads::try_for_each_mut(threads, outs, one);
+    }
+    let mut pairs = Vec::with_capacity(outs.len().div_ceil(2));
+    let mut it = outs.into_iter();
+    while let Some(a) = it.next() {
+        pairs.push((a, it.next()));
+    }
+    threads::try_for_each_mut(threads, pairs, |k, (a, b)| {
+        let i = 2 * k;
+        let Some(b) = b else {
+            return one(i, a);
+        };
+        let index = first + i as u64;
+        let paired = decode_two(
+            job,
+            index,
+            [sum(i), sum(i + 1)],
+            [payloads[i], payloads[i + 1]],
+            [a, b],
+        );
+        if paired.is_ok() {
+            return paired;
         }
-        decode_chunk(job, first + i as u64, payloads[i], o)?;
-        let first_elem = (first + i as u64).saturating_mul(job.chunk_elems);
-        validate::check(job.dtype, o, job.validation, first_elem)
+        // A damaged pair: decoding the chunks one by one finds the error a serial decode
+        // reports first.
+        let serial = one(i, a).and_then(|()| one(i + 1, b));
+        debug_assert!(
+            serial.is_err(),
+            "a pair failed that decodes one by one: {paired:?}"
+        );
+        serial
     })
+}
+
+/// Verifies, decodes and validates chunk `index`.
+fn decode_one(
+    job: &ChunkJob,
+    index: u64,
+    sum: Option<(u32, u32)>,
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<()> {
+    verify(index, sum, payload)?;
+    decode_chunk(job, index, payload, out, &mut Symbols::Decode)?;
+    validate_chunk(job, index, out)
+}
+
+/// [`decode_one`] for chunks `index` and `index + 1`, with their rANS streams decoded
+/// together.
+fn decode_two(
+    job: &ChunkJob,
+    index: u64,
+    sums: [Option<(u32, u32)>; 2],
+    payloads: [&[u8]; 2],
+    outs: [&mut [u8]; 2],
+) -> Result<()> {
+    let [oa, ob] = outs;
+    verify(index, sums[0], payloads[0])?;
+    verify(index + 1, sums[1], payloads[1])?;
+    // Each decoder stops at its rANS stream (a chunk without one decodes in full)...
+    let mut sa = Symbols::Probe(None);
+    let mut sb = Symbols::Probe(None);
+    decode_chunk(job, index, payloads[0], oa, &mut sa)?;
+    decode_chunk(job, index + 1, payloads[1], ob, &mut sb)?;
+    PAIR_SYMBOLS.with(|bufs| {
+        let [ba, bb] = &mut *bufs.borrow_mut();
+        // ...the streams are decoded together...
+        let ends = match (sa, sb) {
+            (Symbols::Probe(Some((x, ex))), Symbols::Probe(Some((y, ey)))) => {
+                ba.resize(x.len(), 0);
+                bb.resize(y.len(), 0);
+                let [rx, ry] = rans::decode_pair(x, ba, y, bb);
+                rx.and(ry)?;
+                [Some(ex), Some(ey)]
+            }
+            (x, y) => [decode_kept(x, ba)?, decode_kept(y, bb)?],
+        };
+        // ...and each decoder runs again with its symbols.
+        for (i, (out, (end, buf))) in [oa, ob]
+            .into_iter()
+            .zip(ends.into_iter().zip([ba, bb]))
+            .enumerate()
+        {
+            let index = index + i as u64;
+            if let Some(end) = end {
+                let mut src = Symbols::Ready(std::mem::take(buf), end);
+                let r = decode_chunk(job, index, payloads[i], out, &mut src);
+                if let Symbols::Ready(v, _) = src {
+                    *buf = v;
+                }
+                r?;
+            }
+            validate_chunk(job, index, out)?;
+        }
+        Ok(())
+    })
+}
+
+/// Decodes the stream a probing decoder kept (into `buf`) and returns where it ends.
+fn decode_kept(src: Symbols, buf: &mut Vec<u16>) -> Result<Option<usize>> {
+    let Symbols::Probe(Some((stream, end))) = src else {
+        return Ok(None);
+    };
+    buf.resize(stream.len(), 0);
+    stream.decode(buf)?;
+    Ok(Some(end))
+}
+
+thread_local! {
+    /// The symbol buffers of [`decode_chunks`]'s pairs, reused from pair to pair.
+    static PAIR_SYMBOLS: RefCell<[Vec<u16>; 2]> = RefCell::default();
+}
+
+/// Checks a chunk's payload against its stored checksum, when there is one to check.
+fn verify(index: u64, sum: Option<(u32, u32)>, payload: &[u8]) -> Result<()> {
+    match sum {
+        Some((header, stored)) => format::verify_chunk(header, index, stored, payload),
+        None => Ok(()),
+    }
+}
+
+/// Validates the decoded values of chunk `index`.
+fn validate_chunk(job: &ChunkJob, index: u64, out: &[u8]) -> Result<()> {
+    validate::check(
+        job.dtype,
+        out,
+        job.validation,
+        index.saturating_mul(job.chunk_elems),
+    )
 }
 
 #[cfg(test)]

@@ -841,6 +841,75 @@ fn lossy_goldens_and_hostile_payloads_never_panic() {
     }
 }
 
+/// Decoding two chunks per task (their rANS streams together, as one thread does when it
+/// has two chunks or more to decode) gives what decoding them one by one gives (as many
+/// threads do, each with one chunk), for damaged payloads too: the same output, or the same
+/// error.
+#[test]
+fn paired_decoding_matches_one_by_one() {
+    let data = lossy_data(DType::BF16, 5000, 2, 3);
+    let mut codecs = vec![codec(1024, 1)];
+    for mode in [
+        Mode::Block(block_spec(Element::Int4, ScaleFormat::BF16, 32)),
+        Mode::Block(BlockSpec {
+            entropy: true,
+            ..block_spec(Element::Int4, ScaleFormat::BF16, 32)
+        }),
+        bounded(Bound::RelRmse(0.02), StepScope::Global),
+        bounded(Bound::RelRmse(0.02), StepScope::Channel),
+    ] {
+        codecs.push(lossy(mode, 1024, 1));
+    }
+    for c in codecs {
+        let many = Codec {
+            threads: 8,
+            ..c.clone()
+        };
+        let frame = c.encode(&data, DType::BF16, &[50, 100]).unwrap();
+        let parsed = crate::pipeline::parse_frame(&frame, &crate::Limits::default()).unwrap();
+        let hdr = parsed.extent;
+        assert_eq!(parsed.chunks.len(), 5);
+        let outcome = |c: &Codec, f: &[u8]| c.decode(f).map(|t| t.data).map_err(|e| e.to_string());
+        assert_eq!(
+            outcome(&c, &frame).unwrap(),
+            outcome(&many, &frame).unwrap()
+        );
+        // Damage to chunk 0 or 1 (the first pair), or both, resealed so that it reaches the
+        // decoders.
+        let reseal = |bad: &[Option<Vec<u8>>]| {
+            let mut f = frame[..hdr.len].to_vec();
+            for (i, p) in parsed.chunks.iter().enumerate() {
+                let p = bad.get(i).and_then(|b| b.as_deref()).unwrap_or(p);
+                crate::format::write_chunk(&mut f, hdr.checksum, i as u64, p);
+            }
+            f
+        };
+        let (c0, c1) = (parsed.chunks[0].to_vec(), parsed.chunks[1].to_vec());
+        let mut cases = vec![];
+        for n in (0..c1.len()).step_by(37) {
+            cases.push(vec![None, Some(c1[..n].to_vec())]);
+        }
+        for bit in (0..c0.len() * 8).step_by(97) {
+            let mut p = c0.clone();
+            p[bit / 8] ^= 1 << (bit % 8);
+            let mut q = c1.clone();
+            let at = (bit / 8) % q.len();
+            q[at] ^= 1 << (bit % 8);
+            cases.push(vec![Some(p.clone()), None]);
+            cases.push(vec![None, Some(q.clone())]);
+            cases.push(vec![Some(p), Some(q)]);
+        }
+        let mut errors = 0;
+        for bad in cases {
+            let f = reseal(&bad);
+            let (one, two) = (outcome(&many, &f), outcome(&c, &f));
+            errors += usize::from(one.is_err());
+            assert_eq!(two, one, "{:?}", c.mode);
+        }
+        assert!(errors > 0, "{:?}: no damage was caught", c.mode);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 

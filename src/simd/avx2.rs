@@ -31,6 +31,7 @@ pub const KERNELS: Kernels = Kernels {
     level: Level::Avx2,
     rans_encode,
     rans_decode,
+    rans_decode2,
     split,
     pack_mantissa,
     merge,
@@ -125,24 +126,7 @@ unsafe fn low_words(a: __m256i, b: __m256i) -> __m256i {
 // rANS decode
 // ---------------------------------------------------------------------------------------
 
-pub fn rans_decode(
-    words: &[u8],
-    table: &[u32],
-    prob_bits: u32,
-    states: &mut [u32],
-    out: &mut [u16],
-) -> Option<usize> {
-    if !(supported()
-        && states.len() == 32
-        && prob_bits <= MAX_PROB_BITS
-        && table.len() >= 1 << prob_bits)
-    {
-        return scalar::rans_decode(words, table, prob_bits, states, out);
-    }
-    // SAFETY: the CPU has the features (checked above), there are 32 states, and every
-    // table index `x & (2^prob_bits - 1)` is inside `table`.
-    unsafe { decode32(words, table, prob_bits, states, out) }
-}
+super::common::rans_decoders!("avx2,popcnt");
 
 /// The decoder's vector state: 32 lanes in four registers, and the constants of a step.
 struct Dec32 {
@@ -237,79 +221,44 @@ impl Dec32 {
     }
 }
 
-#[target_feature(enable = "avx2,popcnt")]
-unsafe fn decode32(
-    words: &[u8],
-    table: &[u32],
-    prob_bits: u32,
-    states: &mut [u32],
-    out: &mut [u16],
-) -> Option<usize> {
-    debug_assert!(states.len() == 32 && table.len() >= 1 << prob_bits);
-    let groups = out.len() / 32;
-    let sp = states.as_ptr();
-    // SAFETY: `states` holds 32 `u32`s, 128 bytes.
-    let s = unsafe {
-        [
-            _mm256_loadu_si256(sp.cast()),
-            _mm256_loadu_si256(sp.add(8).cast()),
-            _mm256_loadu_si256(sp.add(16).cast()),
-            _mm256_loadu_si256(sp.add(24).cast()),
-        ]
-    };
-    let mut d = Dec32 {
-        s,
-        table: table.as_ptr().cast(),
-        mask: _mm256_set1_epi32(((1u32 << prob_bits) - 1) as i32),
-        shift: _mm_cvtsi32_si128(prob_bits as i32),
-    };
-    let mut pos = 0usize;
-    let mut g = 0usize;
-    // While 64 bytes remain, a group (which reads below `pos + 64`) needs no check.
-    while g < groups && words.len() - pos >= 64 {
-        // SAFETY: 64 bytes are readable at `pos`, and group `g < groups` lies inside `out`.
-        let n =
-            unsafe { d.group::<false>(words.as_ptr().add(pos), 0, out.as_mut_ptr().add(32 * g)) };
-        pos += n.unwrap_or(0);
-        g += 1;
-    }
-    if g < groups {
-        // Fewer than 64 bytes are left: continue from a padded copy, checking each group.
-        let rest = &words[pos..];
-        let mut buf = [0u8; 128];
-        buf[..rest.len()].copy_from_slice(rest);
-        let mut at = 0usize;
-        while g < groups {
-            // SAFETY: `at <= rest.len() < 64`, so `buf` has `avail.min(48) + 16` bytes after
-            // `at`; group `g` lies inside `out`.
-            let n = unsafe {
-                d.group::<true>(
-                    buf.as_ptr().add(at),
-                    rest.len() - at,
-                    out.as_mut_ptr().add(32 * g),
-                )
-            };
-            match n {
-                Some(n) => at += n,
-                None => break,
-            }
-            g += 1;
+impl Dec32 {
+    /// Safety: the CPU has AVX2; `states` holds 32 states.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load(table: &[u32], prob_bits: u32, states: &[u32]) -> Dec32 {
+        debug_assert!(states.len() == 32 && table.len() >= 1 << prob_bits);
+        let sp = states.as_ptr();
+        // SAFETY: `states` holds 32 `u32`s, 128 bytes.
+        let s = unsafe {
+            [
+                _mm256_loadu_si256(sp.cast()),
+                _mm256_loadu_si256(sp.add(8).cast()),
+                _mm256_loadu_si256(sp.add(16).cast()),
+                _mm256_loadu_si256(sp.add(24).cast()),
+            ]
+        };
+        Dec32 {
+            s,
+            table: table.as_ptr().cast(),
+            mask: _mm256_set1_epi32(((1u32 << prob_bits) - 1) as i32),
+            shift: _mm_cvtsi32_si128(prob_bits as i32),
         }
-        pos += at;
     }
-    let sp = states.as_mut_ptr();
-    // SAFETY: as for the loads above.
-    unsafe {
-        _mm256_storeu_si256(sp.cast(), d.s[0]);
-        _mm256_storeu_si256(sp.add(8).cast(), d.s[1]);
-        _mm256_storeu_si256(sp.add(16).cast(), d.s[2]);
-        _mm256_storeu_si256(sp.add(24).cast(), d.s[3]);
+
+    /// Safety: the CPU has AVX2; `states` holds 32 states.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn store(&self, states: &mut [u32]) {
+        debug_assert!(states.len() == 32);
+        let sp = states.as_mut_ptr();
+        // SAFETY: `states` holds 32 `u32`s, 128 bytes.
+        unsafe {
+            _mm256_storeu_si256(sp.cast(), self.s[0]);
+            _mm256_storeu_si256(sp.add(8).cast(), self.s[1]);
+            _mm256_storeu_si256(sp.add(16).cast(), self.s[2]);
+            _mm256_storeu_si256(sp.add(24).cast(), self.s[3]);
+        }
     }
-    // The group that ran out of words, if any, and the partial last group.
-    for group in out[32 * g..].chunks_mut(32) {
-        scalar::decode_group(words, table, prob_bits, states, group, &mut pos)?;
-    }
-    Some(pos)
 }
 
 // ---------------------------------------------------------------------------------------

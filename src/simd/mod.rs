@@ -145,12 +145,35 @@ pub type UniformDecodeFn = fn(
 /// [`uniform::extra_and_escapes`].
 pub type ExtraCountFn = fn(symbols: &[u16]) -> (usize, usize);
 
+/// One rANS stream of [`RansDecode2Fn`]: the arguments of [`RansDecodeFn`].
+pub struct RansDecodeJob<'a> {
+    pub words: &'a [u8],
+    pub table: &'a [u32],
+    pub prob_bits: u32,
+    pub states: &'a mut [u32],
+    pub out: &'a mut [u16],
+}
+
+/// Two independent rANS streams decoded together (each as [`RansDecodeFn`] would, with the
+/// same results); scalar reference [`scalar::rans_decode2`].
+pub type RansDecode2Fn = fn(jobs: &mut [RansDecodeJob<'_>; 2]) -> [Option<usize>; 2];
+
+/// [`RansDecode2Fn`] as two calls of a [`RansDecodeFn`].
+pub(crate) fn decode_each(
+    jobs: &mut [RansDecodeJob<'_>; 2],
+    decode: RansDecodeFn,
+) -> [Option<usize>; 2] {
+    jobs.each_mut()
+        .map(|j| decode(j.words, j.table, j.prob_bits, j.states, j.out))
+}
+
 /// The kernels of one level.
 #[derive(Clone, Copy)]
 pub struct Kernels {
     pub level: Level,
     pub rans_encode: RansEncodeFn,
     pub rans_decode: RansDecodeFn,
+    pub rans_decode2: RansDecode2Fn,
     pub split: SplitFn,
     pub pack_mantissa: PackMantissaFn,
     pub merge: MergeFn,
@@ -179,6 +202,7 @@ pub const SCALAR: Kernels = Kernels {
     level: Level::Scalar,
     rans_encode: scalar::rans_encode,
     rans_decode: scalar::rans_decode,
+    rans_decode2: scalar::rans_decode2,
     split: scalar::split,
     pack_mantissa: scalar::pack_mantissa,
     merge: scalar::merge,

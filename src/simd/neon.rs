@@ -28,6 +28,7 @@ pub const KERNELS: Kernels = Kernels {
     level: Level::Neon,
     rans_encode,
     rans_decode,
+    rans_decode2,
     split,
     pack_mantissa,
     merge,
@@ -67,6 +68,11 @@ static EXPAND: [[u8; 16]; 16] = {
     }
     t
 };
+
+/// Two streams, one after the other.
+pub fn rans_decode2(jobs: &mut [super::RansDecodeJob<'_>; 2]) -> [Option<usize>; 2] {
+    super::decode_each(jobs, rans_decode)
+}
 
 pub fn rans_decode(
     words: &[u8],

@@ -61,6 +61,11 @@ pub fn rans_decode(
     Some(pos)
 }
 
+/// Decodes two streams one after the other.
+pub fn rans_decode2(jobs: &mut [super::RansDecodeJob<'_>; 2]) -> [Option<usize>; 2] {
+    super::decode_each(jobs, rans_decode)
+}
+
 /// Decodes one group (lanes `0..group.len()`) in lane order.
 #[inline(always)]
 pub(crate) fn decode_group(

@@ -156,7 +156,67 @@ fn check_decode(
             k.level
         );
     }
+    // Paired with itself, and with a shorter stream (fewer words and symbols, and half the
+    // lanes, which the vector paths leave to the one-stream kernels) in either order.
+    let a = (&words[..], states, n);
+    let cut = words.len() * 2 / 3;
+    let b = (&words[..cut], states, n / 3);
+    let c = (&words[..cut], &states[..states.len().div_ceil(2)], n / 2);
+    for (x, y) in [(a, a), (a, b), (b, a), (a, c), (c, b)] {
+        check_decode2(k, dec, prob_bits, x, y);
+    }
     want.0
+}
+
+/// A stream of [`check_decode2`]: words, states, symbol count.
+type Stream<'a> = (&'a [u8], &'a [u32], usize);
+
+/// Checks that `k.rans_decode2` on two streams (sharing a table) gives what the scalar
+/// kernel gives on each.
+fn check_decode2(k: &Kernels, dec: &[u32], prob_bits: u32, a: Stream, b: Stream) {
+    let run1 = |(words, states, n): Stream| {
+        let mut st = states.to_vec();
+        let mut out = vec![0xBEEFu16; n];
+        let r = (SCALAR.rans_decode)(words, dec, prob_bits, &mut st, &mut out);
+        (r, st, out)
+    };
+    let want = [run1(a), run1(b)];
+    let (mut sa, mut sb) = (a.1.to_vec(), b.1.to_vec());
+    let (mut oa, mut ob) = (vec![0xBEEFu16; a.2], vec![0xBEEFu16; b.2]);
+    let mut jobs = [
+        RansDecodeJob {
+            words: a.0,
+            table: dec,
+            prob_bits,
+            states: &mut sa,
+            out: &mut oa,
+        },
+        RansDecodeJob {
+            words: b.0,
+            table: dec,
+            prob_bits,
+            states: &mut sb,
+            out: &mut ob,
+        },
+    ];
+    let got = (k.rans_decode2)(&mut jobs);
+    for (i, (r, st, out)) in [(got[0], sa, oa), (got[1], sb, ob)].into_iter().enumerate() {
+        assert_eq!(
+            r, want[i].0,
+            "{:?} paired decode result of stream {i}",
+            k.level
+        );
+        assert_eq!(
+            st, want[i].1,
+            "{:?} paired decode states of stream {i}",
+            k.level
+        );
+        assert!(
+            out == want[i].2,
+            "{:?} paired decode symbols of stream {i}",
+            k.level
+        );
+    }
 }
 
 /// Round trip through every level, with truncations and corruptions of the stream.
