@@ -229,11 +229,22 @@ pub fn encode(
     }
     let words = &words[start..];
     put_uvarint(out, words.len() as u64);
-    let at = out.len();
-    out.resize(at + 2 * words.len(), 0);
-    for (o, w) in out[at..].chunks_exact_mut(2).zip(words) {
-        o.copy_from_slice(&w.to_le_bytes());
+    put_words(words, out);
+}
+
+/// Appends `words` as little-endian bytes (without first zeroing the room, as a resize
+/// would).
+fn put_words(words: &[u16], out: &mut Vec<u8>) {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: `u16` has no padding and `u8` no alignment, so the words' memory is
+        // `2 len` initialized bytes; on a little-endian target they are in stream order.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), 2 * words.len()) };
+        out.extend_from_slice(bytes);
     }
+    #[cfg(not(target_endian = "little"))]
+    out.extend(words.iter().flat_map(|w| w.to_le_bytes()));
 }
 
 /// A stream read from a frame (its table, states and words), not yet decoded.
