@@ -1226,37 +1226,57 @@ fn decode_two(
     decode_chunk(job, index, payloads[0], oa, &mut sa)?;
     decode_chunk(job, index + 1, payloads[1], ob, &mut sb)?;
     PAIR_SYMBOLS.with(|bufs| {
-        let [ba, bb] = &mut *bufs.borrow_mut();
-        // ...the streams are decoded together...
-        let ends = match (sa, sb) {
-            (Symbols::Probe(Some((x, ex))), Symbols::Probe(Some((y, ey)))) => {
-                ba.resize(x.len(), 0);
-                bb.resize(y.len(), 0);
-                let [rx, ry] = rans::decode_pair(x, ba, y, bb);
-                rx.and(ry)?;
-                [Some(ex), Some(ey)]
+        let bufs = &mut *bufs.borrow_mut();
+        let result = decode_two_streams(job, index, payloads, [oa, ob], [sa, sb], bufs);
+        // Buffers of huge chunks are not kept (as in `with_scratch`).
+        for b in bufs {
+            if b.capacity() > KEEP_SCRATCH_ELEMS {
+                *b = Vec::new();
             }
-            (x, y) => [decode_kept(x, ba)?, decode_kept(y, bb)?],
-        };
-        // ...and each decoder runs again with its symbols.
-        for (i, (out, (end, buf))) in [oa, ob]
-            .into_iter()
-            .zip(ends.into_iter().zip([ba, bb]))
-            .enumerate()
-        {
-            let index = index + i as u64;
-            if let Some(end) = end {
-                let mut src = Symbols::Ready(std::mem::take(buf), end);
-                let r = decode_chunk(job, index, payloads[i], out, &mut src);
-                if let Symbols::Ready(v, _) = src {
-                    *buf = v;
-                }
-                r?;
-            }
-            validate_chunk(job, index, out)?;
         }
-        Ok(())
+        result
     })
+}
+
+/// The rest of [`decode_two`], once both decoders stopped at their streams (or decoded in
+/// full): `bufs` are the symbol buffers.
+fn decode_two_streams<'p>(
+    job: &ChunkJob,
+    index: u64,
+    payloads: [&'p [u8]; 2],
+    [oa, ob]: [&mut [u8]; 2],
+    [sa, sb]: [Symbols<'p>; 2],
+    [ba, bb]: &mut [Vec<u16>; 2],
+) -> Result<()> {
+    // ...the streams are decoded together...
+    let ends = match (sa, sb) {
+        (Symbols::Probe(Some((x, ex))), Symbols::Probe(Some((y, ey)))) => {
+            ba.resize(x.len(), 0);
+            bb.resize(y.len(), 0);
+            let [rx, ry] = rans::decode_pair(x, ba, y, bb);
+            rx.and(ry)?;
+            [Some(ex), Some(ey)]
+        }
+        (x, y) => [decode_kept(x, ba)?, decode_kept(y, bb)?],
+    };
+    // ...and each decoder runs again with its symbols.
+    for (i, (out, (end, buf))) in [oa, ob]
+        .into_iter()
+        .zip(ends.into_iter().zip([ba, bb]))
+        .enumerate()
+    {
+        let index = index + i as u64;
+        if let Some(end) = end {
+            let mut src = Symbols::Ready(std::mem::take(buf), end);
+            let r = decode_chunk(job, index, payloads[i], out, &mut src);
+            if let Symbols::Ready(v, _) = src {
+                *buf = v;
+            }
+            r?;
+        }
+        validate_chunk(job, index, out)?;
+    }
+    Ok(())
 }
 
 /// Decodes the stream a probing decoder kept (into `buf`) and returns where it ends.
