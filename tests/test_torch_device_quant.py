@@ -181,6 +181,13 @@ def test_paths_can_be_forced(monkeypatch):
     assert lossless.encode(x) == iota_codec.Codec().encode(x.clone())
     with pytest.raises(iota_codec.InvalidArgumentError, match="device_quantize"):
         encode_on_device(codec, x, device_quantize="sometimes")
+    # An unknown value of the variable is refused on every torch tensor, CPU ones included;
+    # numpy arrays never look at it.
+    host_np = codec.encode(x.numpy())
+    monkeypatch.setenv(_device.DEVICE_QUANTIZE_ENV, "sometimes")
+    with pytest.raises(iota_codec.InvalidArgumentError, match="sometimes"):
+        codec.encode(x)
+    assert codec.encode(x.numpy()) == host_np
 
 
 @pytest.mark.parametrize(

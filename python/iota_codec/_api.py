@@ -38,14 +38,35 @@ _BOUNDED = (*_BOUNDS, "step", "transform", "rank")
 TRANSFORMS = ("none", "identity", "pca", "auto")
 
 
-def _device_quantize_forced() -> bool:
-    """Whether ``IOTA_CODEC_DEVICE_QUANTIZE=on`` sends CPU tensors through the torch
-    quantizer too (see :mod:`iota_codec.torch._device`)."""
-    return os.environ.get("IOTA_CODEC_DEVICE_QUANTIZE", "").strip().lower() in (
-        "on",
-        "1",
-        "true",
-        "yes",
+#: The environment variable that picks where fixed-rate formats are quantized: ``auto`` (the
+#: default: on the device for CUDA tensors), ``on`` (in torch ops for every torch tensor,
+#: CPU tensors included: how the tests drive the device path without a GPU) or ``off``
+#: (always copy the raw tensor and quantize on the host). See
+#: :mod:`iota_codec.torch._device`.
+DEVICE_QUANTIZE_ENV = "IOTA_CODEC_DEVICE_QUANTIZE"
+_ON = ("on", "1", "true", "yes")
+_OFF = ("off", "0", "false", "no")
+
+
+def device_quantize_mode(value: Any = None) -> str:
+    """``"on"``, ``"off"`` or ``"auto"``: ``value`` (``True``/``False``/``None`` or one of
+    those names), or for ``None`` the :data:`DEVICE_QUANTIZE_ENV` environment variable.
+    Anything else raises :class:`InvalidArgumentError`."""
+    if value is None:
+        value = os.environ.get(DEVICE_QUANTIZE_ENV, "auto")
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    v = str(value).strip().lower()
+    if v in _ON:
+        return "on"
+    if v in _OFF:
+        return "off"
+    if v in ("", "auto"):
+        return "auto"
+    raise InvalidArgumentError(
+        f"device_quantize={value!r} is unknown; choose 'auto', 'on' or 'off' (or True/False)"
     )
 
 
@@ -370,7 +391,7 @@ class Codec:
         fixed-rate block format it is quantized on the device and only its codes and scales
         are copied (the frame is the same; see :mod:`iota_codec.torch._device`).
         """
-        if _adapt.is_tensor(x) and (x.device.type != "cpu" or _device_quantize_forced()):
+        if _adapt.is_tensor(x) and (x.device.type != "cpu" or device_quantize_mode() == "on"):
             from .torch._device import encode_on_device
 
             return encode_on_device(self, x, dtype=dtype, shape=shape)

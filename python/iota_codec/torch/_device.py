@@ -60,47 +60,19 @@ skipped (saying so) otherwise: they have not been run on a GPU here.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from .._api import DEVICE_QUANTIZE_ENV as DEVICE_QUANTIZE_ENV  # re-exported
+from .._api import device_quantize_mode
 from .._core import InvalidArgumentError
 from ._quant import DTYPES, BlockFormat, BlockQuant, block_quantize
-
-#: The environment variable that picks where fixed-rate formats are quantized: ``auto`` (the
-#: default: on the device for CUDA tensors), ``on`` (in torch ops for every torch tensor,
-#: CPU tensors included: how the tests drive the device path without a GPU) or ``off``
-#: (always copy the raw tensor and quantize on the host).
-DEVICE_QUANTIZE_ENV = "IOTA_CODEC_DEVICE_QUANTIZE"
-_ON = ("on", "1", "true", "yes")
-_OFF = ("off", "0", "false", "no")
 
 #: A short last chunk (fewer elements than this) may be coded larger than its raw elements
 #: and then be stored raw: its raw elements cross over too, so that the frame can hold them.
 RAW_TAIL_MAX = 4096
-
-
-def device_quantize_mode(value: Any = None) -> str:
-    """``"on"``, ``"off"`` or ``"auto"``: ``value`` (``True``/``False``/``None`` or one of
-    those names), or for ``None`` the :data:`DEVICE_QUANTIZE_ENV` environment variable."""
-    if value is None:
-        value = os.environ.get(DEVICE_QUANTIZE_ENV, "auto")
-    if value is True:
-        return "on"
-    if value is False:
-        return "off"
-    v = str(value).strip().lower()
-    if v in _ON:
-        return "on"
-    if v in _OFF:
-        return "off"
-    if v in ("", "auto"):
-        return "auto"
-    raise InvalidArgumentError(
-        f"device_quantize={value!r} is unknown; choose 'auto', 'on' or 'off' (or True/False)"
-    )
 
 
 def device_format(codec: Any) -> BlockFormat | None:
