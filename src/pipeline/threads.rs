@@ -90,10 +90,11 @@ struct Commit<T> {
 }
 
 /// A pointer to the free capacity of the output, shared by the workers (which write
-/// disjoint ranges of it, one at a time under the commit lock).
+/// disjoint ranges of it, each reserved under the commit lock).
 struct Dest(*mut u8);
-// SAFETY: the pointer is only written through under the `Commit` mutex, at ranges that do not
-// overlap, while the `Vec` it points into is borrowed mutably by `append_in_order`.
+// SAFETY: the pointer is only written through at ranges that do not overlap (each reserved
+// once, under the `Commit` mutex), while the `Vec` it points into is borrowed mutably by
+// `append_in_order`, which waits for every worker before it reads them.
 unsafe impl Sync for Dest {}
 
 impl Dest {
@@ -104,9 +105,10 @@ impl Dest {
 }
 
 /// Runs `produce(i, buf)` for `i in 0..n` (on the pool when `threads` allows), each
-/// appending to a buffer of its own, and appends the buffers to `out` in order, each as soon as its turn comes:
-/// items are handed out in order, so a buffer is usually copied while still in cache, and
-/// the output is the one the serial loop writes. Returns the results in order.
+/// appending to a buffer of its own, and appends the buffers to `out` in order, each as soon
+/// as its turn comes: items are handed out in order, so a buffer is usually copied while
+/// still in cache (by the worker that finds its turn has come, outside the lock, so copies
+/// overlap), and the output is the one the serial loop writes. Returns the results in order.
 ///
 /// Appending needs no reallocation when `out` has room for everything (callers reserve an
 /// upper bound); items past the room are appended at the end.
@@ -143,25 +145,37 @@ pub fn append_in_order<T: Send>(
         };
         buf.clear();
         let r = produce(i, &mut buf);
-        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-        s.pending.insert(i, (buf, r));
-        while let Some((buf, r)) = {
-            let next = s.next;
-            s.pending.remove(&next)
-        } {
-            let s = &mut *s;
-            if s.overflow.is_empty() && s.end + buf.len() <= room {
-                // SAFETY: `dest + end .. dest + end + len` is inside the free capacity of
-                // `out` (checked just above), no other range written overlaps it (`end`
-                // only grows), and only this thread writes now (the lock is held).
-                unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), dest.at(s.end), buf.len()) };
-                s.end += buf.len();
-                s.spare.push(buf);
-            } else {
-                s.overflow.push(buf);
+        // Under the lock, the buffers whose turn has come get their place in `out`; they are
+        // copied there after the lock is released, so that copies run in parallel.
+        let mut placed = Vec::new();
+        {
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            s.pending.insert(i, (buf, r));
+            while let Some((buf, r)) = {
+                let next = s.next;
+                s.pending.remove(&next)
+            } {
+                let s = &mut *s;
+                if s.overflow.is_empty() && s.end + buf.len() <= room {
+                    let len = buf.len();
+                    placed.push((s.end, buf));
+                    s.end += len;
+                } else {
+                    s.overflow.push(buf);
+                }
+                s.results[s.next] = Some(r);
+                s.next += 1;
             }
-            s.results[s.next] = Some(r);
-            s.next += 1;
+        }
+        for (at, buf) in &placed {
+            // SAFETY: `dest + at .. dest + at + len` is inside the free capacity of `out`
+            // (checked when it was placed), and no other range placed overlaps it (`end`
+            // only grows, under the lock), so no other thread writes these bytes.
+            unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), dest.at(*at), buf.len()) };
+        }
+        if !placed.is_empty() {
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            s.spare.extend(placed.into_iter().map(|p| p.1));
         }
     };
     let workers = match threads {
