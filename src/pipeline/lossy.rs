@@ -551,11 +551,17 @@ const MAX_FACTOR: f32 = 1e30;
 /// Elements in the sample the step search runs on. (A quarter of this gave estimates off by
 /// over 1% on real activations, so that a full encode missed the bound and ran again.)
 const SAMPLE: u64 = 1 << 18;
+/// Seed of the sample's offsets (fixed: the same tensor always gets the same frame).
+const SAMPLE_SEED: u64 = 0x5A3D_1E5B_0F2C_9A71;
 /// Full encodes before giving up on a bound (and storing the chunks exactly).
 const MAX_ATTEMPTS: usize = 12;
 
-/// A deterministic sample of the tensor (its elements' bytes): evenly spaced runs, aligned
-/// to the step scope's groups (whole blocks, or whole rows for the channel scope).
+/// A deterministic sample of the tensor (its elements' bytes): one run in each of `runs`
+/// equal strata, aligned to the step scope's groups (whole blocks, or whole rows for the
+/// channel scope), at an offset inside its stratum drawn from a hash of the stratum's index.
+/// (Runs at evenly spaced offsets alias with the rows of a tensor whose row length divides
+/// the spacing: they saw the same 64 channels of every row, and the step they led to missed
+/// the bound on activations with per-channel scales, so that the tensor was encoded twice.)
 fn sample(dtype: DType, input: &[u8], numel: u64, p: &UniformParams) -> Vec<u8> {
     let isz = dtype.itemsize();
     let load_range = |out: &mut Vec<u8>, start: u64, len: u64| {
@@ -575,7 +581,8 @@ fn sample(dtype: DType, input: &[u8], numel: u64, p: &UniformParams) -> Vec<u8> 
     let slots = numel / run;
     let runs = (SAMPLE / run).clamp(1, slots);
     for j in 0..runs {
-        let slot = j * slots / runs;
+        let (first, end) = (j * slots / runs, (j + 1) * slots / runs);
+        let slot = first + crate::quant::rounding::hash(SAMPLE_SEED, j) % (end - first);
         load_range(&mut out, slot * run, run);
     }
     out
