@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 
 use super::common::{add_histogram, alphabet, vector_layout};
 use super::vector::Simd;
-use super::{scalar, FloatSplit, Kernels, Level};
+use super::{prefetch, prefetch_write, scalar, FloatSplit, Kernels, Level, PREFETCH_AHEAD};
 use crate::entropy::rans::{MAX_ALPHABET, MAX_PROB_BITS, RANS_L};
 use crate::quant::bitpack;
 
@@ -481,6 +481,10 @@ unsafe fn split_vec<const BYTES: usize>(mant_bits: u32, input: &[u8], symbols: &
     let mut acc = _mm256_setzero_si256();
     let shift = _mm_cvtsi32_si128(mant_bits as i32);
     for i in (0..n).step_by(16) {
+        prefetch(src.wrapping_add(BYTES * i + PREFETCH_AHEAD));
+        if BYTES == 4 {
+            prefetch(src.wrapping_add(4 * i + 32 + PREFETCH_AHEAD));
+        }
         // SAFETY: elements `i..i + 16` are inside `input` and `symbols`.
         unsafe {
             let sym = if BYTES == 2 {
@@ -695,6 +699,7 @@ unsafe fn merge_blocks<const BYTES: usize>(
                 bits -= w;
                 m
             };
+            prefetch_write(dst.wrapping_add(BYTES * 16 * row + PREFETCH_AHEAD));
             // SAFETY: row `row < 32` of the block is inside `symbols` and `out`.
             unsafe {
                 let s = _mm256_loadu_si256(sym.add(16 * row).cast());

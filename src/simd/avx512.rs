@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 
 use super::common::{add_histogram, alphabet, vector_layout};
 use super::vector::Simd;
-use super::{scalar, FloatSplit, Kernels, Level};
+use super::{prefetch, prefetch_write, scalar, FloatSplit, Kernels, Level, PREFETCH_AHEAD};
 use crate::entropy::rans::{MAX_PROB_BITS, RANS_L};
 use crate::quant::bitpack;
 
@@ -535,6 +535,7 @@ unsafe fn split_vec<const BYTES: usize>(mant_bits: u32, input: &[u8], symbols: &
     if BYTES == 2 {
         let shift = _mm_cvtsi32_si128(mant_bits as i32);
         for i in (0..n).step_by(32) {
+            prefetch(src.wrapping_add(2 * i + PREFETCH_AHEAD));
             // SAFETY: elements `i..i + 32` are inside `input` and `symbols`.
             unsafe {
                 let v = _mm512_loadu_si512(src.add(2 * i).cast());
@@ -548,6 +549,8 @@ unsafe fn split_vec<const BYTES: usize>(mant_bits: u32, input: &[u8], symbols: &
         let shift = _mm_cvtsi32_si128(mant_bits as i32 - 16);
         let high = load_index(&HIGH_HALVES);
         for i in (0..n).step_by(32) {
+            prefetch(src.wrapping_add(4 * i + PREFETCH_AHEAD));
+            prefetch(src.wrapping_add(4 * i + 64 + PREFETCH_AHEAD));
             // SAFETY: elements `i..i + 32` are inside `input` and `symbols`.
             unsafe {
                 let a = _mm512_loadu_si512(src.add(4 * i).cast());
@@ -730,6 +733,7 @@ unsafe fn merge_blocks<const BYTES: usize>(
                 m
             };
             let m = _mm512_and_si512(m, mask);
+            prefetch_write(dst.wrapping_add(BYTES * 16 * row + PREFETCH_AHEAD));
             // SAFETY: row `row < 32` of the block is inside `symbols` and `out`.
             unsafe {
                 let s = _mm512_cvtepu16_epi32(_mm256_loadu_si256(sym.add(16 * row).cast()));

@@ -62,6 +62,41 @@ impl Level {
     }
 }
 
+/// How far ahead of their position (in bytes) the streaming kernels prefetch what they will
+/// read or write next. Chunks of a large tensor come from (or go to) memory, and some
+/// machines' hardware prefetchers do not keep up with a kernel that computes as it streams:
+/// on a 2-core AVX-512 VM a kernel reading 64 MiB ran at a third of its in-cache speed
+/// without these hints and at 80% with them; 2 KiB got most of that, 4 KiB a little more.
+pub(crate) const PREFETCH_AHEAD: usize = 4096;
+
+/// Hints that the cache line at `p` will be read soon. A prefetch never faults, so `p` may
+/// point anywhere (past the end of a buffer, too); it is a no-op where there is no
+/// prefetch instruction to use.
+#[inline(always)]
+pub(crate) fn prefetch(p: *const u8) {
+    // SAFETY: `prefetcht0` only loads a cache line if it can; it never faults and has no
+    // architectural effect.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Hints that the cache line at `p` will be written soon (as [`prefetch`], for a store:
+/// the line is fetched before the store needs it).
+#[inline(always)]
+pub(crate) fn prefetch_write(p: *const u8) {
+    // SAFETY: as for `prefetch`: a hint that never faults.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// How a float splits into a symbol (sign and exponent) and a mantissa.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FloatSplit {

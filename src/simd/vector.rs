@@ -26,6 +26,7 @@ use crate::quant::uniform::{
     self, BitReader, BitWriter, ErrSum, QuantArgs, Stats, Step, DIRECT, ESC, Q_LIMIT,
 };
 use crate::quant::{bitpack, convert};
+use crate::simd::{prefetch, prefetch_write, PREFETCH_AHEAD};
 
 /// The lane-parallel operations the generic kernels are written in. `F` holds `W` `f32`
 /// lanes, `I` as many 32-bit integers, `M` a lane mask; `Acc` holds eight `f64` sums.
@@ -332,6 +333,7 @@ pub(crate) unsafe fn to_f32<S: Simd, const DT: u8>(input: &[u8], out: &mut [f32]
     let done = n / S::W * S::W;
     let (src, dst) = (input.as_ptr(), out.as_mut_ptr().cast::<u8>());
     for i in (0..done).step_by(S::W) {
+        prefetch(src.wrapping_add(i * itemsize(DT) + PREFETCH_AHEAD));
         // SAFETY: elements `i..i + W` are inside `input` and `out` (`i + W <= done <= n`).
         unsafe { S::store_f32(dst.add(4 * i), load_x::<S, DT>(src, i)) };
     }
@@ -346,6 +348,7 @@ pub(crate) unsafe fn from_f32<S: Simd, const DT: u8>(vals: &[f32], out: &mut [u8
     let done = n / S::W * S::W;
     let (src, dst) = (vals.as_ptr().cast::<u8>(), out.as_mut_ptr());
     for i in (0..done).step_by(S::W) {
+        prefetch_write(dst.wrapping_add(i * itemsize(DT) + PREFETCH_AHEAD));
         // SAFETY: elements `i..i + W` are inside `vals` and `out`.
         unsafe { store_x::<S, DT, true>(dst, i, S::load_f32(src.add(4 * i))) };
     }
@@ -566,6 +569,7 @@ pub(crate) unsafe fn block_encode<S: Simd, const DT: u8>(
             // bits.
             let mut amax = S::splat_i(0);
             for j in (at..at + b).step_by(S::W) {
+                prefetch(src.wrapping_add(j * isz + PREFETCH_AHEAD));
                 // SAFETY: block `first + k < full` lies inside `input` (`(g + 1) b <= n`).
                 let (a, fin) = unsafe { abs_finite::<S>(load_x::<S, DT>(src, j)) };
                 amax = S::imax(amax, S::sel_i(fin, a, S::splat_i(0)));
@@ -653,6 +657,7 @@ pub(crate) unsafe fn block_decode<S: Simd, const DT: u8>(
         let mv = S::splat(mult);
         if mult.abs() < plain_limit && DT != F16 {
             for j in (g * b..(g + 1) * b).step_by(S::W) {
+                prefetch_write(dst.wrapping_add(j * isz + PREFETCH_AHEAD));
                 // SAFETY: block `g < full` lies inside `codes` and `out`.
                 unsafe {
                     let c = S::and(S::load_u8(src.add(j)), mask);
@@ -662,6 +667,7 @@ pub(crate) unsafe fn block_decode<S: Simd, const DT: u8>(
             continue;
         }
         for j in (g * b..(g + 1) * b).step_by(S::W) {
+            prefetch_write(dst.wrapping_add(j * isz + PREFETCH_AHEAD));
             // SAFETY: block `g < full` lies inside `codes` and `out`.
             unsafe {
                 let c = S::and(S::load_u8(src.add(j)), mask);
@@ -850,6 +856,7 @@ pub(crate) unsafe fn stats<S: Simd, const DT: u8>(input: &[u8]) -> Stats {
     let mut amax = S::splat_i(0);
     let mut finite = 0u64;
     for i in (0..done).step_by(S::W) {
+        prefetch(src.wrapping_add(i * itemsize(DT) + PREFETCH_AHEAD));
         // SAFETY: elements `i..i + W` are inside `input`.
         let x = unsafe { load_x::<S, DT>(src, i) };
         let (a, fin) = abs_finite::<S>(x);
@@ -1005,6 +1012,7 @@ unsafe fn encode_vec<S: Simd, const DT: u8, const SAT: bool, const BOUNDED: bool
     let mut acc = S::acc_load(&err.0);
     let mut escapes = 0;
     while i + S::W <= n {
+        prefetch(src.wrapping_add(i * itemsize(DT) + PREFETCH_AHEAD));
         // SAFETY: elements `i..i + W` are inside `input`, `symbols` and (per-element steps)
         // the steps, which are at least `n` long (the caller checked).
         unsafe {
@@ -1134,6 +1142,7 @@ unsafe fn decode_vec<S: Simd, const DT: u8, const SAT: bool>(
     let src = symbols.as_ptr().cast::<u8>();
     let mut i = 0;
     while i + S::W <= n {
+        prefetch_write(out.as_ptr().wrapping_add(i * isz + PREFETCH_AHEAD));
         // SAFETY: elements `i..i + W` are inside `symbols`, `out` and the steps.
         unsafe {
             let s = S::load_u16(src.add(2 * i));
