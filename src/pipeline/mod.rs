@@ -475,7 +475,7 @@ struct Scratch {
     rans: rans::EncScratch,
     /// Elements as `f32` (lossy modes).
     xs: Vec<f32>,
-    /// Element codes (block quantizer).
+    /// Element codes (block quantizer), or packed mantissas (lossless).
     codes: Vec<u8>,
     /// Steps per element or group (uniform quantizer).
     steps: Vec<f32>,
@@ -777,7 +777,8 @@ fn encode_chunk(
             s.symbols.resize(n, 0);
             s.counts.clear();
             s.counts.resize(floatsplit::alphabet(dtype), 0);
-            let drop = floatsplit::split(dtype, input, &mut s.symbols, &mut s.counts);
+            let drop =
+                floatsplit::split_pack(dtype, input, &mut s.symbols, &mut s.counts, &mut s.codes);
             out.push(MODE_CODED);
             out.push(drop as u8);
             rans::encode(
@@ -788,7 +789,7 @@ fn encode_chunk(
                 &mut s.rans,
                 out,
             );
-            floatsplit::pack_mantissa(dtype, input, drop, out);
+            out.extend_from_slice(&s.codes);
         }),
         Recipe::Block { params, rans } => {
             outcome.nonfinite =

@@ -24,34 +24,61 @@ pub fn alphabet(dtype: DType) -> usize {
     1 << (1 + dtype.layout().exp_bits)
 }
 
+/// Elements per run of [`split_pack`]: whole bit-packing blocks, 64 KiB of bfloat16 (runs of
+/// 16 KiB, which fit the L1 cache, were slower: each costs the split kernel a histogram flush).
+const SPLIT_PACK_RUN: usize = 64 * bitpack::BLOCK;
+
 /// Splits `input` (`symbols.len()` elements) into `symbols`, counting them into `counts`
-/// (which must be zeroed and `alphabet` long). Returns how many low mantissa bits are zero in
-/// every element.
-pub fn split(dtype: DType, input: &[u8], symbols: &mut [u16], counts: &mut [u32]) -> u32 {
+/// (which must be zeroed and `alphabet` long), and packs the mantissas into `packed`
+/// (resized to their length; its old bytes are all overwritten), without the low bits that
+/// are zero in every element: returns how many were dropped.
+///
+/// One pass: run by run, each run's mantissas are packed while its elements are still in
+/// cache (a split pass and a pack pass over a chunk read it from memory twice).
+///
+/// The runs are packed as if no bit were dropped (whole blocks of a run pack exactly as the
+/// same blocks of the chunk do); a chunk that can drop bits (rare outside of upcast tensors)
+/// is packed again.
+pub fn split_pack(
+    dtype: DType,
+    input: &[u8],
+    symbols: &mut [u16],
+    counts: &mut [u32],
+    packed: &mut Vec<u8>,
+) -> u32 {
     let fs = layout(dtype);
-    assert_eq!(input.len(), symbols.len() * fs.bytes);
+    let n = symbols.len();
+    assert_eq!(input.len(), n * fs.bytes);
     assert_eq!(counts.len(), alphabet(dtype));
-    let or = (simd::kernels().split)(fs, input, symbols, counts);
-    if or == 0 {
+    let k = simd::kernels();
+    packed.resize(packed_mantissa_len(dtype, n, 0), 0);
+    let mut or = 0;
+    let mut at = 0;
+    for (sy, x) in symbols
+        .chunks_mut(SPLIT_PACK_RUN)
+        .zip(input.chunks(SPLIT_PACK_RUN * fs.bytes))
+    {
+        or |= (k.split)(fs, x, sy, counts);
+        let len = bitpack::packed_len(sy.len(), fs.mant_bits);
+        (k.pack_mantissa)(fs, x, 0, &mut packed[at..at + len]);
+        at += len;
+    }
+    debug_assert_eq!(at, packed.len());
+    let drop = if or == 0 {
         fs.mant_bits
     } else {
         or.trailing_zeros()
+    };
+    if drop > 0 {
+        packed.resize(packed_mantissa_len(dtype, n, drop), 0);
+        (k.pack_mantissa)(fs, input, drop, packed);
     }
+    drop
 }
 
 /// Bytes taken by the packed mantissas of `n` elements with `drop` bits dropped.
 pub fn packed_mantissa_len(dtype: DType, n: usize, drop: u32) -> usize {
     bitpack::packed_len(n, dtype.layout().mant_bits - drop)
-}
-
-/// Appends the packed mantissas of `input`, shifted right by `drop`, to `out`.
-pub fn pack_mantissa(dtype: DType, input: &[u8], drop: u32, out: &mut Vec<u8>) {
-    let fs = layout(dtype);
-    assert!(drop <= fs.mant_bits);
-    let n = input.len() / fs.bytes;
-    let start = out.len();
-    out.resize(start + packed_mantissa_len(dtype, n, drop), 0);
-    (simd::kernels().pack_mantissa)(fs, input, drop, &mut out[start..]);
 }
 
 /// Rebuilds elements from `symbols` and the packed mantissas (exactly
@@ -65,4 +92,63 @@ pub fn merge(dtype: DType, symbols: &[u16], packed: &[u8], drop: u32, out: &mut 
     );
     assert_eq!(out.len(), symbols.len() * fs.bytes);
     (simd::kernels().merge)(fs, symbols, packed, drop, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::SCALAR;
+
+    /// `split_pack` writes what a split of the whole chunk and a pack of its mantissas
+    /// write, on every dtype, at lengths around the run and block sizes, with and without
+    /// droppable bits.
+    #[test]
+    fn split_pack_is_split_then_pack() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for dtype in [DType::BF16, DType::F16, DType::F32] {
+            let fs = layout(dtype);
+            for n in [
+                0,
+                1,
+                511,
+                512,
+                513,
+                SPLIT_PACK_RUN - 1,
+                SPLIT_PACK_RUN + 700,
+                2 * SPLIT_PACK_RUN,
+            ] {
+                for low_zero in [0, 3] {
+                    let input: Vec<u8> = (0..n)
+                        .flat_map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            let v = (x as u32) & !((1 << low_zero) - 1);
+                            v.to_le_bytes()[..fs.bytes].to_vec()
+                        })
+                        .collect();
+                    let mut symbols = vec![0u16; n];
+                    let mut counts = vec![0u32; alphabet(dtype)];
+                    let mut packed = vec![0xAA; 3];
+                    let drop = split_pack(dtype, &input, &mut symbols, &mut counts, &mut packed);
+
+                    let mut want_symbols = vec![0u16; n];
+                    let mut want_counts = vec![0u32; alphabet(dtype)];
+                    let or = (SCALAR.split)(fs, &input, &mut want_symbols, &mut want_counts);
+                    let want_drop = if or == 0 {
+                        fs.mant_bits
+                    } else {
+                        or.trailing_zeros()
+                    };
+                    let mut want_packed = vec![0u8; packed_mantissa_len(dtype, n, want_drop)];
+                    (SCALAR.pack_mantissa)(fs, &input, want_drop, &mut want_packed);
+                    let case = format!("{dtype} n={n} low_zero={low_zero}");
+                    assert_eq!(drop, want_drop, "{case}");
+                    assert_eq!(symbols, want_symbols, "{case}");
+                    assert_eq!(counts, want_counts, "{case}");
+                    assert_eq!(packed, want_packed, "{case}");
+                }
+            }
+        }
+    }
 }
