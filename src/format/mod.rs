@@ -84,7 +84,7 @@ pub struct HeaderExtent {
 
 /// The low 32 bits of XXH3-64 with a seed: the checksum used throughout the format.
 pub fn checksum(bytes: &[u8], seed: u64) -> u32 {
-    xxhash_rust::xxh3::xxh3_64_with_seed(bytes, seed) as u32
+    twox_hash::XxHash3_64::oneshot_with_seed(seed, bytes) as u32
 }
 
 /// The checksum of chunk `index` of a frame whose header hashes to `header_checksum`. Binding

@@ -130,10 +130,10 @@ impl BasisState {
     }
 
     /// Feeds the state's exact bits to a hasher.
-    pub fn hash_into(&self, h: &mut xxhash_rust::xxh3::Xxh3) {
-        h.update(&(self.d as u64).to_le_bytes());
+    pub fn hash_into(&self, h: &mut impl std::hash::Hasher) {
+        h.write(&(self.d as u64).to_le_bytes());
         for x in self.basis.iter().chain(&self.moments) {
-            h.update(&x.to_bits().to_le_bytes());
+            h.write(&x.to_bits().to_le_bytes());
         }
     }
 }

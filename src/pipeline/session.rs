@@ -21,9 +21,10 @@
 //! accumulate over steps. The bound then holds for what is coded, the input plus the carried
 //! error, rather than for the input alone.
 
+use std::hash::Hasher;
 use std::sync::Mutex;
 
-use xxhash_rust::xxh3::Xxh3;
+use twox_hash::XxHash3_64;
 
 use super::transform::{self, Attempt, Job, Plan, Rows, SessionTag, BASIS_FRAME, BASIS_SESSION};
 use super::{parse_frame, EncodeRequest, Limits, Recipe};
@@ -161,19 +162,19 @@ impl Session {
 
     /// A hash of everything both ends must agree on: id, step, and the basis state.
     pub fn state_hash(&self) -> u64 {
-        let mut h = Xxh3::new();
-        h.update(b"iota-session");
-        h.update(&self.config.id.to_le_bytes());
-        h.update(&self.step.to_le_bytes());
-        h.update(&self.since.to_le_bytes());
+        let mut h = XxHash3_64::new();
+        h.write(b"iota-session");
+        h.write(&self.config.id.to_le_bytes());
+        h.write(&self.step.to_le_bytes());
+        h.write(&self.since.to_le_bytes());
         match &self.state {
-            None => h.update(&[0]),
+            None => h.write(&[0]),
             Some(s) => {
-                h.update(&[1]);
+                h.write(&[1]);
                 s.hash_into(&mut h);
             }
         }
-        h.digest()
+        h.finish()
     }
 
     fn stride(rows: usize) -> u64 {
