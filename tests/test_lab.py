@@ -19,13 +19,14 @@ import time
 import pytest
 import torch
 from iota_codec import cli
-from iota_codec.lab import command, net, report, runner
+from iota_codec.data import GPTConfig
+from iota_codec.lab import command, model, net, report, runner
 from iota_codec.lab.stage import SocketChannel
 
 TINY = [
     "--d-model", "32", "--layers", "2", "--heads", "2", "--seq-len", "32", "--batch", "4",
     "--micro", "2", "--steps", "6", "--warmup", "1", "--val-batches", "2",
-    "--measure-seconds", "1", "--delay", "5ms", "--noise-seeds", "0",
+    "--measure-seconds", "1", "--delay", "5ms", "--seeds", "1",
 ]  # fmt: skip
 KERNEL = net.kernel_link_problem()
 needs_kernel = pytest.mark.skipif(
@@ -113,6 +114,47 @@ def test_regime_arithmetic():
     # gpu: rates invert it.
     rate = runner.resolve(o, runner.Rate(gpu_bps=80e6), 0.5)
     assert runner.regime(o, 0.5, rate)["gpu_reference_bps"] == pytest.approx(80e6)
+
+
+def test_corpus_holds_out_files_from_across_the_library():
+    train, val = model.corpus_files()
+    assert not set(train) & set(val)
+    texts = model.split_corpus()
+    assert [len(t) for t in texts] == [model.TRAIN_BYTES, model.VAL_BYTES]
+    # Validation is a sample of the whole library, not one corner of it.
+    assert len(val) >= 20
+    assert len({p.split("/")[0] for p in val}) >= 10
+    assert len({p.split("/")[0] for p in train}) >= 50
+    assert model.corpus_files() == (train, val)
+
+
+def test_optimizers_split_matrices_from_the_rest():
+    from torch import nn
+
+    cfg = GPTConfig(d_model=32, n_layers=2, n_heads=2, seq_len=16)
+    stages = model.build_stages(cfg, 4, seed=0, hidden=32)
+    for part in stages:
+        (adamw,) = model.make_optimizers(part, "adamw", 1e-3)
+        assert isinstance(adamw, torch.optim.AdamW)
+        assert sum(len(g["params"]) for g in adamw.param_groups) == len(list(part.parameters()))
+        muon, rest = model.make_optimizers(part, "muon", 1e-3)
+        assert isinstance(muon, torch.optim.Muon) and isinstance(rest, torch.optim.AdamW)
+        mats = [p for g in muon.param_groups for p in g["params"]]
+        others = [p for g in rest.param_groups for p in g["params"]]
+        assert all(p.ndim == 2 for p in mats) and len(mats) + len(others) == len(
+            list(part.parameters())
+        )
+        # The embeddings and the head go to AdamW; the blocks' and the bottleneck's
+        # matrices to Muon.
+        edges = [m for m in part if getattr(m, "is_edge", False)]
+        assert len(edges) == 1
+        edge_ids = {id(p) for p in edges[0].parameters()}
+        assert not edge_ids & {id(p) for p in mats}
+        linears = [m.weight for m in part.modules() if isinstance(m, nn.Linear)]
+        inside = [w for w in linears if id(w) not in edge_ids]
+        assert inside and {id(w) for w in inside} <= {id(p) for p in mats}
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        model.make_optimizers(stages[0], "sgd", 1e-3)
 
 
 def test_steady_state_tokens_per_second():
@@ -250,7 +292,7 @@ def _check_report(rep: dict, tmp_path: pathlib.Path, d_model: int = 32) -> None:
 def test_lab_smoke_over_the_kernel_link(tmp_path):
     rep = _lab(
         tmp_path, *TINY, "--rates", "20M,gpu:1G", "--profiles", "none",
-        "--bottleneck", "4", "--bottleneck-codec", "lossless", "--noise-seeds", "1",
+        "--bottleneck", "4", "--bottleneck-codec", "lossless", "--seeds", "2",
     )  # fmt: skip
     assert rep["mode"] == "kernel" and rep["link"]["qdisc"] in ("tbf", "netem+tbf")
     assert {r["config"] for r in rep["rows"]} == {"raw", "k4+lossless"}
@@ -260,6 +302,19 @@ def test_lab_smoke_over_the_kernel_link(tmp_path):
     spread = rep["seed_spread"]
     assert spread["seeds"] == [0, 1] and len(spread["val_loss"]) == 2
     assert spread["val_loss"][0] != spread["val_loss"][1]  # another seed trains differently
+    # Every configuration trains both seeds; its validation loss is their mean, compared
+    # with raw's mean and seed by seed.
+    for row in (r for r in rep["rows"] if r["val_loss"] is not None):
+        assert row["val_seeds"] == [0, 1]
+        assert row["val_loss"] == pytest.approx(sum(row["val_losses"]) / 2)
+        assert len(row["val_loss_vs_raw_paired_pct"]) == 2
+    raw_mean = sum(spread["val_loss"]) / 2
+    k4 = next(r for r in rep["rows"] if r["config"] == "k4+lossless" and r["val_loss"])
+    assert k4["val_loss_vs_raw_pct"] == pytest.approx(100 * (k4["val_loss"] / raw_mean - 1))
+    extra = [r for r in rep["runs"] if r["kind"] == "seed"]
+    assert {(r["config"], r["seed"], r["rate_bps"]) for r in extra} == {
+        ("raw", 1, None), ("k4+lossless", 1, None),
+    }  # fmt: skip
     _check_report(rep, tmp_path)
 
 

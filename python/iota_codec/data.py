@@ -17,7 +17,7 @@ import os
 import pathlib
 import sysconfig
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,10 +31,11 @@ def cache_dir() -> pathlib.Path:
     return pathlib.Path(base) / "data"
 
 
-def text_corpus(max_bytes: int = 4_000_000) -> bytes:
-    """Up to ``max_bytes`` of the standard library's ``.py`` sources, in a fixed order."""
+def stdlib_sources() -> Iterator[tuple[str, bytes]]:
+    """The standard library's ``.py`` sources (tests and site-packages aside) as (path
+    relative to the library, contents), in path order."""
     root = pathlib.Path(sysconfig.get_paths()["stdlib"])
-    parts, total = [], 0
+    found = False
     for path in sorted(root.rglob("*.py")):
         if "test" in path.parts or "site-packages" in path.parts:
             continue
@@ -42,12 +43,20 @@ def text_corpus(max_bytes: int = 4_000_000) -> bytes:
             data = path.read_bytes()
         except OSError:
             continue
+        found = True
+        yield path.relative_to(root).as_posix(), data
+    if not found:
+        raise RuntimeError(f"no Python sources found under {root}")
+
+
+def text_corpus(max_bytes: int = 4_000_000) -> bytes:
+    """Up to ``max_bytes`` of the standard library's ``.py`` sources, in a fixed order."""
+    parts, total = [], 0
+    for _, data in stdlib_sources():
         parts.append(data)
         total += len(data)
         if total >= max_bytes:
             break
-    if total == 0:
-        raise RuntimeError(f"no Python sources found under {root}")
     return b"".join(parts)[:max_bytes]
 
 
@@ -87,6 +96,9 @@ def make_gpt(cfg: GPTConfig, seed: int = 0):
             return x + self.mlp(self.ln2(x))
 
     class Embed(nn.Module):
+        # The model's edges (embedding and head), which optimizers may treat apart.
+        is_edge = True
+
         def __init__(self) -> None:
             super().__init__()
             self.tok = nn.Embedding(cfg.vocab, cfg.d_model)
@@ -96,6 +108,8 @@ def make_gpt(cfg: GPTConfig, seed: int = 0):
             return self.tok(idx) + self.pos[: idx.shape[1]]
 
     class Head(nn.Module):
+        is_edge = True
+
         def __init__(self) -> None:
             super().__init__()
             self.ln = nn.LayerNorm(cfg.d_model)

@@ -8,16 +8,18 @@ import re
 import sys
 from typing import Any
 
+from .model import OPTIMIZERS
 from .runner import Options, Rate, RunConfig
 
 DESCRIPTION = """\
 Trains a small byte-level GPT as a two-stage pipeline: two processes, one core each, in two
 network namespaces joined by a veth pair whose rate (tc tbf) and delay (tc netem, where the
-kernel has it) the command sets, and removes again. Every run has the same seed and batches:
-raw on the unshaped link (the reference), then raw, each codec and each bottleneck + codec
-on the shaped links. It reports tokens per second, training and validation loss, and the
-boundary compression in both directions, and for each rate the compute-to-link ratio and
-the GPU links that have the same one.
+kernel has it) the command sets, and removes again. Every configuration trains with the
+same seeds and batches: raw on the unshaped link (the reference), then raw, each codec and
+each bottleneck + codec on the shaped links (and the other seeds unshaped: the link changes
+no loss). It reports tokens per second, training and validation loss (the mean over the
+seeds), and the boundary compression in both directions, and for each rate the
+compute-to-link ratio and the GPU links that have the same one.
 
 On a CPU a small model is compute-bound at 80 Mbit/s; an H100 computes about 10^4 times
 faster. Sweep down to where the raw run is link-bound: a rate written gpu:80M is the one at
@@ -28,7 +30,7 @@ Needs root and iproute2. Without them it says so; --fallback then runs the same 
 paced socket in user space (clearly labelled: a model of a link, not a kernel link)."""
 
 DEFAULT_RATES = "80M,10M,2M,gpu:80M"
-QUICK = {"steps": 40, "measure_seconds": 8.0, "val_batches": 8, "noise_seeds": 0}
+QUICK = {"steps": 40, "measure_seconds": 8.0, "val_batches": 8, "seeds": 1}
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -118,13 +120,20 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="pipeline schedule of the micro-batches (default 1f1b)",
     )
     g.add_argument("--lr", type=float, default=2e-3)
+    g.add_argument(
+        "--optimizer",
+        default="muon",
+        choices=list(OPTIMIZERS),
+        help="muon: Muon on the blocks' and the bottleneck's weight matrices, AdamW on the "
+        "rest (default); adamw: AdamW on everything",
+    )
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--val-batches", type=int, help="held-out batches (default 64)")
     g.add_argument(
-        "--noise-seeds",
+        "--seeds",
         type=int,
-        help="also train raw (unshaped) with this many other seeds, to show how much the "
-        "validation loss moves from seed to seed (default 2; --quick: 0)",
+        help="seeds every configuration trains with (the others unshaped: the link changes no "
+        "loss); validation losses are the mean over them (default 3; --quick: 1)",
     )
     g.add_argument(
         "--gpu-tflops",
@@ -240,9 +249,10 @@ def options(args: argparse.Namespace) -> Options:
         micro=args.micro,
         schedule=args.schedule,
         lr=args.lr,
+        optimizer=args.optimizer,
         seed=args.seed,
         val_batches=args.val_batches or quick.get("val_batches", 64),
-        noise_seeds=quick.get("noise_seeds", 2) if args.noise_seeds is None else args.noise_seeds,
+        seeds=quick.get("seeds", 3) if args.seeds is None else args.seeds,
         fallback=args.fallback,
         gpu_flops=args.gpu_tflops * 1e12,
     )
@@ -254,6 +264,8 @@ def options(args: argparse.Namespace) -> Options:
         raise ValueError("--layers must be even (half per stage)")
     if o.repeat < 1:
         raise ValueError("--repeat must be at least 1")
+    if o.seeds < 1:
+        raise ValueError("--seeds must be at least 1")
     return o
 
 

@@ -63,22 +63,30 @@ def tables(report: dict[str, Any]) -> list[Table]:
             f"{gpu['reference']['d_model']}, {gpu['reference']['layers_per_stage']} layers, "
             f"sequences of {gpu['reference']['seq_len']}"
         )
+    seeds = report["settings"].get("seeds", 1)
     runs = Table(
-        "runs (same seed, same batches)",
+        "runs (same seeds, same batches)",
         [
             "config",
             "link",
             "tokens/s",
             "% of unshaped",
             "train loss",
-            "val loss",
-            "val vs raw",
+            "val loss" if seeds == 1 else f"val loss, mean of {seeds} seeds",
+            "val vs raw" if seeds == 1 else "val vs raw (per seed)",
             "compression fwd/bwd/total",
         ],
     )
     for row in report["rows"]:
         c = row["compression"]
         vs = row.get("val_loss_vs_raw_pct")
+        paired = row.get("val_loss_vs_raw_paired_pct") or []
+        if vs is None:
+            vs_text = "-"
+        elif len(paired) > 1:
+            vs_text = f"{vs:+.2f}% ({min(paired):+.1f} to {max(paired):+.1f})"
+        else:
+            vs_text = f"{vs:+.2f}%"
         runs.rows.append([
             row["config"],
             _label(report, row["rate_bps"]),
@@ -86,13 +94,23 @@ def tables(report: dict[str, Any]) -> list[Table]:
             f"{row['pct_of_unshaped']:.0f}%",
             _loss(row["train_loss"]),
             _loss(row["val_loss"]),
-            "-" if vs is None else f"{vs:+.2f}%",
+            vs_text,
             f"{_x(c['forward'])} / {_x(c['backward'])} / {_x(c['total'])}",
         ])  # fmt: skip
     steps = report["settings"]["steps"]
+    where = f"trained at {_link(report['train_rate_bps'])}"
+    if seeds > 1:
+        where += f" with seed {report['settings']['seed']}, the others unshaped"
     runs.caption = (
-        f"losses after {steps} steps (trained at {_link(report['train_rate_bps'])}); "
-        "tokens/s: steady state, median of the runs at that link; compression: against the "
+        f"losses after {steps} steps ({where}); train loss: the last 10% of the steps, seed "
+        f"{report['settings']['seed']}; "
+        + (
+            "val vs raw: of the means, and in brackets seed by seed against raw with the same "
+            "seed; "
+            if seeds > 1
+            else ""
+        )
+        + "tokens/s: steady state, median of the runs at that link; compression: against the "
         "raw bf16 boundary, wire bytes (frames and headers) in each direction"
     )
     return [reg, runs]
@@ -147,6 +165,18 @@ def targets(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _seeds(settings: dict[str, Any]) -> str:
+    first, n = settings["seed"], settings.get("seeds", 1)
+    return f"seed {first}" if n == 1 else f"seeds {first} to {first + n - 1}"
+
+
+def _optimizer(settings: dict[str, Any]) -> str:
+    name = settings.get("optimizer", "adamw")
+    return {"adamw": "AdamW", "muon": "Muon (AdamW on embeddings, head, gains and biases)"}.get(
+        name, name
+    )
+
+
 def header_lines(report: dict[str, Any]) -> list[str]:
     m = report.get("machine", {})
     s = report["settings"]
@@ -165,7 +195,7 @@ def header_lines(report: dict[str, Any]) -> list[str]:
         where,
         f"model: byte-level GPT d={s['d_model']}, {s['n_layers']} layers ({s['n_layers'] // 2} "
         f"per stage), {s['batch']}x{s['seq_len']} tokens per step in {s['micro']} micro-batches "
-        f"({s.get('schedule', 'gpipe').upper()}), AdamW lr {s['lr']}, seed {s['seed']}; "
+        f"({s.get('schedule', 'gpipe').upper()}), {_optimizer(s)} lr {s['lr']}, {_seeds(s)}; "
         "text: the Python standard library's sources (last 10% held out)",
     ]
     return lines

@@ -3,7 +3,8 @@
 Plan of a lab (see :func:`run_lab`):
 
 1. ``raw`` on the unshaped link for ``steps`` steps: the reference (100%) tokens per second,
-   the compute time per step, and the loss every other run is compared with.
+   the compute time per step, and the loss every other run is compared with (and, with
+   ``seeds`` > 1, raw with the other seeds, unshaped).
 2. Each rate is resolved (``gpu:80M`` becomes the rate at which this machine's
    compute-to-link ratio equals a reference GPU pipeline's at 80 Mbit/s) and its regime is
    worked out.
@@ -13,7 +14,11 @@ Plan of a lab (see :func:`run_lab`):
    batches) only for as many steps as it takes to measure its speed; its per-step losses
    must equal the first steps of its full run (the link cannot change what is computed),
    which the report checks.
-5. With ``repeat`` > 1, steps 3 and 4 are repeated (speed only) and medians reported.
+5. With ``seeds`` > 1, every other configuration trains with the other seeds too, on the
+   unshaped link (the link changes no loss). Validation losses are reported as the mean over
+   the seeds, and compared with raw's mean: one seed's loss after a few hundred steps moves
+   by several percent from seed to seed, more than the differences the lab looks for.
+6. With ``repeat`` > 1, steps 3 and 4 are repeated (speed only) and medians reported.
 """
 
 from __future__ import annotations
@@ -99,9 +104,11 @@ class Options:
     micro: int = 4
     schedule: str = "1f1b"
     lr: float = 2e-3
+    optimizer: str = "muon"
     seed: int = 0
     val_batches: int = 64
-    noise_seeds: int = 0
+    # Seeds every configuration trains (the lab's seed, then the next ones).
+    seeds: int = 1
     fallback: bool = False
     gpu_flops: float = GPU_PEAK_FLOPS * GPU_MFU
     keep: str | None = None  # keep the run folders here
@@ -208,10 +215,14 @@ class Lab:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def shape(self, rate_bps: float | None) -> dict[str, Any]:
+        """Shapes the link for ``rate_bps`` (``None``: unshaped). ``applied`` keeps what the
+        last shaped rate got (qdisc, tbf settings, delay), which the report describes."""
         key = (rate_bps, self.o.delay_s)
         if self.kernel is not None and self.shaped != key:
-            self.applied = self.kernel.shape(rate_bps, self.o.delay_s)
+            now = self.kernel.shape(rate_bps, self.o.delay_s)
             self.shaped = key
+            if rate_bps is not None:
+                self.applied = now
         return self.applied
 
     def _timeout(self, steps: int, rate_bps: float | None) -> float:
@@ -240,6 +251,7 @@ class Lab:
             "schedule": o.schedule,
             "steps": steps,
             "lr": o.lr,
+            "optimizer": o.optimizer,
             "seed": o.seed if seed is None else seed,
             "timeout_s": timeout,
             "out_dir": str(folder),
@@ -440,8 +452,11 @@ def run_lab(o: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
             log("unshaped reference:")
             ref = one(raw, None, o.steps, "train")
             full["raw", None] = ref
-            for i in range(o.noise_seeds):
-                one(raw, None, o.steps, "seed", seed=o.seed + 1 + i)
+            # The other seeds train on the unshaped link: the link changes no loss, only
+            # how long a run takes.
+            others = [o.seed + 1 + i for i in range(o.seeds - 1)]
+            for s in others:
+                one(raw, None, o.steps, "seed", seed=s)
             unshaped_step = o.batch * o.seq_len / ref["tokens_per_s"]
             rates = sorted({resolve(o, r, unshaped_step) for r in o.rates}, reverse=True)
             labels = {resolve(o, r, unshaped_step): r.label for r in o.rates}
@@ -461,6 +476,12 @@ def run_lab(o: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
                         est = _estimate_step(o, rate, unshaped_step, trained)
                         extra = math.ceil(o.measure_seconds / est)
                         one(cfg, rate, min(o.steps, o.warmup + max(3, extra)), "speed")
+                if rep == 0 and others:
+                    log(f"the other seeds ({', '.join(map(str, others))}), unshaped:")
+                    for cfg in o.configs:
+                        if cfg.name != "raw":
+                            for s in others:
+                                one(cfg, None, o.steps, "seed", seed=s)
         finally:
             lab.close()
     report = assemble(o, mode, why, runs, regimes, rates, train_rate, lab.applied, notes)
@@ -491,6 +512,7 @@ def assemble(
     import iota_codec
 
     seeds = [r for r in runs if r["kind"] == "seed"]
+    raw_seeds = [r for r in seeds if r["config"] == "raw"]
     runs = [r for r in runs if r["kind"] != "seed"]
     ref_runs = [r for r in runs if r["config"] == "raw" and r["rate_bps"] is None]
     ref_tps = _median([r["tokens_per_s"] for r in ref_runs])
@@ -498,12 +520,24 @@ def assemble(
     rows = []
     names = ["raw"] + [c.name for c in o.configs if c.name != "raw"]
     cfgs = {c.name: c for c in o.configs} | {"raw": RunConfig("raw")}
+
+    def val_by_seed(name: str) -> dict[int, float]:
+        """Validation loss of each seed ``name`` trained with."""
+        got = {
+            r["seed"]: r["val_loss"]
+            for r in runs + seeds
+            if r["config"] == name and r["kind"] in ("train", "seed") and "val_loss" in r
+        }
+        return dict(sorted(got.items()))
+
+    raw_by_seed = val_by_seed("raw")
     for rate in [None, *rates]:
         for name in names:
             mine = [r for r in runs if r["config"] == name and r["rate_bps"] == rate]
             if not mine:
                 continue
             trained = next((r for r in runs if r["config"] == name and r["kind"] == "train"), None)
+            by_seed = val_by_seed(name) if trained else {}
             tps = _median([r["tokens_per_s"] for r in mine])
             same = all(
                 r["losses"] == trained["losses"][: len(r["losses"])] for r in mine
@@ -516,16 +550,26 @@ def assemble(
                 "tokens_per_s_runs": [r["tokens_per_s"] for r in mine],
                 "pct_of_unshaped": 100 * tps / ref_tps,
                 "train_loss": trained["train_loss"] if trained else None,
-                "val_loss": trained.get("val_loss") if trained else None,
+                # The mean over the seeds (one seed: its loss).
+                "val_loss": statistics.fmean(by_seed.values()) if by_seed else None,
+                "val_seeds": list(by_seed),
+                "val_losses": list(by_seed.values()),
                 "compression": trained["compression"] if trained else mine[0]["compression"],
                 "codec_ratio": trained["codec_ratio"] if trained else mine[0]["codec_ratio"],
                 "losses_match_full_run": same,
                 "bottleneck": cfgs[name].bottleneck,
             })  # fmt: skip
-    ref_val = ref_train["val_loss"]
+    ref_val = statistics.fmean(raw_by_seed.values())
     for row in rows:
         if row["val_loss"] is not None:
             row["val_loss_vs_raw_pct"] = 100 * (row["val_loss"] / ref_val - 1)
+            # Seed by seed, against raw with the same seed (the same weights at the start,
+            # the same batches).
+            row["val_loss_vs_raw_paired_pct"] = [
+                100 * (v / raw_by_seed[s] - 1)
+                for s, v in zip(row["val_seeds"], row["val_losses"], strict=True)
+                if s in raw_by_seed
+            ]
     return {
         "iota_codec": iota_codec.__version__,
         "mode": mode,
@@ -557,9 +601,9 @@ def assemble(
         },
         "rows": rows,
         "seed_spread": {
-            "seeds": [o.seed] + [r["seed"] for r in seeds],
-            "val_loss": [ref_train["val_loss"]] + [r["val_loss"] for r in seeds],
-            "train_loss": [ref_train["train_loss"]] + [r["train_loss"] for r in seeds],
+            "seeds": [o.seed] + [r["seed"] for r in raw_seeds],
+            "val_loss": [ref_train["val_loss"]] + [r["val_loss"] for r in raw_seeds],
+            "train_loss": [ref_train["train_loss"]] + [r["train_loss"] for r in raw_seeds],
         },
         "runs": runs + seeds,
         "notes": notes,

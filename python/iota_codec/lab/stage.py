@@ -268,7 +268,7 @@ def run(spec: dict[str, Any], rank: int) -> dict[str, Any]:
     cfg = GPTConfig(**spec["model"])
     stages = model.build_stages(cfg, spec["bottleneck"], spec["seed"], spec.get("hidden"))
     part = stages[rank]
-    opt = torch.optim.AdamW(part.parameters(), lr=spec["lr"], weight_decay=0.0)
+    opts = model.make_optimizers(part, spec.get("optimizer", "adamw"), spec["lr"])
     train, _ = model.split_corpus()
     data = batches(train, spec["batch"], cfg.seq_len, spec["seed"])
     micro = spec["micro"]
@@ -310,8 +310,9 @@ def run(spec: dict[str, Any], rank: int) -> dict[str, Any]:
                 outs[m].backward()
         if rank == 1:
             losses.append(float(sum(o.detach() for o in outs.values())))
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        for opt in opts:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
         boundary.end_step()
         ends.append(time.perf_counter() - start)
     transport.barrier(min(timeout, 60.0))
