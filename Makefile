@@ -93,8 +93,8 @@ speed:
 
 # The link lab of the README (needs root and iproute2; `--fallback` in LAB_ARGS uses a paced
 # socket instead). Writes docs/lab.json, docs/lab.md and docs/lab.png.
-LAB_ARGS ?= --steps 300 --rates 80M,gpu:80M --bottleneck 16 \
-  --bottleneck-codec raw --bottleneck-codec fast \
+LAB_ARGS ?= --steps 1000 --seeds 2 --rates 80M,20M,5M,gpu:80M --measure-seconds 20 \
+  --profiles fast,balanced --bottleneck 16,8 --bottleneck-codec raw \
   --bottleneck-codec '{"name": "int4e", "bits": 4, "block": 64, "entropy": true, "grad": {"bits": 4, "block": 64, "entropy": true, "rounding": "stochastic"}}'
 lab: build
 	$(PY) -m iota_codec lab $(LAB_ARGS) --json docs/lab.json --markdown docs/lab.md --plot docs/lab.png

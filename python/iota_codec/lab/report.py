@@ -196,7 +196,7 @@ def header_lines(report: dict[str, Any]) -> list[str]:
         f"model: byte-level GPT d={s['d_model']}, {s['n_layers']} layers ({s['n_layers'] // 2} "
         f"per stage), {s['batch']}x{s['seq_len']} tokens per step in {s['micro']} micro-batches "
         f"({s.get('schedule', 'gpipe').upper()}), {_optimizer(s)} lr {s['lr']}, {_seeds(s)}; "
-        "text: the Python standard library's sources (last 10% held out)",
+        "text: the Python standard library's sources (one file in ten held out)",
     ]
     return lines
 
