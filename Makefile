@@ -93,7 +93,7 @@ speed:
 
 # The link lab of the README (needs root and iproute2; `--fallback` in LAB_ARGS uses a paced
 # socket instead). Writes docs/lab.json, docs/lab.md and docs/lab.png.
-LAB_ARGS ?= --steps 1000 --seeds 2 --rates 80M,20M,5M,gpu:80M --measure-seconds 20 \
+LAB_ARGS ?= --steps 1000 --seeds 2 --repeat 3 --rates 80M,20M,5M,gpu:80M --measure-seconds 15 \
   --profiles fast,balanced --bottleneck 16,8 --bottleneck-codec raw \
   --bottleneck-codec '{"name": "int4e", "bits": 4, "block": 64, "entropy": true, "grad": {"bits": 4, "block": 64, "entropy": true, "rounding": "stochastic"}}'
 lab: build

@@ -18,7 +18,9 @@ Plan of a lab (see :func:`run_lab`):
    unshaped link (the link changes no loss). Validation losses are reported as the mean over
    the seeds, and compared with raw's mean: one seed's loss after a few hundred steps moves
    by several percent from seed to seed, more than the differences the lab looks for.
-6. With ``repeat`` > 1, steps 3 and 4 are repeated (speed only) and medians reported.
+6. With ``repeat`` > 1, the unshaped reference and steps 3 and 4 are repeated (speed only,
+   each about ``measure_seconds`` long) and medians reported: on a shared machine the speed
+   of one run can move by 10% from minute to minute, and the reference moves with it.
 """
 
 from __future__ import annotations
@@ -465,7 +467,8 @@ def run_lab(o: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
             for rep in range(o.repeat):
                 if rep > 0:
                     log(f"repeat {rep + 1}/{o.repeat}, for the medians:")
-                    one(raw, None, min(o.steps, o.warmup + 20), "speed")
+                    extra = math.ceil(o.measure_seconds / unshaped_step)
+                    one(raw, None, min(o.steps, o.warmup + max(3, extra)), "speed")
                 for rate in rates:
                     log(f"at {fmt_bps(rate)} ({labels[rate]}):")
                     for cfg in o.configs:
