@@ -321,9 +321,14 @@ def test_lab_smoke_over_the_kernel_link(tmp_path):
 def test_lab_smoke_over_the_paced_socket_fallback(tmp_path):
     rep = _lab(
         tmp_path, *TINY, "--fallback", "--rates", "20M", "--profiles", "lossless",
-        "--bottleneck", "none",
+        "--bottleneck", "none", "--repeat", "2",
     )  # fmt: skip
     assert rep["mode"] == "paced-socket" and "fallback" in rep["link"]["kind"]
+    # --repeat 2: every row is the median of two speed measurements, the unshaped reference
+    # included (rerun about --measure-seconds long, as the other speed runs).
+    assert all(r["samples"] == 2 for r in rep["rows"])
+    again = [r for r in rep["runs"] if r["kind"] == "speed" and r["rate_bps"] is None]
+    assert len(again) == 1 and again[0]["config"] == "raw" and again[0]["steps"] >= 4
     assert rep["link"]["delay_applied_s"] == pytest.approx(0.005)
     names = {(r["config"], r["rate_bps"]) for r in rep["rows"]}
     assert names == {("raw", None), ("raw", 20e6), ("lossless", 20e6)}
