@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import pytest
 import torch
@@ -86,6 +87,8 @@ def test_configs_from_the_command_line():
     assert mine.grad_codec == {"profile": "lossless", "chunk_size": 4096, "threads": 1}
     assert o.configs[3].codec is None and o.configs[3].bottleneck == 8
     assert o.steps == 200 and command.options(_args("--quick")).steps == command.QUICK["steps"]
+    assert o.muon_dtype is None  # resolved when the lab starts
+    assert command.options(_args("--muon-dtype", "float32")).muon_dtype == "float32"
     for bad in (
         ["--profiles", "nope"],
         ["--bottleneck", "999"],
@@ -129,6 +132,7 @@ def test_corpus_holds_out_files_from_across_the_library():
 
 
 def test_optimizers_split_matrices_from_the_rest():
+    from iota_codec.lab import optim
     from torch import nn
 
     cfg = GPTConfig(d_model=32, n_layers=2, n_heads=2, seq_len=16)
@@ -139,6 +143,8 @@ def test_optimizers_split_matrices_from_the_rest():
         assert sum(len(g["params"]) for g in adamw.param_groups) == len(list(part.parameters()))
         muon, rest = model.make_optimizers(part, "muon", 1e-3)
         assert isinstance(muon, torch.optim.Muon) and isinstance(rest, torch.optim.AdamW)
+        assert muon.dtype == optim.orthogonalize_dtype()
+        assert model.make_optimizers(part, "muon", 1e-3, "bfloat16")[0].dtype == torch.bfloat16
         mats = [p for g in muon.param_groups for p in g["params"]]
         others = [p for g in rest.param_groups for p in g["params"]]
         assert all(p.ndim == 2 for p in mats) and len(mats) + len(others) == len(
@@ -155,6 +161,36 @@ def test_optimizers_split_matrices_from_the_rest():
         assert inside and {id(w) for w in inside} <= {id(p) for p in mats}
     with pytest.raises(ValueError, match="unknown optimizer"):
         model.make_optimizers(stages[0], "sgd", 1e-3)
+
+
+def test_lab_muon_is_torch_muon_with_the_orthogonalization_dtype_of_the_machine():
+    from iota_codec.lab import optim
+
+    torch.manual_seed(0)
+    # Wide and tall matrices (the iteration runs on the wide orientation), a few steps so
+    # that momentum and Nesterov count.
+    shapes = [(12, 20), (20, 12)]
+    grads = [[torch.randn(s) for s in shapes] for _ in range(3)]
+
+    def train(make: Any) -> list[torch.Tensor]:
+        torch.manual_seed(1)
+        ps = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+        opt = make(ps)
+        for step in grads:
+            for p, g in zip(ps, step, strict=True):
+                p.grad = g.clone()
+            opt.step()
+        return [p.detach() for p in ps]
+
+    ref = train(lambda ps: torch.optim.Muon(ps, lr=0.02, adjust_lr_fn="match_rms_adamw"))
+    kw = {"lr": 0.02, "weight_decay": 0.1}
+    bf16 = train(lambda ps: optim.Muon(ps, **kw, dtype=torch.bfloat16))
+    f32 = train(lambda ps: optim.Muon(ps, **kw, dtype=torch.float32))
+    # torch.optim.Muon's default weight decay is 0.1 too: in bfloat16 the update is its own.
+    assert all(torch.equal(a, b) for a, b in zip(ref, bf16, strict=True))
+    assert all(torch.allclose(a, b, atol=0.02, rtol=0) for a, b in zip(ref, f32, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(ref, f32, strict=True))
+    assert optim.orthogonalize_dtype() in (torch.bfloat16, torch.float32)
 
 
 def test_steady_state_tokens_per_second():
@@ -295,6 +331,8 @@ def test_lab_smoke_over_the_kernel_link(tmp_path):
         "--bottleneck", "4", "--bottleneck-codec", "lossless", "--seeds", "2",
     )  # fmt: skip
     assert rep["mode"] == "kernel" and rep["link"]["qdisc"] in ("tbf", "netem+tbf")
+    # Measured once by the lab and given to every stage.
+    assert rep["settings"]["muon_dtype"] in ("bfloat16", "float32")
     assert {r["config"] for r in rep["rows"]} == {"raw", "k4+lossless"}
     assert len({r["rate_bps"] for r in rep["rows"]}) == 3  # unshaped and two rates
     gpu = [g for g in rep["regimes"] if g["label"] == "gpu:1G"]
@@ -321,9 +359,11 @@ def test_lab_smoke_over_the_kernel_link(tmp_path):
 def test_lab_smoke_over_the_paced_socket_fallback(tmp_path):
     rep = _lab(
         tmp_path, *TINY, "--fallback", "--rates", "20M", "--profiles", "lossless",
-        "--bottleneck", "none", "--repeat", "2",
+        "--bottleneck", "none", "--repeat", "2", "--muon-dtype", "bfloat16",
     )  # fmt: skip
     assert rep["mode"] == "paced-socket" and "fallback" in rep["link"]["kind"]
+    assert rep["settings"]["muon_dtype"] == "bfloat16"
+    assert "Muon (orthogonalized in bfloat16;" in report.text(rep)
     # --repeat 2: every row is the median of two speed measurements, the unshaped reference
     # included (rerun about --measure-seconds long, as the other speed runs).
     assert all(r["samples"] == 2 for r in rep["rows"])

@@ -127,6 +127,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="muon: Muon on the blocks' and the bottleneck's weight matrices, AdamW on the "
         "rest (default); adamw: AdamW on everything",
     )
+    g.add_argument(
+        "--muon-dtype",
+        default="auto",
+        choices=["auto", "bfloat16", "float32"],
+        help="precision of Muon's orthogonalization (default auto: the faster on this machine; "
+        "torch.optim.Muon's bfloat16 is emulated, and 40x slower, on CPUs without native "
+        "bfloat16)",
+    )
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--val-batches", type=int, help="held-out batches (default 64)")
     g.add_argument(
@@ -250,6 +258,7 @@ def options(args: argparse.Namespace) -> Options:
         schedule=args.schedule,
         lr=args.lr,
         optimizer=args.optimizer,
+        muon_dtype=None if args.muon_dtype == "auto" else args.muon_dtype,
         seed=args.seed,
         val_batches=args.val_batches or quick.get("val_batches", 64),
         seeds=quick.get("seeds", 3) if args.seeds is None else args.seeds,

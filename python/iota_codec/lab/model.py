@@ -89,19 +89,26 @@ def build_stages(
     return [nn.Sequential(*first), nn.Sequential(*second)]
 
 
-def make_optimizers(part: Any, optimizer: str, lr: float) -> list[Any]:
+def make_optimizers(
+    part: Any, optimizer: str, lr: float, muon_dtype: str | None = None
+) -> list[Any]:
     """The optimizers of one stage ``part`` (an ``nn.Sequential`` of
     :func:`build_stages`).
 
     - ``adamw``: AdamW on every parameter, learning rate ``lr``, no weight decay.
-    - ``muon``: ``torch.optim.Muon`` on the 2-D weight matrices of the blocks and of the
-      bottleneck (its update's RMS matched to AdamW's, so that ``lr`` means the same in both),
-      and AdamW with ``lr`` on the rest: the embeddings, the head, biases and norms, which
-      Muon is not meant for. On this lab's model it learns several times faster than AdamW
-      at a constant rate (see the README's link lab), so that what a boundary costs shows in
-      a model that learns at a realistic pace.
+    - ``muon``: Muon (:class:`iota_codec.lab.optim.Muon`: ``torch.optim.Muon``'s update,
+      orthogonalized in the precision this CPU multiplies fastest) on the 2-D weight
+      matrices of the blocks and of the bottleneck (its update's RMS matched to AdamW's, so
+      that ``lr`` means the same in both), and AdamW with ``lr`` on the rest: the
+      embeddings, the head, biases and norms, which Muon is not meant for. On this lab's
+      model it learns several times faster than AdamW at a constant rate (see the README's
+      link lab), so that what a boundary costs shows in a model that learns at a realistic
+      pace. ``muon_dtype`` (``"bfloat16"`` or ``"float32"``) is the precision of its
+      orthogonalization; ``None``: :func:`iota_codec.lab.optim.orthogonalize_dtype`.
     """
     import torch
+
+    from .optim import Muon
 
     if optimizer == "adamw":
         return [torch.optim.AdamW(part.parameters(), lr=lr, weight_decay=0.0)]
@@ -111,7 +118,8 @@ def make_optimizers(part: Any, optimizer: str, lr: float) -> list[Any]:
     mats = [p for p in part.parameters() if p.ndim == 2 and id(p) not in edge]
     ids = {id(p) for p in mats}
     rest = [p for p in part.parameters() if id(p) not in ids]
-    opts = [torch.optim.Muon(mats, lr=lr, weight_decay=0.0, adjust_lr_fn="match_rms_adamw")]
+    dtype = None if muon_dtype is None else getattr(torch, muon_dtype)
+    opts: list[Any] = [Muon(mats, lr=lr, weight_decay=0.0, dtype=dtype)]
     if rest:
         opts.append(torch.optim.AdamW(rest, lr=lr, weight_decay=0.0))
     return opts

@@ -172,9 +172,11 @@ def _seeds(settings: dict[str, Any]) -> str:
 
 def _optimizer(settings: dict[str, Any]) -> str:
     name = settings.get("optimizer", "adamw")
-    return {"adamw": "AdamW", "muon": "Muon (AdamW on embeddings, head, gains and biases)"}.get(
-        name, name
-    )
+    if name == "muon":
+        dtype = settings.get("muon_dtype")
+        inside = f"orthogonalized in {dtype}; " if dtype else ""
+        return f"Muon ({inside}AdamW on embeddings, head, gains and biases)"
+    return {"adamw": "AdamW"}.get(name, name)
 
 
 def header_lines(report: dict[str, Any]) -> list[str]:

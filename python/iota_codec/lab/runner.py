@@ -107,6 +107,10 @@ class Options:
     schedule: str = "1f1b"
     lr: float = 2e-3
     optimizer: str = "muon"
+    # The precision of Muon's orthogonalization ("bfloat16" or "float32"); None: the faster
+    # on this machine, measured once when the lab starts, so that every stage of every run
+    # computes the same arithmetic.
+    muon_dtype: str | None = None
     seed: int = 0
     val_batches: int = 64
     # Seeds every configuration trains (the lab's seed, then the next ones).
@@ -254,6 +258,7 @@ class Lab:
             "steps": steps,
             "lr": o.lr,
             "optimizer": o.optimizer,
+            "muon_dtype": o.muon_dtype,
             "seed": o.seed if seed is None else seed,
             "timeout_s": timeout,
             "out_dir": str(folder),
@@ -392,6 +397,10 @@ def run_lab(o: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
     from ..bench.report import fmt_bps
 
     started = time.perf_counter()
+    if o.optimizer == "muon" and o.muon_dtype is None:
+        from .optim import orthogonalize_dtype
+
+        o.muon_dtype = str(orthogonalize_dtype()).removeprefix("torch.")
     mode, why = lab_mode(o.fallback)
     lab = Lab(o, log)
     notes: list[str] = []

@@ -268,7 +268,9 @@ def run(spec: dict[str, Any], rank: int) -> dict[str, Any]:
     cfg = GPTConfig(**spec["model"])
     stages = model.build_stages(cfg, spec["bottleneck"], spec["seed"], spec.get("hidden"))
     part = stages[rank]
-    opts = model.make_optimizers(part, spec.get("optimizer", "adamw"), spec["lr"])
+    opts = model.make_optimizers(
+        part, spec.get("optimizer", "adamw"), spec["lr"], spec.get("muon_dtype")
+    )
     train, _ = model.split_corpus()
     data = batches(train, spec["batch"], cfg.seq_len, spec["seed"])
     micro = spec["micro"]
