@@ -89,11 +89,14 @@ def test_configs_from_the_command_line():
     assert o.steps == 200 and command.options(_args("--quick")).steps == command.QUICK["steps"]
     assert o.muon_dtype is None  # resolved when the lab starts
     assert command.options(_args("--muon-dtype", "float32")).muon_dtype == "float32"
+    assert o.ahead == 1 and command.options(_args("--ahead", "3")).ahead == 3
     for bad in (
         ["--profiles", "nope"],
         ["--bottleneck", "999"],
         ["--batch", "6", "--micro", "4"],
         ["--layers", "3"],
+        ["--ahead", "5"],
+        ["--ahead", "0"],
         ["--codec", '{"name": "lossless", "profile": "lossless"}'],
     ):
         with pytest.raises(ValueError):
@@ -191,6 +194,32 @@ def test_lab_muon_is_torch_muon_with_the_orthogonalization_dtype_of_the_machine(
     assert all(torch.allclose(a, b, atol=0.02, rtol=0) for a, b in zip(ref, f32, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(ref, f32, strict=True))
     assert optim.orthogonalize_dtype() in (torch.bfloat16, torch.float32)
+
+
+def test_pipeline_schedules():
+    from iota_codec.lab.stage import schedule
+
+    f, b = "F", "B"
+    assert schedule("gpipe", 0, 3) == [(f, 0), (f, 1), (f, 2), (b, 0), (b, 1), (b, 2)]
+    assert schedule("1f1b", 0, 3) == [(f, 0), (f, 1), (b, 0), (f, 2), (b, 1), (b, 2)]
+    assert schedule("1f1b", 1, 3) == [(f, 0), (b, 0), (f, 1), (b, 1), (f, 2), (b, 2)]
+    assert schedule("1f1b", 0, 4, ahead=2) == [
+        (f, 0), (f, 1), (f, 2), (b, 0), (f, 3), (b, 1), (b, 2), (b, 3),
+    ]  # fmt: skip
+    # Only the first stage runs ahead; every micro-batch goes forward once, then backward once.
+    assert schedule("1f1b", 1, 4, ahead=3) == schedule("1f1b", 1, 4)
+    for ahead in range(1, 5):
+        ops = schedule("1f1b", 0, 4, ahead=ahead)
+        # Backward m comes after forward m + ahead (where there is one).
+        first = ops.index((b, 0))
+        assert ops[:first] == [(f, m) for m in range(min(ahead + 1, 4))]
+        assert sorted(ops) == sorted([(f, m) for m in range(4)] + [(b, m) for m in range(4)])
+        assert all(ops.index((f, m)) < ops.index((b, m)) for m in range(4))
+    for bad in (0, 5):
+        with pytest.raises(ValueError, match="ahead"):
+            schedule("1f1b", 0, 4, ahead=bad)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        schedule("zigzag", 0, 4)
 
 
 def test_steady_state_tokens_per_second():
@@ -328,9 +357,10 @@ def _check_report(rep: dict, tmp_path: pathlib.Path, d_model: int = 32) -> None:
 def test_lab_smoke_over_the_kernel_link(tmp_path):
     rep = _lab(
         tmp_path, *TINY, "--rates", "20M,gpu:1G", "--profiles", "none",
-        "--bottleneck", "4", "--bottleneck-codec", "lossless", "--seeds", "2",
+        "--bottleneck", "4", "--bottleneck-codec", "lossless", "--seeds", "2", "--ahead", "2",
     )  # fmt: skip
     assert rep["mode"] == "kernel" and rep["link"]["qdisc"] in ("tbf", "netem+tbf")
+    assert rep["settings"]["ahead"] == 2 and "2 micro-batches ahead" in report.text(rep)
     # Measured once by the lab and given to every stage.
     assert rep["settings"]["muon_dtype"] in ("bfloat16", "float32")
     assert {r["config"] for r in rep["rows"]} == {"raw", "k4+lossless"}

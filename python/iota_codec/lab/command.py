@@ -119,6 +119,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         choices=["1f1b", "gpipe"],
         help="pipeline schedule of the micro-batches (default 1f1b)",
     )
+    g.add_argument(
+        "--ahead",
+        type=int,
+        default=1,
+        metavar="N",
+        help="1F1B: micro-batches the first stage's forwards run ahead of its backwards "
+        "(default 1, as in 1F1B; more hides more of the link's latency, for N more "
+        "micro-batches of activations kept)",
+    )
     g.add_argument("--lr", type=float, default=2e-3)
     g.add_argument(
         "--optimizer",
@@ -256,6 +265,7 @@ def options(args: argparse.Namespace) -> Options:
         batch=args.batch,
         micro=args.micro,
         schedule=args.schedule,
+        ahead=args.ahead,
         lr=args.lr,
         optimizer=args.optimizer,
         muon_dtype=None if args.muon_dtype == "auto" else args.muon_dtype,
@@ -269,6 +279,8 @@ def options(args: argparse.Namespace) -> Options:
         raise ValueError("--steps must be larger than --warmup")
     if o.batch % o.micro:
         raise ValueError("--batch must be a multiple of --micro")
+    if not 1 <= o.ahead <= o.micro:
+        raise ValueError("--ahead must be between 1 and --micro")
     if o.n_layers < 2 or o.n_layers % 2:
         raise ValueError("--layers must be even (half per stage)")
     if o.repeat < 1:

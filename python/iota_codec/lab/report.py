@@ -170,6 +170,14 @@ def _seeds(settings: dict[str, Any]) -> str:
     return f"seed {first}" if n == 1 else f"seeds {first} to {first + n - 1}"
 
 
+def _schedule(settings: dict[str, Any]) -> str:
+    kind = settings.get("schedule", "gpipe")
+    ahead = settings.get("ahead", 1)
+    if kind == "1f1b" and ahead != 1:
+        return f"1F1B, the first stage's forwards {ahead} micro-batches ahead"
+    return kind.upper()
+
+
 def _optimizer(settings: dict[str, Any]) -> str:
     name = settings.get("optimizer", "adamw")
     if name == "muon":
@@ -197,7 +205,7 @@ def header_lines(report: dict[str, Any]) -> list[str]:
         where,
         f"model: byte-level GPT d={s['d_model']}, {s['n_layers']} layers ({s['n_layers'] // 2} "
         f"per stage), {s['batch']}x{s['seq_len']} tokens per step in {s['micro']} micro-batches "
-        f"({s.get('schedule', 'gpipe').upper()}), {_optimizer(s)} lr {s['lr']}, {_seeds(s)}; "
+        f"({_schedule(s)}), {_optimizer(s)} lr {s['lr']}, {_seeds(s)}; "
         "text: the Python standard library's sources (one file in ten held out)",
     ]
     return lines

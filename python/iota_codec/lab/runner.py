@@ -105,6 +105,9 @@ class Options:
     batch: int = 8
     micro: int = 4
     schedule: str = "1f1b"
+    # Micro-batches the first stage's forwards run ahead of its backwards in 1F1B (1: plain
+    # 1F1B; see stage.schedule).
+    ahead: int = 1
     lr: float = 2e-3
     optimizer: str = "muon"
     # The precision of Muon's orthogonalization ("bfloat16" or "float32"); None: the faster
@@ -255,6 +258,7 @@ class Lab:
             "batch": o.batch,
             "micro": o.micro,
             "schedule": o.schedule,
+            "ahead": o.ahead,
             "steps": steps,
             "lr": o.lr,
             "optimizer": o.optimizer,

@@ -225,19 +225,27 @@ class CodecBoundary:
 SCHEDULES = ("1f1b", "gpipe")
 
 
-def schedule(kind: str, rank: int, micro: int) -> list[tuple[str, int]]:
+def schedule(kind: str, rank: int, micro: int, ahead: int = 1) -> list[tuple[str, int]]:
     """The order of forward ("F", m) and backward ("B", m) work of a stage of two.
 
     - ``gpipe``: every forward, then every backward (in micro-batch order);
-    - ``1f1b``: rank 0 runs one forward ahead, then alternates forward and backward; rank 1
-      runs each micro-batch's backward right after its forward. Activations and gradients
-      then cross the link at the same time, in opposite directions.
+    - ``1f1b``: rank 0 runs ``ahead`` forwards (1F1B's own is 1), then alternates forward
+      and backward, so that its forwards run ``ahead`` micro-batches ahead of its
+      backwards; rank 1 runs each micro-batch's backward right after its forward.
+      Activations and gradients then cross the link at the same time, in opposite
+      directions. With ``ahead=1`` each micro-batch's activation and gradient transfers lie
+      on the step's critical path (rank 0 needs the gradient of micro-batch m before it
+      can send m + 2); each further forward ahead gives the link one more micro-batch of
+      rank 1's work to hide them behind, for one more micro-batch of activations kept on
+      rank 0.
     """
     if kind == "gpipe":
         return [("F", m) for m in range(micro)] + [("B", m) for m in range(micro)]
     if kind != "1f1b":
         raise ValueError(f"unknown schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
-    warm = min(1 - rank, micro)
+    if not 1 <= ahead <= micro:
+        raise ValueError(f"ahead={ahead} must be between 1 and the {micro} micro-batches")
+    warm = ahead if rank == 0 else 0
     ops = [("F", m) for m in range(warm)]
     for m in range(warm, micro):
         ops += [("F", m), ("B", m - warm)]
@@ -292,7 +300,7 @@ def run(spec: dict[str, Any], rank: int) -> dict[str, Any]:
             channel = SocketChannel(sock, peer, codec, **kw)
         boundary = CodecBoundary(channel)
 
-    ops = schedule(spec.get("schedule", "1f1b"), rank, micro)
+    ops = schedule(spec.get("schedule", "1f1b"), rank, micro, spec.get("ahead", 1))
     ends, losses = [], []
     start = time.perf_counter()
     for _step in range(spec["steps"]):
