@@ -401,11 +401,12 @@ def run_lab(o: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
     from ..bench.report import fmt_bps
 
     started = time.perf_counter()
+    mode, why = lab_mode(o.fallback)
     if o.optimizer == "muon" and o.muon_dtype is None:
         from .optim import orthogonalize_dtype
 
-        o.muon_dtype = str(orthogonalize_dtype()).removeprefix("torch.")
-    mode, why = lab_mode(o.fallback)
+        dtype = str(orthogonalize_dtype()).removeprefix("torch.")
+        o = dataclasses.replace(o, muon_dtype=dtype)
     lab = Lab(o, log)
     notes: list[str] = []
     with net.teardown_on_signals(lab.close):
