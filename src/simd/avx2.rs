@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 
 use super::common::{add_histogram, alphabet, vector_layout};
 use super::vector::Simd;
-use super::{prefetch, prefetch_write, scalar, FloatSplit, Kernels, Level, PREFETCH_AHEAD};
+use super::{prefetch, scalar, FloatSplit, Kernels, Level, PREFETCH_AHEAD};
 use crate::entropy::rans::{MAX_ALPHABET, MAX_PROB_BITS, RANS_L};
 use crate::quant::bitpack;
 
@@ -699,7 +699,6 @@ unsafe fn merge_blocks<const BYTES: usize>(
                 bits -= w;
                 m
             };
-            prefetch_write(dst.wrapping_add(BYTES * 16 * row + PREFETCH_AHEAD));
             // SAFETY: row `row < 32` of the block is inside `symbols` and `out`.
             unsafe {
                 let s = _mm256_loadu_si256(sym.add(16 * row).cast());

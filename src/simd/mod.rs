@@ -63,11 +63,19 @@ impl Level {
 }
 
 /// How far ahead of their position (in bytes) the streaming kernels prefetch what they will
-/// read or write next. Chunks of a large tensor come from (or go to) memory, and some
-/// machines' hardware prefetchers do not keep up with a kernel that computes as it streams:
-/// on a 2-core AVX-512 VM the quantizer and the statistics pass, reading 64 MiB, ran at 30-36%
-/// of their in-cache speed without these hints and at 75-95% with them; 2 KiB ahead got most
-/// of that, 4 KiB a little more.
+/// read next. Chunks of a large tensor come from memory, and some machines' hardware
+/// prefetchers do not keep up with a kernel that computes as it streams: on a 2-core AVX-512
+/// VM the quantizer and the statistics pass, reading 64 MiB, ran at 30-36% of their in-cache
+/// speed without these hints and at 75-95% with them; 2 KiB ahead got most of that, 4 KiB a
+/// little more.
+///
+/// Only reads are prefetched. The kernels' outputs are often freshly allocated (every decode
+/// that returns a new tensor writes into one), and 4 KiB ahead of a fresh buffer's write
+/// position lies a page that is not mapped yet: a prefetch there cannot fault it in, and
+/// one per store still costs. On a 2-core AMD EPYC (Zen 1) VM, hinting the writes cost
+/// about 30 µs per page (over ten times the page fault), made decoding into a fresh 64 MiB
+/// buffer 3-10x slower (`fast` 0.12 against 1.2 GB/s) and decoding into a reused one no
+/// faster.
 pub(crate) const PREFETCH_AHEAD: usize = 4096;
 
 /// Hints that the cache line at `p` will be read soon. A prefetch never faults, so `p` may
@@ -80,20 +88,6 @@ pub(crate) fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// Hints that the cache line at `p` will be written soon, so that it is in cache when the
-/// store comes. On x86-64 this is `prefetchw` where the build enables that instruction, and
-/// otherwise the read prefetch of [`prefetch`] (which serves a store as well).
-#[inline(always)]
-pub(crate) fn prefetch_write(p: *const u8) {
-    // SAFETY: as for `prefetch`: a hint that never faults.
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p.cast())
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;

@@ -26,7 +26,7 @@ use crate::quant::uniform::{
     self, BitReader, BitWriter, ErrSum, QuantArgs, Stats, Step, DIRECT, ESC, Q_LIMIT,
 };
 use crate::quant::{bitpack, convert};
-use crate::simd::{prefetch, prefetch_write, PREFETCH_AHEAD};
+use crate::simd::{prefetch, PREFETCH_AHEAD};
 
 /// The lane-parallel operations the generic kernels are written in. `F` holds `W` `f32`
 /// lanes, `I` as many 32-bit integers, `M` a lane mask; `Acc` holds eight `f64` sums.
@@ -348,7 +348,6 @@ pub(crate) unsafe fn from_f32<S: Simd, const DT: u8>(vals: &[f32], out: &mut [u8
     let done = n / S::W * S::W;
     let (src, dst) = (vals.as_ptr().cast::<u8>(), out.as_mut_ptr());
     for i in (0..done).step_by(S::W) {
-        prefetch_write(dst.wrapping_add(i * itemsize(DT) + PREFETCH_AHEAD));
         // SAFETY: elements `i..i + W` are inside `vals` and `out`.
         unsafe { store_x::<S, DT, true>(dst, i, S::load_f32(src.add(4 * i))) };
     }
@@ -657,7 +656,6 @@ pub(crate) unsafe fn block_decode<S: Simd, const DT: u8>(
         let mv = S::splat(mult);
         if mult.abs() < plain_limit && DT != F16 {
             for j in (g * b..(g + 1) * b).step_by(S::W) {
-                prefetch_write(dst.wrapping_add(j * isz + PREFETCH_AHEAD));
                 // SAFETY: block `g < full` lies inside `codes` and `out`.
                 unsafe {
                     let c = S::and(S::load_u8(src.add(j)), mask);
@@ -667,7 +665,6 @@ pub(crate) unsafe fn block_decode<S: Simd, const DT: u8>(
             continue;
         }
         for j in (g * b..(g + 1) * b).step_by(S::W) {
-            prefetch_write(dst.wrapping_add(j * isz + PREFETCH_AHEAD));
             // SAFETY: block `g < full` lies inside `codes` and `out`.
             unsafe {
                 let c = S::and(S::load_u8(src.add(j)), mask);
@@ -1142,7 +1139,6 @@ unsafe fn decode_vec<S: Simd, const DT: u8, const SAT: bool>(
     let src = symbols.as_ptr().cast::<u8>();
     let mut i = 0;
     while i + S::W <= n {
-        prefetch_write(out.as_ptr().wrapping_add(i * isz + PREFETCH_AHEAD));
         // SAFETY: elements `i..i + W` are inside `symbols`, `out` and the steps.
         unsafe {
             let s = S::load_u16(src.add(2 * i));
