@@ -28,6 +28,7 @@ pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod lowrank;
+pub mod memory;
 pub mod mode;
 pub mod pipeline;
 pub mod quant;
@@ -302,7 +303,7 @@ impl Codec {
         let parsed = pipeline::parse_frame_to_decode(frame, &self.limits)?;
         let len = usize::try_from(parsed.header.output_bytes()?)
             .map_err(|_| Error::limit("decoded tensor does not fit in this machine's memory"))?;
-        let mut data = vec![0u8; len];
+        let mut data = crate::memory::output_buffer(len);
         pipeline::decode_parsed(&parsed, &mut data, self.threads, &self.limits.validation)?;
         Ok(Tensor {
             dtype: parsed.header.dtype,

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _core
 from ._core import InvalidArgumentError, LimitExceededError
 
 # Container hints written into frames (see docs/FORMAT.md).
@@ -241,7 +242,11 @@ def allocate(
             )
         else:
             t = torch.empty(shape, dtype=getattr(torch, dtype))
-            return t, _tensor_bytes(t)
+            view = _tensor_bytes(t)
+            # numpy asks for huge pages for its own arrays of 4 MiB and more; torch does not,
+            # and a decode then pays a page fault per 4 KiB it writes.
+            _core._advise_huge_pages(view)
+            return t, view
     arr = _empty_numpy(dtype, shape)
     return arr, _bytes_of(arr)
 

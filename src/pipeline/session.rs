@@ -382,7 +382,7 @@ impl Session {
         let parsed = parse_frame(frame, &self.config.limits)?;
         let len = usize::try_from(parsed.header.output_bytes()?)
             .map_err(|_| Error::limit("decoded tensor does not fit in this machine's memory"))?;
-        let mut data = vec![0u8; len];
+        let mut data = crate::memory::output_buffer(len);
         self.decode_parsed_into(&parsed, &mut data)?;
         Ok(Tensor {
             dtype: parsed.header.dtype,

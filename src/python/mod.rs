@@ -887,6 +887,14 @@ fn _reseal<'py>(py: Python<'py>, frame: &Bound<'py, PyAny>) -> PyResult<Bound<'p
     Ok(PyBytes::new(py, &bytes))
 }
 
+/// Advises huge pages for a new, writable C-contiguous output buffer (see
+/// `memory::advise_huge_pages`); returns whether the advice was given.
+#[pyfunction]
+fn _advise_huge_pages(buf: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let mut buf = Bytes::get(buf, "buf", true)?;
+    Ok(crate::memory::advise_huge_pages(buf.as_mut_slice()))
+}
+
 /// The SIMD level the kernels run at (after `IOTA_CODEC_SIMD`).
 #[pyfunction]
 fn simd_level() -> &'static str {
@@ -936,6 +944,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(info, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(_reseal, m)?)?;
+    m.add_function(wrap_pyfunction!(_advise_huge_pages, m)?)?;
     m.add_function(wrap_pyfunction!(profile_settings, m)?)?;
     m.add_function(wrap_pyfunction!(check_settings, m)?)?;
     m.add_class::<StreamEncoder>()?;
