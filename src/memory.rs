@@ -25,11 +25,23 @@ const HUGE_PAGE: usize = 2 << 20;
 /// Call it on memory that is about to be written in full and not on memory shared with other
 /// processes: it suits a freshly allocated output buffer.
 pub fn advise_huge_pages(buf: &mut [u8]) -> bool {
-    if buf.len() < HUGE_PAGE_MIN_BYTES {
+    advise_range(buf.as_ptr() as usize, buf.len())
+}
+
+/// [`advise_huge_pages`] for the spare capacity of `v` (what its next pushes will write):
+/// for a `Vec` that was just reserved and is about to be filled.
+pub fn advise_huge_pages_spare(v: &mut Vec<u8>) -> bool {
+    let spare = v.spare_capacity_mut();
+    advise_range(spare.as_ptr() as usize, spare.len())
+}
+
+/// Advises the whole huge pages inside `addr..addr + len`, memory the caller owns.
+fn advise_range(addr: usize, len: usize) -> bool {
+    if len < HUGE_PAGE_MIN_BYTES {
         return false;
     }
-    let start = (buf.as_ptr() as usize).next_multiple_of(HUGE_PAGE);
-    let end = (buf.as_ptr() as usize + buf.len()) / HUGE_PAGE * HUGE_PAGE;
+    let start = addr.next_multiple_of(HUGE_PAGE);
+    let end = (addr + len) / HUGE_PAGE * HUGE_PAGE;
     if end <= start {
         return false;
     }
@@ -65,6 +77,9 @@ mod tests {
     fn small_buffers_and_partial_huge_pages_are_left_alone() {
         assert!(!advise_huge_pages(&mut vec![0u8; HUGE_PAGE_MIN_BYTES - 1]));
         assert!(!advise_huge_pages(&mut []));
+        assert!(!advise_huge_pages_spare(&mut Vec::with_capacity(
+            HUGE_PAGE_MIN_BYTES - 1
+        )));
         let mut v = vec![7u8; HUGE_PAGE_MIN_BYTES + HUGE_PAGE];
         advise_huge_pages(&mut v);
         assert!(v.iter().all(|&b| b == 7), "the advice changed the contents");
@@ -108,6 +123,16 @@ mod tests {
         assert!(
             flags.split_whitespace().any(|f| f == "hg"),
             "no MADV_HUGEPAGE flag (hg) on the buffer's mapping: {flags}"
+        );
+        let mut v = vec![1u8; 3];
+        v.reserve(8 << 20);
+        assert!(advise_huge_pages_spare(&mut v));
+        assert_eq!(v, [1, 1, 1]);
+        let inner = (v.as_ptr() as usize + 3).next_multiple_of(HUGE_PAGE);
+        let flags = vm_flags(inner).expect("the vector's mapping is in /proc/self/smaps");
+        assert!(
+            flags.split_whitespace().any(|f| f == "hg"),
+            "spare: {flags}"
         );
     }
 }

@@ -110,7 +110,11 @@ def test_new_torch_outputs_are_advised_huge_pages():
     # A decode into a new torch tensor of 4 MiB or more asks for transparent huge pages (as
     # numpy does for its arrays): a page fault per 2 MiB instead of one per 4 KiB.
     x = torch.arange(4 << 20, dtype=torch.float32).reshape(1024, -1)
-    y = codec.decode(codec.encode(x))
+    frame = codec.encode(x)
+    # A frame of 4 MiB and more is copied into its bytes object outside the GIL.
+    assert type(frame) is bytes and len(frame) >= 4 << 20
+    assert frame == b"".join(codec.Codec().encode_stream(x))
+    y = codec.decode(frame)
     assert torch.equal(y, x)
     inner = -(-y.data_ptr() // (2 << 20)) * (2 << 20)
     assert "hg" in (_vm_flags(inner) or [])

@@ -729,6 +729,7 @@ pub fn encode_frame_into(req: &EncodeRequest, out: &mut Vec<u8>) -> Result<()> {
     out.clear();
     let ext = plan.header.write(out);
     out.reserve(plan.max_records_len());
+    crate::memory::advise_huge_pages_spare(out);
     let total = plan.write_records(&plan.recipe, req.input, ext.checksum, out);
     if total.nonfinite > 0 && plan.refuses_nonfinite() {
         out.clear();

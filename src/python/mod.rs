@@ -440,6 +440,37 @@ fn encoder(
     Ok(codec)
 }
 
+/// A new `bytes` holding `data`. A large one is copied with the GIL released, into memory
+/// advised to use huge pages (see `memory::advise_huge_pages`), rather than by
+/// `PyBytes::new`, which copies under the GIL after zeroing (so faulting in) every 4 KiB page.
+fn new_bytes<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    if data.len() < crate::memory::HUGE_PAGE_MIN_BYTES {
+        return Ok(PyBytes::new(py, data));
+    }
+    let len = pyo3::ffi::Py_ssize_t::try_from(data.len())
+        .map_err(|_| PyValueError::new_err("frame too large for a bytes object"))?;
+    // SAFETY: with a null source, PyBytes_FromStringAndSize returns a new bytes object of
+    // `len` uninitialized bytes (or null with an exception set, which `from_owned_ptr_or_err`
+    // turns into the error), owned by us.
+    let obj = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len),
+        )?
+        .cast_into_unchecked::<PyBytes>()
+    };
+    // SAFETY: the object is a bytes object of `len` bytes that no one else can see yet, so
+    // its buffer may be written, with or without the GIL, until it is returned.
+    let buf = unsafe { pyo3::ffi::PyBytes_AsString(obj.as_ptr()) }.cast::<u8>() as usize;
+    py.detach(|| {
+        // SAFETY: as above: `buf` holds `data.len()` writable bytes that nothing else uses.
+        let dst = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, data.len()) };
+        crate::memory::advise_huge_pages(dst);
+        dst.copy_from_slice(data);
+    });
+    Ok(obj)
+}
+
 /// Encodes the bytes of a C-contiguous tensor of `dtype` and `shape` into a frame, with a
 /// profile or, when given, a settings dict (see `check_settings`).
 #[pyfunction]
@@ -464,7 +495,7 @@ fn encode<'py>(
     let frame = py
         .detach(|| codec.encode_with_hint(slice, dtype, &shape, hint))
         .map_err(to_py)?;
-    Ok(PyBytes::new(py, &frame))
+    new_bytes(py, &frame)
 }
 
 /// The frame of fixed-rate block quantization from precomputed codes and scales (see
@@ -507,7 +538,7 @@ fn encode_block_codes<'py>(
     let frame = py
         .detach(|| codec.encode_block_codes(&src, dtype, &shape, hint))
         .map_err(to_py)?;
-    Ok(frame.map(|f| PyBytes::new(py, &f)))
+    frame.map(|f| new_bytes(py, &f)).transpose()
 }
 
 /// Decodes `frame` into the writable C-contiguous buffer `out` (exactly the decoded size).
@@ -792,7 +823,7 @@ impl Session {
         if let Some(r) = recon.as_mut() {
             r.as_mut_slice().copy_from_slice(&encoded.decoded.data);
         }
-        Ok(PyBytes::new(py, &encoded.frame))
+        new_bytes(py, &encoded.frame)
     }
 
     /// Decodes the next frame into the writable buffer `out` (exactly the decoded size).
