@@ -140,8 +140,9 @@ struct Dec32 {
 /// states, which lanes need a word (as a vector and as bits).
 ///
 /// The entries are loaded one by one rather than with `vpgatherdd`, as in the encoder (see
-/// [`enc_quarter`]): on a 2-core AMD EPYC (Zen 1) VM the rANS-coded decodes ran 5-18% faster
-/// (`balanced` 0.76-0.79 -> 0.84-0.87 GB/s).
+/// [`enc_quarter`]): on a 2-core AMD EPYC (Zen 1) VM the rANS-coded decodes ran 4-12% faster
+/// (three runs each way: `balanced` 0.69-0.76 -> 0.77-0.82 GB/s, `max` 0.74-0.82 ->
+/// 0.86-0.93).
 ///
 /// Safety: every index `s & mask` must be inside the table.
 #[inline]
