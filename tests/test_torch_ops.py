@@ -124,6 +124,13 @@ def test_torch_compile_fullgraph():
         assert bytes(frame.numpy()) == iota_codec.encode(x * 2)
     with pytest.raises(iota_codec.LimitExceededError):
         compiled(_tensor((11, 5), torch.float32), small)
+    # a profile name is a constant of the graph too (a config dict argument is not)
+    x = _tensor((6, 5), torch.float32, seed=6)
+    for codec in ("fast", "balanced"):
+        y, frame = compiled(x, codec)
+        c = _ops.as_codec(codec)
+        assert bytes(frame.numpy()) == c.encode(x * 2)
+        assert torch.equal(y, c.decode(c.encode(x * 2)) + 1)
 
 
 def test_torch_compile_cannot_branch_on_frame_length():

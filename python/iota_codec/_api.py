@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -288,7 +289,7 @@ class Codec:
     holds only settings: one instance can be shared by many threads.
     """
 
-    __slots__ = ("_chunk_size", "_limits", "_profile", "_settings", "_threads")
+    __slots__ = ("_chunk_size", "_config_json", "_limits", "_profile", "_settings", "_threads")
 
     def __init__(
         self,
@@ -347,6 +348,9 @@ class Codec:
         self._limits = _decode_limits(
             max_output_bytes, max_chunks, max_ndim, reject_nonfinite, max_abs
         )
+        # The config as compact JSON, the torch operators' ``config`` argument: a plain
+        # string attribute, which torch.compile reads as a constant at trace time.
+        self._config_json = json.dumps(self.get_config(), sort_keys=True, separators=(",", ":"))
 
     @property
     def profile(self) -> str:

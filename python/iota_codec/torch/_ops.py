@@ -68,13 +68,22 @@ def _default_codec() -> Codec:
 
 def config_string(codec: Any) -> str:
     """The ``config`` argument of the operators for ``codec`` (anything :func:`as_codec`
-    takes). Under ``torch.compile`` it is evaluated at trace time, not traced."""
-    return json.dumps(as_codec(codec).get_config(), sort_keys=True, separators=(",", ":"))
+    takes). Under ``torch.compile`` it is a constant of the graph, computed at trace time."""
+    if isinstance(codec, Codec):
+        # A string attribute, which torch.compile reads as a constant: torch 2.11 refuses an
+        # object as the argument of a function marked constant (2.15 accepts it).
+        return codec._config_json
+    return _config_of(codec)
 
 
-# What torch.compiler.assume_constant_result(config_string) does, without importing
+def _config_of(codec: Any) -> str:
+    """:func:`config_string` of a profile name, config dict or ``None``."""
+    return as_codec(codec)._config_json
+
+
+# What torch.compiler.assume_constant_result(_config_of) does, without importing
 # torch._dynamo (2-3 s) at import time; tests/test_torch_ops.py compiles through it.
-config_string._dynamo_marked_constant = True  # type: ignore[attr-defined]
+_config_of._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 @functools.lru_cache(maxsize=256)
