@@ -14,13 +14,13 @@
 - A DDP communication hook: :func:`iota_hook` with its :class:`IotaHookState`.
 
 Importing this module registers the operators. ``import iota_codec`` alone never imports
-torch.
+torch. It needs PyTorch 2.4 or later (:data:`MIN_TORCH`); an older one is refused on import.
 """
 
 from ._autograd import recv_activation, send_activation
 from ._ddp import HookStats, IotaHookState, iota_hook
 from ._device import quantize_on_device
-from ._ops import config_string, decode, encode
+from ._ops import MIN_TORCH, config_string, decode, encode
 from ._p2p import (
     Channel,
     ChannelStats,
@@ -34,6 +34,7 @@ from ._p2p import (
 )
 
 __all__ = [
+    "MIN_TORCH",
     "Channel",
     "ChannelStats",
     "HookStats",

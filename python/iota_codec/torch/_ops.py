@@ -42,6 +42,15 @@ from .._api import Codec
 from .._core import InvalidArgumentError
 from ._device import as_device, from_host, host_buffer, to_host
 
+#: The oldest PyTorch the torch layer runs on: ``torch.library.custom_op`` came in 2.4.
+MIN_TORCH = (2, 4)
+
+if torch.__version__ < MIN_TORCH:  # a TorchVersion compares with a tuple
+    raise ImportError(
+        f"iota_codec.torch needs PyTorch {'.'.join(map(str, MIN_TORCH))} or later; this is "
+        f"torch {torch.__version__} (pip install -U 'torch>=2.4')"
+    )
+
 _CODED = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -170,7 +179,11 @@ def decode_frame(
 # --- the operators ------------------------------------------------------------------------
 
 
-@torch.library.custom_op("iota_codec::encode", mutates_args=())
+# The schemas are spelt out: torch 2.4 infers none from this module's annotations, which
+# `from __future__ import annotations` leaves as strings.
+@torch.library.custom_op(
+    "iota_codec::encode", mutates_args=(), schema="(Tensor x, str config) -> Tensor"
+)
 def _encode_op(x: torch.Tensor, config: str) -> torch.Tensor:
     return encode_tensor(x, codec_from_string(config))
 
@@ -183,7 +196,12 @@ def _encode_fake(x: torch.Tensor, config: str) -> torch.Tensor:
     return torch.empty((n,), dtype=torch.uint8, device="cpu")
 
 
-@torch.library.custom_op("iota_codec::decode", mutates_args=())
+@torch.library.custom_op(
+    "iota_codec::decode",
+    mutates_args=(),
+    schema="(Tensor frame, ScalarType dtype, SymInt[] shape, str config, "
+    "Device? device=None) -> Tensor",
+)
 def _decode_op(
     frame: torch.Tensor,
     dtype: torch.dtype,
