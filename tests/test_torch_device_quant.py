@@ -354,7 +354,8 @@ def test_cuda_quantization_follows_the_current_stream():
             x.add_(1)
         blob = codec.encode(x)
         side.synchronize()
-    assert iota_codec.decode(blob).eq(20).all()
+    # fast is lossy (20 decodes as 19.97): the frame must be that of a tensor of twenties
+    assert blob == codec.encode(torch.full((1 << 22,), 20.0))
 
 
 @cuda

@@ -53,9 +53,10 @@ finite bfloat16 and float16 bit pattern (``tests/test_torch_device_quant.py``). 
 ops on a CUDA device are expected to give the same bits (IEEE float32 division and
 round-half-even rounding; no fused or reciprocal arithmetic is left to the backend: a scale
 divisor is a tensor, not a Python scalar, because CUDA divides by a scalar as a
-multiplication by its reciprocal), but that, and the CUDA staging paths generally, are only
+multiplication by its reciprocal), and that, and the CUDA staging paths generally, are
 checked by the suite's CUDA tests, which run where ``torch.cuda.is_available()`` and are
-skipped (saying so) otherwise: they have not been run on a GPU here.
+skipped (saying so) otherwise, as on CI. They passed on an NVIDIA H200 with torch 2.11
+(every format, scale, block size and dtype gave the host's frame).
 """
 
 from __future__ import annotations
