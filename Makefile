@@ -13,7 +13,7 @@ VENV ?= $(CACHE_DIR)/venv-$(REQ_HASH)
 PY := $(VENV)/bin/python
 export PYO3_PYTHON := $(PY)
 
-.PHONY: all env build test test-rust test-python test-aarch64 lint fmt demo bench bench-docs speed lab fuzz clean
+.PHONY: all env build test test-rust test-python test-torch test-aarch64 lint fmt demo bench bench-docs speed lab fuzz clean
 
 all: build
 
@@ -57,6 +57,27 @@ test-python: build
 	$(PY) -m pytest tests -q
 
 test: lint test-rust test-python
+
+# The Python suite on another PyTorch (default: 2.4.1, the oldest the torch layer supports)
+# and numpy, in an environment of its own beside the main one (a multi-GB download, once per
+# pair). The extension is the one `build` puts into python/iota_codec. Not part of `test`; the
+# lab's kernel link and the benchmark peers are left out (test_lab.py, test_bench.py).
+# ML_DTYPES: 0.5.4, the last release that takes numpy 1.x (the tests' MX reference needs 0.5).
+TORCH ?= 2.4.1
+NUMPY ?= 1.26.4
+ML_DTYPES ?= 0.5.4
+TORCH_VENV := $(CACHE_DIR)/venv-torch-$(TORCH)-numpy-$(NUMPY)
+$(TORCH_VENV)/.ready:
+	rm -rf $(TORCH_VENV)
+	$(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TORCH_VENV)/bin/python -m pip install -q torch==$(TORCH) numpy==$(NUMPY) \
+	  ml_dtypes==$(ML_DTYPES) $$(grep -E '^(pytest|hypothesis)==' $(REQ))
+	touch $@
+
+test-torch: build $(TORCH_VENV)/.ready
+	PYTHONPATH=python $(TORCH_VENV)/bin/python -m pytest tests -q \
+	  --ignore tests/test_lab.py --ignore tests/test_bench.py
 
 # The Rust tests on aarch64 under user-mode emulation, so that the NEON kernels are checked
 # against the scalar reference bit for bit on an x86-64 machine. Needs the Rust target and,
