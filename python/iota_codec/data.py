@@ -194,7 +194,7 @@ def boundary_tensors(
     params = _boundary_params(steps, cfg, batch, capture_batches, seed)
     path = cache_dir() / f"boundary-{_key(params)}.pt"
     if cache and path.exists():
-        return torch.load(path)
+        return torch.load(path, weights_only=True)  # tensors and plain values only
     say = log or (lambda _msg: None)
     model = make_gpt(cfg, seed)
     split = 1 + cfg.n_layers // 2

@@ -450,7 +450,9 @@ def run_lab(o: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
                 m = measure(o, cfg, got, "unshaped" if rate_bps is None else "shaped")
                 m.update(kind=kind, rate_bps=rate_bps, seed=seed)
                 if kind in ("train", "seed"):
-                    st = [torch.load(got["folder"] / f"rank{r}.pt") for r in (0, 1)]
+                    st = [
+                        torch.load(got["folder"] / f"rank{r}.pt", weights_only=True) for r in (0, 1)
+                    ]
                     m["val_loss"] = model.evaluate(
                         o.gpt(), cfg.bottleneck, seed, st, cfg.codec,
                         batch=o.batch, n_batches=o.val_batches, hidden=cfg.hidden,
