@@ -192,3 +192,10 @@ def test_as_codec_and_config_string():
     assert _ops.as_codec("lossless") == iota_codec.Codec()
     assert _ops.codec_from_string(it.config_string(c)) == c
     assert json.loads(it.config_string(None)) == iota_codec.Codec().get_config()
+    # the strings are kept per configuration: codecs that differ get their own
+    for kw in ({"error": 0.02}, {"error": 0.03}, {"error": 0.02, "threads": 2}, {"max_abs": 8.0}):
+        c = iota_codec.Codec("balanced", **kw)
+        for _ in range(2):
+            assert (
+                json.loads(it.config_string(iota_codec.Codec("balanced", **kw))) == c.get_config()
+            )

@@ -218,6 +218,13 @@ def _decode_limits(
     }
 
 
+#: Compact JSON of each resolved configuration (profile, settings, chunking, threads, limits)
+#: that a :class:`Codec` was made with; cleared when it grows past ``_CONFIG_JSON_MAX``
+#: entries.
+_CONFIG_JSON: dict[tuple[Any, ...], str] = {}
+_CONFIG_JSON_MAX = 1024
+
+
 class Codec:
     """Encoder and decoder settings.
 
@@ -349,8 +356,17 @@ class Codec:
             max_output_bytes, max_chunks, max_ndim, reject_nonfinite, max_abs
         )
         # The config as compact JSON, the torch operators' ``config`` argument: a plain
-        # string attribute, which torch.compile reads as a constant at trace time.
-        self._config_json = json.dumps(self.get_config(), sort_keys=True, separators=(",", ":"))
+        # string attribute, which torch.compile reads as a constant at trace time. json.dumps
+        # costs about as much as the rest of __init__, so it runs once per configuration.
+        key = (self._profile, *self._settings.items(), self._chunk_size, self._threads)
+        key += tuple(self._limits.items())
+        text = _CONFIG_JSON.get(key)
+        if text is None:
+            if len(_CONFIG_JSON) >= _CONFIG_JSON_MAX:
+                _CONFIG_JSON.clear()
+            text = json.dumps(self.get_config(), sort_keys=True, separators=(",", ":"))
+            _CONFIG_JSON[key] = text
+        self._config_json = text
 
     @property
     def profile(self) -> str:
