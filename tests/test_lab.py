@@ -303,9 +303,11 @@ def _namespaces_of(pid: int) -> list[str]:
     return [n for n in net.lab_namespaces() if n.startswith(f"{net.PREFIX}{pid}-")]
 
 
-def _lab(tmp_path: pathlib.Path, *argv: str, timeout: float = 120) -> dict:
-    """Runs ``iota-codec lab`` in a subprocess under a deadline; returns its JSON report
-    after checking that it left no namespace behind."""
+def _lab(tmp_path: pathlib.Path, *argv: str, timeout: float = 300) -> dict:
+    """Runs ``iota-codec lab`` in a subprocess under a deadline (against a hang, not a speed
+    check: the kernel-link smoke run takes about 80 s on a 2-core VM by itself, and overran
+    120 s once beside a build); returns its JSON report after checking that it left no
+    namespace behind."""
     out = tmp_path / "lab.json"
     cmd = [sys.executable, "-m", "iota_codec", "lab", *argv, "--json", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
