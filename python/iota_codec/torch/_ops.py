@@ -46,9 +46,10 @@ from ._device import as_device, from_host, host_buffer, to_host
 MIN_TORCH = (2, 4)
 
 if torch.__version__ < MIN_TORCH:  # a TorchVersion compares with a tuple
+    _least = ".".join(map(str, MIN_TORCH))
     raise ImportError(
-        f"iota_codec.torch needs PyTorch {'.'.join(map(str, MIN_TORCH))} or later; this is "
-        f"torch {torch.__version__} (pip install -U 'torch>=2.4')"
+        f"iota_codec.torch needs PyTorch {_least} or later; this is torch "
+        f"{torch.__version__} (pip install -U 'torch>={_least}')"
     )
 
 _CODED = (torch.float32, torch.float16, torch.bfloat16)
