@@ -60,6 +60,42 @@ def test_codec_instance_and_module_functions_agree():
     np.testing.assert_array_equal(c.decode(c.encode(x)), x)
 
 
+def test_module_functions_reuse_codecs_only_for_the_same_arguments():
+    from iota_codec import _api
+
+    x = np.random.default_rng(2).standard_normal(4096).astype(np.float32)
+    _api._CODECS.clear()
+    first = codec.encode(x, bits=4, entropy=True)
+    assert len(_api._CODECS) == 1
+    assert codec.encode(x, entropy=True, bits=4) == first
+    assert len(_api._CODECS) == 1  # keyword order does not matter
+    codec.decode(first)
+    codec.decode(first)
+    assert len(_api._CODECS) == 2  # one encoder, one decoder
+    # Equal but different arguments get codecs of their own: 1 == True, yet entropy=1 is an
+    # error; 0.0 == -0.0, yet they are different bounds.
+    with pytest.raises(codec.InvalidArgumentError, match="entropy"):
+        codec.encode(x, bits=4, entropy=1)
+    a = _api._codec_for("lossless", {"max_abs": 0.0})
+    assert _api._codec_for("lossless", {"max_abs": -0.0}) is not a
+    assert _api._codec_for("lossless", {"max_abs": 0.0}) is a
+    # Bad arguments raise every time and leave nothing behind.
+    for _ in range(2):
+        with pytest.raises(codec.InvalidArgumentError, match="profile"):
+            codec.encode(x, profile="nope")
+    # Arguments of other types (numpy scalars, lists) build their Codec every call.
+    n = len(_api._CODECS)
+    assert codec.encode(x, error=np.float64(0.01)) == codec.encode(x, error=0.01)
+    assert len(_api._CODECS) == n + 1
+    with pytest.raises(codec.InvalidArgumentError):
+        codec.encode(x, block=[64], bits=4)
+    # The cache is bounded.
+    _api._CODECS.clear()
+    for size in range(1, _api._CODECS_MAX + 2):
+        codec.encode(x[:8], chunk_size=size)
+    assert 0 < len(_api._CODECS) <= _api._CODECS_MAX
+
+
 def test_accepts_any_buffer_and_memoryview():
     x = np.arange(12, dtype=np.float32)
     for buf in (x.tobytes(), bytearray(x.tobytes()), memoryview(x.tobytes())):

@@ -592,6 +592,33 @@ class StreamDecoder:
         return self._result
 
 
+#: The codecs :func:`encode` and :func:`decode` made, by their arguments: building a
+#: :class:`Codec` (resolving and checking its settings) costs about as much as coding a
+#: tensor of a thousand elements. Cleared when it grows past ``_CODECS_MAX`` entries.
+_CODECS: dict[tuple[Any, ...], Codec] = {}
+_CODECS_MAX = 256
+#: The argument types a cache key may hold; anything else builds its Codec every time.
+_KEY_TYPES = (str, int, bool, float, type(None))
+
+
+def _codec_for(profile: Any, kwargs: dict[str, Any]) -> Codec:
+    """``Codec(profile, **kwargs)``, made once per distinct set of arguments. Keys hold each
+    argument's type and, for floats, its exact bits: ``True``, ``1`` and ``1.0`` compare
+    equal, as do ``0.0`` and ``-0.0``, but they are not the same argument (``entropy=1`` is
+    an error where ``entropy=True`` is not)."""
+    items = [("profile", profile), *sorted(kwargs.items())]
+    if not all(type(v) in _KEY_TYPES for _, v in items):
+        return Codec(profile, **kwargs)
+    key = tuple((k, type(v), v.hex() if type(v) is float else v) for k, v in items)
+    codec = _CODECS.get(key)
+    if codec is None:
+        codec = Codec(profile, **kwargs)
+        if len(_CODECS) >= _CODECS_MAX:
+            _CODECS.clear()
+        _CODECS[key] = codec
+    return codec
+
+
 def encode(
     x: Any,
     *,
@@ -604,9 +631,8 @@ def encode(
 ) -> bytes:
     """Encodes ``x`` with a :class:`Codec` of the given settings (default: lossless); any
     other keyword (``bits=``, ``error=``, ...) is a :class:`Codec` parameter."""
-    return Codec(profile, chunk_size=chunk_size, threads=threads, **settings).encode(
-        x, dtype=dtype, shape=shape
-    )
+    settings.update(chunk_size=chunk_size, threads=threads)
+    return _codec_for(profile, settings).encode(x, dtype=dtype, shape=shape)
 
 
 def decode(
@@ -623,14 +649,18 @@ def decode(
 ) -> Any:
     """Decodes a frame; see :meth:`Codec.decode` (and :class:`Codec` for the limits and
     value checks). Frames describe themselves, so no profile is needed."""
-    return Codec(
-        threads=threads,
-        max_output_bytes=max_output_bytes,
-        max_chunks=max_chunks,
-        max_ndim=max_ndim,
-        reject_nonfinite=reject_nonfinite,
-        max_abs=max_abs,
-    ).decode(blob, out=out, device=device)
+    codec = _codec_for(
+        DEFAULT_PROFILE,
+        {
+            "threads": threads,
+            "max_output_bytes": max_output_bytes,
+            "max_chunks": max_chunks,
+            "max_ndim": max_ndim,
+            "reject_nonfinite": reject_nonfinite,
+            "max_abs": max_abs,
+        },
+    )
+    return codec.decode(blob, out=out, device=device)
 
 
 def info(blob: Any) -> dict[str, Any]:
