@@ -96,6 +96,16 @@ def test_module_functions_reuse_codecs_only_for_the_same_arguments():
     assert 0 < len(_api._CODECS) <= _api._CODECS_MAX
 
 
+def test_numpy_scalars_code_as_zero_dimensional_arrays():
+    for value in (np.float32(-2.5), np.float16(0.1), ml_dtypes.bfloat16(3.0)):
+        for profile in ("lossless", "fast"):
+            y = codec.decode(codec.encode(value, profile=profile))
+            assert isinstance(y, np.ndarray) and y.shape == () and y.dtype == value.dtype
+            assert y == value  # exact: one element is its own block's scale
+    with pytest.raises(codec.InvalidArgumentError, match="float64"):
+        codec.encode(np.float64(1.0))
+
+
 def test_accepts_any_buffer_and_memoryview():
     x = np.arange(12, dtype=np.float32)
     for buf in (x.tobytes(), bytearray(x.tobytes()), memoryview(x.tobytes())):

@@ -1,8 +1,9 @@
 """Turning user objects into flat byte views, and allocating decode outputs.
 
-Inputs: numpy arrays (float32, float16, and bfloat16 through ``ml_dtypes``), torch CPU
-tensors (float32, float16, bfloat16, viewed as bytes without a detour through float32), and
-any C-contiguous buffer together with an explicit ``dtype`` (and optionally ``shape``).
+Inputs: numpy arrays and scalars (float32, float16, and bfloat16 through ``ml_dtypes``),
+torch CPU tensors (float32, float16, bfloat16, viewed as bytes without a detour through
+float32), and any C-contiguous buffer together with an explicit ``dtype`` (and optionally
+``shape``).
 Tensors on other devices are staged to the host by ``iota_codec.torch._device`` first.
 
 Non-contiguous arrays and tensors, and numpy arrays in big-endian byte order, are copied once
@@ -106,6 +107,8 @@ def as_source(x: Any, dtype: Any = None, shape: Any = None) -> Source:
     want = dtype_name(dtype) if dtype is not None else None
     if is_tensor(x):
         return _tensor_source(x, want, shape)
+    if isinstance(x, np.generic):
+        x = np.asarray(x)  # a numpy scalar codes as the 0-d array it is
     if isinstance(x, np.ndarray):
         own = _numpy_dtype_name(x)
         if want is None or want == own:
