@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from .. import _core
-from .._api import Codec
+from .._api import Codec, _codec_for
 from .._core import InvalidArgumentError
 from ._device import as_device, from_host, host_buffer, to_host
 
@@ -64,7 +64,7 @@ def as_codec(codec: Any) -> Codec:
     if isinstance(codec, dict):
         return Codec.from_config(codec)
     if isinstance(codec, str):
-        return Codec(codec)
+        return _codec_for(codec, {})  # made once per profile name
     raise InvalidArgumentError(
         f"codec must be an iota_codec.Codec, a config dict or a profile name, not "
         f"{type(codec).__name__}"
