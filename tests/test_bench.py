@@ -263,6 +263,21 @@ def test_bench_command_without_rich_says_what_to_install(tmp_path, monkeypatch, 
     assert "pip install 'iota-codec[bench" in capsys.readouterr().err
 
 
+def test_demo_runs_on_a_bare_install(monkeypatch, capsys):
+    """`pip install iota-codec` alone (numpy, no torch, ml_dtypes or rich): the demo runs on
+    synthetic float16 data in plain text and says why (it used to die without ml_dtypes)."""
+    for module in ("torch", "ml_dtypes", "rich"):
+        monkeypatch.setitem(sys.modules, module, None)  # import fails
+    monkeypatch.setattr(coders, "PEERS", {})
+    assert cli.main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "torch is not installed: activation/gradient are synthetic data" in out
+    assert "float16 instead of bfloat16" in out
+    assert "activation  float16 (1024, 1024)" in out
+    assert out.count("iota-lossless  1.") == 2 and "exact" in out
+    assert "lossless on gradient: ratio 1." in out
+
+
 def test_report_tables_render_plain():
     x = tensors.Tensor("t", np.ones((8, 8), np.float32), "test")
     spec = coders.iota_spec("lossless")

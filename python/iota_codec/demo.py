@@ -4,6 +4,7 @@ the time it takes them to cross links from 10 Mbit/s to 400 Gbit/s."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
@@ -34,10 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     say(
         f"iota-codec {__version__} demo  (SIMD level: {_core.simd_level()}, {os.cpu_count()} cores)"
     )
-    data = tensors.builtin(DEMO_SETS, "bfloat16", DEMO_FRACTION, log=say)
+    dtype = "bfloat16"
+    if importlib.util.find_spec("ml_dtypes") is None:
+        # A bare `pip install iota-codec`: numpy has no bfloat16 of its own.
+        dtype = "float16"
+        say(
+            "ml_dtypes is not installed: the demo runs on float16 instead of bfloat16 "
+            "(pip install 'iota-codec[bench]' for bfloat16, the dtype activations cross in)"
+        )
+    data = tensors.builtin(DEMO_SETS, dtype, DEMO_FRACTION, log=say)
     specs, notes = coders.select(threads=1)
     say(
-        f"A short benchmark: the first {DEMO_FRACTION:.0%} of each tensor (bfloat16), every "
+        f"A short benchmark: the first {DEMO_FRACTION:.0%} of each tensor ({dtype}), every "
         f"profile and peer on one thread, medians of {DEMO_REPEAT} runs. "
         "`iota-codec bench` runs the full version.\n"
     )
