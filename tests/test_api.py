@@ -166,3 +166,15 @@ def test_new_torch_outputs_are_advised_huge_pages():
     assert "hg" in (_vm_flags(inner) or [])
     small = codec.decode(codec.encode(torch.ones(1000)))
     assert torch.equal(small, torch.ones(1000))
+
+
+@pytest.mark.parametrize("module", ["iota_codec.torch", "iota_codec.nn"])
+def test_torch_modules_say_how_to_install_torch(monkeypatch, module):
+    import importlib
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch fails
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    with pytest.raises(
+        ModuleNotFoundError, match=r"needs PyTorch: pip install 'iota-codec\[torch\]'"
+    ):
+        importlib.import_module(module)

@@ -71,6 +71,19 @@ def on_accelerator(x: Any) -> bool:
     return is_tensor(x) and x.device.type != "cpu"
 
 
+def require_torch(module: str) -> None:
+    """Imports torch for ``module`` (``iota_codec.torch``, ``iota_codec.nn``), or raises a
+    ``ModuleNotFoundError`` that says how to install it."""
+    try:
+        import torch  # noqa: F401
+    except ModuleNotFoundError as e:
+        if e.name != "torch":
+            raise
+        raise ModuleNotFoundError(
+            f"{module} needs PyTorch: pip install 'iota-codec[torch]'", name="torch"
+        ) from None
+
+
 def _ml_dtypes():
     try:
         import ml_dtypes

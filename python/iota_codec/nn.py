@@ -1,3 +1,4 @@
+# ruff: noqa: E402
 """The residual-bottleneck boundary module (as in ResBM): a learned, narrow pipeline-stage
 boundary with an explicit identity path.
 
@@ -37,6 +38,10 @@ Needs torch. ``import iota_codec`` alone never imports this module.
 """
 
 from __future__ import annotations
+
+from ._adapt import require_torch
+
+require_torch(__name__)  # before the imports below: they import torch
 
 import torch
 from torch import nn

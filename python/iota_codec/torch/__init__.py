@@ -1,3 +1,4 @@
+# ruff: noqa: E402
 """The torch layer: iota-codec where a training loop sends and receives tensors.
 
 - Custom operators (``torch.ops.iota_codec.encode`` / ``.decode``) and their wrappers
@@ -16,6 +17,10 @@
 Importing this module registers the operators. ``import iota_codec`` alone never imports
 torch. It needs PyTorch 2.4 or later (:data:`MIN_TORCH`); an older one is refused on import.
 """
+
+from .._adapt import require_torch
+
+require_torch(__name__)  # before the imports below: they import torch
 
 from ._autograd import recv_activation, send_activation
 from ._ddp import HookStats, IotaHookState, iota_hook
