@@ -294,6 +294,12 @@ def test_says_plainly_when_the_kernel_link_is_missing(monkeypatch, capsys):
     assert "it needs root (for a test)" in err and "--fallback" in err and "iproute2" in err
 
 
+def test_says_plainly_when_torch_is_missing(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch fails
+    assert command.main(_args(*TINY)) == 2
+    assert "pip install 'iota-codec[torch]'" in capsys.readouterr().err
+
+
 # --- whole labs -------------------------------------------------------------------------------
 
 

@@ -308,6 +308,11 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:
         log(f"iota-codec lab: {e}")
         return 2
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        log("iota-codec lab: the lab trains with PyTorch: pip install 'iota-codec[torch]'")
+        return 2
     if args.plot:
         try:
             import matplotlib  # noqa: F401
