@@ -178,3 +178,23 @@ def test_torch_modules_say_how_to_install_torch(monkeypatch, module):
         ModuleNotFoundError, match=r"needs PyTorch: pip install 'iota-codec\[torch\]'"
     ):
         importlib.import_module(module)
+
+
+def test_info_command(tmp_path, capsys):
+    from iota_codec import cli
+
+    x = np.random.default_rng(3).standard_normal((64, 32)).astype(np.float32)
+    blob = codec.encode(x, chunk_size=1000)
+    (tmp_path / "x.iota").write_bytes(blob)
+    assert cli.main(["info", str(tmp_path / "x.iota")]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["shape"] == [64, 32] and meta["n_chunks"] == 3 and "chunk_bytes" not in meta
+    assert cli.main(["info", "--chunks", str(tmp_path / "x.iota")]) == 0
+    assert len(json.loads(capsys.readouterr().out)["chunk_bytes"]) == 3
+    # A damaged or missing file: one line on stderr, exit status 1, no traceback.
+    (tmp_path / "bad.iota").write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    assert cli.main(["info", str(tmp_path / "bad.iota")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("iota-codec info: ") and "checksum" in err and err.count("\n") == 1
+    assert cli.main(["info", str(tmp_path / "missing.iota")]) == 1
+    assert "No such file" in capsys.readouterr().err

@@ -8,10 +8,14 @@ import sys
 
 
 def _info(args: argparse.Namespace) -> int:
-    from . import info
+    from . import CodecError, info
 
-    with open(args.frame, "rb") as f:
-        meta = info(f.read())
+    try:
+        with open(args.frame, "rb") as f:
+            meta = info(f.read())
+    except (OSError, CodecError) as e:
+        print(f"iota-codec info: {args.frame}: {e}", file=sys.stderr)
+        return 1
     if not args.chunks:
         meta.pop("chunk_bytes")
     print(json.dumps(meta, indent=2))
