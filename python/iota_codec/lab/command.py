@@ -291,6 +291,7 @@ def options(args: argparse.Namespace) -> Options:
 
 
 def main(args: argparse.Namespace) -> int:
+    from .._adapt import require_torch
     from . import net, report, runner
 
     def log(msg: str) -> None:
@@ -309,9 +310,9 @@ def main(args: argparse.Namespace) -> int:
         log(f"iota-codec lab: {e}")
         return 2
     try:
-        import torch  # noqa: F401
-    except ImportError:
-        log("iota-codec lab: the lab trains with PyTorch: pip install 'iota-codec[torch]'")
+        require_torch("iota-codec lab")
+    except ModuleNotFoundError as e:
+        log(str(e))
         return 2
     if args.plot:
         try:
