@@ -303,10 +303,10 @@ struct Enc32 {
 /// The table entries are loaded one by one, their indices straight from the symbols in
 /// memory, rather than with two `vpgatherqq`: on a 2-core AMD EPYC (Zen 1) VM, three runs
 /// each way, the rANS-coded encodes ran 8-18% faster (`lossless` 0.45-0.48 -> 0.53-0.55 GB/s,
-/// `balanced` 0.32-0.34 -> 0.35-0.38, `max` 0.33-0.35 -> 0.38-0.39). The AVX2 path runs on the x86 cores without AVX-512, where
-/// gathers are slow (AMD before Zen 4, Intel Haswell and Broadwell, and the Intel cores whose
-/// microcode guards against Gather Data Sampling); Intel cores with fast gathers were not
-/// measured. (The AVX-512 kernels still gather.)
+/// `balanced` 0.32-0.34 -> 0.35-0.38, `max` 0.33-0.35 -> 0.38-0.39). The AVX2 path runs on
+/// the x86 cores without AVX-512, where gathers are slow (AMD before Zen 4, Intel Haswell
+/// and Broadwell, and the Intel cores whose microcode guards against Gather Data Sampling);
+/// Intel cores with fast gathers were not measured. (The AVX-512 kernels still gather.)
 ///
 /// Safety: 8 symbols must be readable at `sym`, each inside `e.table`.
 #[inline]
