@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from .. import _core
-from .._api import Codec, _codec_for
+from .._api import DEFAULT_PROFILE, Codec, _codec_for
 from .._core import InvalidArgumentError
 from ._device import as_device, from_host, host_buffer, to_host
 
@@ -58,7 +58,7 @@ _CODED = (torch.float32, torch.float16, torch.bfloat16)
 def as_codec(codec: Any) -> Codec:
     """A :class:`Codec` from a ``Codec``, a config dict, a profile name, or ``None``."""
     if codec is None:
-        return _default_codec()
+        return _codec_for(DEFAULT_PROFILE, {})
     if isinstance(codec, Codec):
         return codec
     if isinstance(codec, dict):
@@ -69,11 +69,6 @@ def as_codec(codec: Any) -> Codec:
         f"codec must be an iota_codec.Codec, a config dict or a profile name, not "
         f"{type(codec).__name__}"
     )
-
-
-@functools.cache
-def _default_codec() -> Codec:
-    return Codec()
 
 
 def config_string(codec: Any) -> str:
@@ -100,7 +95,7 @@ _config_of._dynamo_marked_constant = True  # type: ignore[attr-defined]
 def codec_from_string(config: str) -> Codec:
     """The codec an operator's ``config`` string describes (cached)."""
     if not config:
-        return _default_codec()
+        return as_codec(None)
     try:
         cfg = json.loads(config)
     except ValueError as e:
