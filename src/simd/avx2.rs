@@ -855,6 +855,10 @@ unsafe impl Simd for V256 {
         _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.cast()))
     }
     #[inline(always)]
+    unsafe fn load_i8(p: *const u8) -> __m256i {
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast()))
+    }
+    #[inline(always)]
     unsafe fn store_f32(p: *mut u8, v: __m256) {
         _mm256_storeu_ps(p.cast(), v)
     }

@@ -827,6 +827,10 @@ unsafe impl Simd for V512 {
         _mm512_cvtepu8_epi32(_mm_loadu_si128(p.cast()))
     }
     #[inline(always)]
+    unsafe fn load_i8(p: *const u8) -> __m512i {
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(p.cast()))
+    }
+    #[inline(always)]
     unsafe fn store_f32(p: *mut u8, v: __m512) {
         _mm512_storeu_ps(p.cast(), v)
     }

@@ -387,6 +387,12 @@ unsafe impl Simd for V128 {
         vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(vmovl_u8(b))))
     }
     #[inline(always)]
+    unsafe fn load_i8(p: *const u8) -> int32x4_t {
+        let v = u32::from_le_bytes(std::ptr::read_unaligned(p.cast::<[u8; 4]>()));
+        let b = vreinterpret_s8_u8(vcreate_u8(u64::from(v)));
+        vmovl_s16(vget_low_s16(vmovl_s8(b)))
+    }
+    #[inline(always)]
     unsafe fn store_f32(p: *mut u8, v: float32x4_t) {
         vst1q_u8(p, vreinterpretq_u8_f32(v))
     }
