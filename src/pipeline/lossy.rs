@@ -15,6 +15,8 @@
 //!    never holds (for example a step that cannot shrink further), every chunk is stored
 //!    exactly. The bound is therefore a guarantee on the decoded tensor, in its dtype.
 
+use std::borrow::Cow;
+
 use super::BlockParams;
 use super::{
     threads, with_scratch, EncodePlan, EncodeRequest, Recipe, Scratch, Symbols, UniformParams,
@@ -562,7 +564,8 @@ const MAX_ATTEMPTS: usize = 12;
 /// (Runs at evenly spaced offsets alias with the rows of a tensor whose row length divides
 /// the spacing: they saw the same 64 channels of every row, and the step they led to missed
 /// the bound on activations with per-channel scales, so that the tensor was encoded twice.)
-fn sample(dtype: DType, input: &[u8], numel: u64, p: &UniformParams) -> Vec<u8> {
+/// A tensor of at most twice the sample's size is its own sample, borrowed.
+fn sample<'a>(dtype: DType, input: &'a [u8], numel: u64, p: &UniformParams) -> Cow<'a, [u8]> {
     let isz = dtype.itemsize();
     let load_range = |out: &mut Vec<u8>, start: u64, len: u64| {
         let end = (start + len).min(numel);
@@ -575,8 +578,7 @@ fn sample(dtype: DType, input: &[u8], numel: u64, p: &UniformParams) -> Vec<u8> 
         _ => p.group,
     };
     if numel <= 2 * SAMPLE.max(run) {
-        load_range(&mut out, 0, numel);
-        return out;
+        return Cow::Borrowed(&input[..numel as usize * isz]);
     }
     let slots = numel / run;
     let runs = (SAMPLE / run).clamp(1, slots);
@@ -585,7 +587,7 @@ fn sample(dtype: DType, input: &[u8], numel: u64, p: &UniformParams) -> Vec<u8> 
         let slot = first + crate::quant::rounding::hash(SAMPLE_SEED, j) % (end - first);
         load_range(&mut out, slot * run, run);
     }
-    out
+    Cow::Owned(out)
 }
 
 /// What the step search sees of a candidate on the sample.
@@ -787,7 +789,11 @@ pub fn encode_bounded_into(
         return Ok(());
     }
     let xs = sample(dtype, req.input, numel, &template);
-    let sample_finite = (k.stats)(dtype, &xs).finite;
+    // A borrowed sample is the whole tensor, whose finite elements are counted already.
+    let sample_finite = match xs {
+        Cow::Borrowed(_) => finite,
+        Cow::Owned(_) => (k.stats)(dtype, &xs).finite,
+    };
 
     match spec.bound {
         Bound::MaxAbs(e) => {
