@@ -316,6 +316,10 @@ impl Codec {
     /// Decodes a frame into `out`, which must hold exactly the decoded bytes. Each chunk's
     /// checksum is verified just before it is decoded, so after an error `out` may hold
     /// partly decoded data.
+    ///
+    /// An `out` of 4 MiB or more that is reused from call to call (every page of it mapped)
+    /// decodes faster than a fresh one: the decoders prefetch it for writing
+    /// ([`memory::mapped`] says whether they may).
     pub fn decode_into(&self, frame: &[u8], out: &mut [u8]) -> Result<FrameInfo> {
         let parsed = pipeline::parse_frame_to_decode(frame, &self.limits)?;
         pipeline::decode_parsed(&parsed, out, self.threads, &self.limits.validation)?;

@@ -22,6 +22,7 @@ use crate::format::{self, ContainerHint, Header, HeaderExtent, Reader, StageDesc
 use crate::quant::block::{self, BlockFormat, ScaleFormat};
 use crate::quant::minifloat::Element;
 use crate::quant::{rounding, uniform};
+use crate::simd;
 use crate::transform::floatsplit;
 use crate::validate::{self, Validation};
 
@@ -1109,6 +1110,7 @@ pub(crate) fn decode_parsed_with(
         .ok()
         .and_then(|c| c.checked_mul(h.dtype.itemsize()))
         .ok_or_else(|| Error::corrupt("chunk size does not fit in memory"))?;
+    let write_hints = write_hints_for(out, out.len());
     let outs: Vec<&mut [u8]> = if out.is_empty() {
         vec![]
     } else {
@@ -1122,6 +1124,7 @@ pub(crate) fn decode_parsed_with(
         project,
         verify: (!parsed.unverified.is_empty())
             .then_some((parsed.extent.checksum, &parsed.unverified[..])),
+        write_hints,
     };
     decode_chunks(&job, 0, &parsed.chunks, outs, threads)
 }
@@ -1137,6 +1140,20 @@ pub(crate) struct ChunkJob<'a> {
     /// The header checksum and each chunk's stored checksum, when they are to be verified
     /// before decoding.
     pub verify: Option<(u32, &'a [u32])>,
+    /// Whether the kernels may prefetch the outputs for writing: only when every page of
+    /// them is mapped already ([`write_hints_for`]).
+    pub write_hints: bool,
+}
+
+/// Outputs at least this large are prefetched for writing where they are mapped: smaller
+/// ones stay in the caches anyway.
+const WRITE_HINTS_MIN_BYTES: usize = 4 << 20;
+
+/// Whether decoding into `out`, part of an output of `total` bytes, may prefetch it for
+/// writing ([`ChunkJob::write_hints`]): when the output is large and every page of `out` is
+/// mapped (a buffer that is reused, not a fresh one; see `simd::PREFETCH_AHEAD`).
+pub(crate) fn write_hints_for(out: &[u8], total: usize) -> bool {
+    total >= WRITE_HINTS_MIN_BYTES && crate::memory::mapped(out)
 }
 
 /// Decodes `payloads[i]` (chunk `first + i` of its frame) into `outs[i]` for every `i`, in
@@ -1162,8 +1179,9 @@ pub(crate) fn decode_chunks(
     let sum = |i: usize| job.verify.map(|(header, sums)| (header, sums[i]));
     let one =
         |i: usize, out: &mut [u8]| decode_one(job, first + i as u64, sum(i), payloads[i], out);
+    let hinted = |i: usize, out: &mut [u8]| simd::with_write_hints(job.write_hints, || one(i, out));
     if outs.len() < 2 * workers.max(1) {
-        return threads::try_for_each_mut(threads, outs, one);
+        return threads::try_for_each_mut(threads, outs, hinted);
     }
     let mut pairs = Vec::with_capacity(outs.len().div_ceil(2));
     let mut it = outs.into_iter();
@@ -1171,29 +1189,31 @@ pub(crate) fn decode_chunks(
         pairs.push((a, it.next()));
     }
     threads::try_for_each_mut(threads, pairs, |k, (a, b)| {
-        let i = 2 * k;
-        let Some(b) = b else {
-            return one(i, a);
-        };
-        let index = first + i as u64;
-        let paired = decode_two(
-            job,
-            index,
-            [sum(i), sum(i + 1)],
-            [payloads[i], payloads[i + 1]],
-            [a, b],
-        );
-        if paired.is_ok() {
-            return paired;
-        }
-        // A damaged pair: decoding the chunks one by one finds the error a serial decode
-        // reports first.
-        let serial = one(i, a).and_then(|()| one(i + 1, b));
-        debug_assert!(
-            serial.is_err(),
-            "a pair failed that decodes one by one: {paired:?}"
-        );
-        serial
+        simd::with_write_hints(job.write_hints, || {
+            let i = 2 * k;
+            let Some(b) = b else {
+                return one(i, a);
+            };
+            let index = first + i as u64;
+            let paired = decode_two(
+                job,
+                index,
+                [sum(i), sum(i + 1)],
+                [payloads[i], payloads[i + 1]],
+                [a, b],
+            );
+            if paired.is_ok() {
+                return paired;
+            }
+            // A damaged pair: decoding the chunks one by one finds the error a serial decode
+            // reports first.
+            let serial = one(i, a).and_then(|()| one(i + 1, b));
+            debug_assert!(
+                serial.is_err(),
+                "a pair failed that decodes one by one: {paired:?}"
+            );
+            serial
+        })
     })
 }
 

@@ -7,7 +7,9 @@
 
 use std::collections::VecDeque;
 
-use super::{decode_chunks, transform, ChunkJob, EncodePlan, EncodeRequest, Limits, Recipe};
+use super::{
+    decode_chunks, transform, write_hints_for, ChunkJob, EncodePlan, EncodeRequest, Limits, Recipe,
+};
 use crate::error::{Error, Result};
 use crate::format::{self, Header, HeaderExtent, Reader, CHUNK_RECORD_OVERHEAD};
 
@@ -269,6 +271,7 @@ impl StreamDecoder {
         if decoded > 0 {
             let start = (self.next_chunk as usize) * l.chunk_bytes;
             let end = ((index as usize) * l.chunk_bytes).min(l.output_len);
+            let write_hints = write_hints_for(&out[start..end], l.output_len);
             let outs: Vec<&mut [u8]> = out[start..end].chunks_mut(l.chunk_bytes).collect();
             let job = ChunkJob {
                 recipe: &l.recipe,
@@ -277,6 +280,7 @@ impl StreamDecoder {
                 validation: &self.limits.validation,
                 project: l.project.as_ref(),
                 verify: None,
+                write_hints,
             };
             decode_chunks(&job, self.next_chunk, &payloads, outs, self.threads)?;
         }

@@ -952,6 +952,48 @@ proptest! {
     }
 }
 
+/// A large decode into a buffer whose pages are mapped (one written before, as a reused
+/// output is) prefetches its writes, which changes nothing but timing: at every SIMD level,
+/// every profile decodes such a buffer to the bytes of a fresh decode, as does the stream
+/// decoder; on two threads too.
+#[test]
+fn mapped_outputs_decode_like_fresh_ones() {
+    use crate::simd::{self, Level};
+    // Just over the 4 MiB from which outputs are hinted, in chunks of 2^18 elements.
+    let n = (4 << 20) / 2 + 4099;
+    let data = lossy_data(DType::BF16, n, 1, 5);
+    for profile in Profile::ALL {
+        let c = lossy(profile.mode(), 1 << 18, 1);
+        let frame = c.encode(&data, DType::BF16, &[n as u64]).unwrap();
+        let want = simd::with_level(Level::Scalar, || c.decode(&frame).unwrap().data);
+        let mut out = vec![0xA5u8; want.len()];
+        assert_eq!(
+            super::write_hints_for(&out, out.len()),
+            cfg!(target_os = "linux"),
+            "a written 4 MiB buffer is hinted on Linux only"
+        );
+        for l in simd::available() {
+            out.fill(0xA5);
+            simd::with_level(l, || c.decode_into(&frame, &mut out)).unwrap();
+            assert!(out == want, "{l:?} decodes otherwise: {profile:?}");
+        }
+        out.fill(0xA5);
+        lossy(profile.mode(), 1 << 18, 2)
+            .decode_into(&frame, &mut out)
+            .unwrap();
+        assert!(out == want, "two threads decode otherwise: {profile:?}");
+        out.fill(0xA5);
+        let mut d = c.stream_decoder();
+        d.feed(&frame).unwrap();
+        d.decode_available(&mut out).unwrap();
+        d.finish().unwrap();
+        assert!(
+            out == want,
+            "the stream decoder decodes otherwise: {profile:?}"
+        );
+    }
+}
+
 /// Every SIMD level this CPU has writes the same frame and decodes it to the same bytes, for
 /// every profile and a spread of modes, dtypes and sizes (one thread, so that everything runs
 /// on the thread whose kernels `with_level` sets).

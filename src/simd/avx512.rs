@@ -18,7 +18,9 @@ use std::arch::x86_64::*;
 
 use super::common::{add_histogram, alphabet, vector_layout};
 use super::vector::Simd;
-use super::{prefetch, scalar, FloatSplit, Kernels, Level, PREFETCH_AHEAD};
+use super::{
+    prefetch, prefetch_write, scalar, write_hints, FloatSplit, Kernels, Level, PREFETCH_AHEAD,
+};
 use crate::entropy::rans::{MAX_PROB_BITS, RANS_L};
 use crate::quant::bitpack;
 
@@ -705,6 +707,7 @@ unsafe fn merge_blocks<const BYTES: usize>(
     let mantc = _mm_cvtsi32_si128(mant_bits as i32);
     let dropc = _mm_cvtsi32_si128(drop as i32);
     let wc = _mm_cvtsi32_si128(w as i32);
+    let hints = write_hints();
     for b in 0..blocks {
         // SAFETY: block `b` and its packed words are inside `symbols`, `packed` and `out`.
         let (src, sym, dst) = unsafe {
@@ -733,6 +736,9 @@ unsafe fn merge_blocks<const BYTES: usize>(
                 m
             };
             let m = _mm512_and_si512(m, mask);
+            if hints {
+                prefetch_write(dst.wrapping_add(BYTES * 16 * row + PREFETCH_AHEAD));
+            }
             // SAFETY: row `row < 32` of the block is inside `symbols` and `out`.
             unsafe {
                 let s = _mm512_cvtepu16_epi32(_mm256_loadu_si256(sym.add(16 * row).cast()));

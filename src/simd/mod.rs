@@ -69,13 +69,15 @@ impl Level {
 /// speed without these hints and at 75-95% with them; 2 KiB ahead got most of that, 4 KiB a
 /// little more.
 ///
-/// Only reads are prefetched. The kernels' outputs are often freshly allocated (every decode
-/// that returns a new tensor writes into one), and 4 KiB ahead of a fresh buffer's write
-/// position lies a page that is not mapped yet: a prefetch there cannot fault it in, and
-/// one per store still costs. On a 2-core AMD EPYC (Zen 1) VM, hinting the writes cost
-/// about 30 µs per page (over ten times the page fault), made decoding into a fresh 64 MiB
-/// buffer 3-10x slower (`fast` 0.12 against 1.2 GB/s) and decoding into a reused one no
-/// faster.
+/// Writes are prefetched only where the pages are known to be mapped ([`with_write_hints`]).
+/// The kernels' outputs are often freshly allocated (every decode that returns a new tensor
+/// writes into one), and 4 KiB ahead of a fresh buffer's write position lies a page that is
+/// not mapped yet: a prefetch there cannot fault it in, and one per store still costs. On a
+/// 2-core AMD EPYC (Zen 1) VM, hinting the writes of fresh buffers cost about 30 µs per page
+/// (over ten times the page fault) and made decoding into a fresh 64 MiB buffer 3-10x slower
+/// (`fast` 0.12 against 1.2 GB/s); on a 2-core Intel Xeon (Emerald Rapids) VM fresh decodes
+/// gained nothing from them, while decodes into a reused buffer ran 5-15% faster (medians
+/// of paired `make speed` rounds).
 pub(crate) const PREFETCH_AHEAD: usize = 4096;
 
 /// Hints that the cache line at `p` will be read soon. A prefetch never faults, so `p` may
@@ -91,6 +93,51 @@ pub(crate) fn prefetch(p: *const u8) {
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// Hints that the cache line at `p` will be written soon (`prefetchw` on x86-64 where the
+/// build enables it, and otherwise the read prefetch of [`prefetch`], which serves a store
+/// as well; elsewhere a no-op). Like [`prefetch`] it never faults, but on a page that is not
+/// mapped yet it still costs (see [`PREFETCH_AHEAD`]): kernels issue it only when
+/// [`write_hints`] says so.
+#[inline(always)]
+pub(crate) fn prefetch_write(p: *const u8) {
+    // SAFETY: as for `prefetch`: a hint that never faults.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+thread_local! {
+    /// Whether the kernels running on this thread may prefetch their outputs for writing
+    /// (set by [`with_write_hints`]).
+    static WRITE_HINTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the kernels running on this thread may prefetch their outputs for writing
+/// ([`prefetch_write`] [`PREFETCH_AHEAD`] bytes past what they store): only inside
+/// [`with_write_hints`]`(true, ..)`. Kernels read it once per call.
+#[inline]
+pub(crate) fn write_hints() -> bool {
+    WRITE_HINTS.with(std::cell::Cell::get)
+}
+
+/// Runs `f` with the write hints of [`write_hints`] turned on (or off) on the calling
+/// thread. Turn them on only for kernels whose outputs lie in pages that are mapped already
+/// (a caller's buffer that [`crate::memory::mapped`] vouches for), whatever scratch buffers
+/// they write on the way: those are reused, so mapped after their first use.
+pub(crate) fn with_write_hints<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            WRITE_HINTS.with(|w| w.set(self.0));
+        }
+    }
+    let _restore = Restore(WRITE_HINTS.with(|w| w.replace(on)));
+    f()
 }
 
 /// How a float splits into a symbol (sign and exponent) and a mantissa.

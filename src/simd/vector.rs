@@ -26,7 +26,7 @@ use crate::quant::uniform::{
     self, BitReader, BitWriter, ErrSum, QuantArgs, Stats, Step, DIRECT, ESC, Q_LIMIT,
 };
 use crate::quant::{bitpack, convert};
-use crate::simd::{prefetch, PREFETCH_AHEAD};
+use crate::simd::{prefetch, prefetch_write, write_hints, PREFETCH_AHEAD};
 
 /// The lane-parallel operations the generic kernels are written in. `F` holds `W` `f32`
 /// lanes, `I` as many 32-bit integers, `M` a lane mask; `Acc` holds eight `f64` sums.
@@ -349,7 +349,11 @@ pub(crate) unsafe fn from_f32<S: Simd, const DT: u8>(vals: &[f32], out: &mut [u8
     assert_eq!(out.len(), n * itemsize(DT));
     let done = n / S::W * S::W;
     let (src, dst) = (vals.as_ptr().cast::<u8>(), out.as_mut_ptr());
+    let hints = write_hints();
     for i in (0..done).step_by(S::W) {
+        if hints {
+            prefetch_write(dst.wrapping_add(i * itemsize(DT) + PREFETCH_AHEAD));
+        }
         // SAFETY: elements `i..i + W` are inside `vals` and `out`.
         unsafe { store_x::<S, DT, true>(dst, i, S::load_f32(src.add(4 * i))) };
     }
@@ -690,11 +694,15 @@ unsafe fn block_decode_with<S: Simd, const DT: u8, const INT8: bool>(
         ElemKind::Int { bits, .. } => 3.0e38 / (1u32 << (bits - 1)) as f32,
         ElemKind::Mini { .. } => 0.0,
     };
+    let hints = write_hints();
     for g in 0..full {
         let mult = fmt.multiplier(block::stored_scale(fmt, scales, g));
         let mv = S::splat(mult);
         if mult.abs() < plain_limit && DT != F16 {
             for j in (g * b..(g + 1) * b).step_by(S::W) {
+                if hints {
+                    prefetch_write(dst.wrapping_add(j * isz + PREFETCH_AHEAD));
+                }
                 // SAFETY: block `g < full` lies inside `codes` and `out`.
                 unsafe {
                     let v = code_values::<S, INT8>(kind, mask, src.add(j));
@@ -704,6 +712,9 @@ unsafe fn block_decode_with<S: Simd, const DT: u8, const INT8: bool>(
             continue;
         }
         for j in (g * b..(g + 1) * b).step_by(S::W) {
+            if hints {
+                prefetch_write(dst.wrapping_add(j * isz + PREFETCH_AHEAD));
+            }
             // SAFETY: block `g < full` lies inside `codes` and `out`.
             unsafe {
                 let y = S::mul(code_values::<S, INT8>(kind, mask, src.add(j)), mv);
@@ -1175,8 +1186,12 @@ unsafe fn decode_vec<S: Simd, const DT: u8, const SAT: bool>(
     };
     let one_st = S::splat(one_step.unwrap_or(0.0));
     let src = symbols.as_ptr().cast::<u8>();
+    let hints = write_hints();
     let mut i = 0;
     while i + S::W <= n {
+        if hints {
+            prefetch_write(out.as_ptr().wrapping_add(i * isz + PREFETCH_AHEAD));
+        }
         // SAFETY: elements `i..i + W` are inside `symbols`, `out` and the steps.
         unsafe {
             let s = S::load_u16(src.add(2 * i));
