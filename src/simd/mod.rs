@@ -24,7 +24,9 @@ mod neon;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod vector;
 
+use std::cell::Cell;
 use std::sync::OnceLock;
+use std::thread::LocalKey;
 
 use crate::dtype::DType;
 use crate::error::Result;
@@ -114,7 +116,7 @@ pub(crate) fn prefetch_write(p: *const u8) {
 thread_local! {
     /// Whether the kernels running on this thread may prefetch their outputs for writing
     /// (set by [`with_write_hints`]).
-    static WRITE_HINTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static WRITE_HINTS: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Whether the kernels running on this thread may prefetch their outputs for writing
@@ -122,7 +124,7 @@ thread_local! {
 /// [`with_write_hints`]`(true, ..)`. Kernels read it once per call.
 #[inline]
 pub(crate) fn write_hints() -> bool {
-    WRITE_HINTS.with(std::cell::Cell::get)
+    WRITE_HINTS.with(Cell::get)
 }
 
 /// Runs `f` with the write hints of [`write_hints`] turned on (or off) on the calling
@@ -130,13 +132,23 @@ pub(crate) fn write_hints() -> bool {
 /// (a caller's buffer that [`crate::memory::mapped`] vouches for), whatever scratch buffers
 /// they write on the way: those are reused, so mapped after their first use.
 pub(crate) fn with_write_hints<T>(on: bool, f: impl FnOnce() -> T) -> T {
-    struct Restore(bool);
-    impl Drop for Restore {
+    with_local(&WRITE_HINTS, on, f)
+}
+
+/// Runs `f` with the thread-local `cell` set to `value`, and puts its old value back
+/// afterwards (after a panic in `f` too).
+fn with_local<V: Copy + 'static, T>(
+    cell: &'static LocalKey<Cell<V>>,
+    value: V,
+    f: impl FnOnce() -> T,
+) -> T {
+    struct Restore<V: Copy + 'static>(&'static LocalKey<Cell<V>>, V);
+    impl<V: Copy + 'static> Drop for Restore<V> {
         fn drop(&mut self) {
-            WRITE_HINTS.with(|w| w.set(self.0));
+            self.0.with(|c| c.set(self.1));
         }
     }
-    let _restore = Restore(WRITE_HINTS.with(|w| w.replace(on)));
+    let _restore = Restore(cell, cell.with(|c| c.replace(value)));
     f()
 }
 
@@ -373,12 +385,12 @@ fn static_kernels(level: Level) -> &'static Kernels {
 
 thread_local! {
     /// Kernels that [`with_level`] puts in place on this thread.
-    static OVERRIDE: std::cell::Cell<Option<&'static Kernels>> = const { std::cell::Cell::new(None) };
+    static OVERRIDE: Cell<Option<&'static Kernels>> = const { Cell::new(None) };
 }
 
 /// The kernels used by the codec: the detected level, capped by `IOTA_CODEC_SIMD`.
 pub fn kernels() -> &'static Kernels {
-    if let Some(k) = OVERRIDE.with(std::cell::Cell::get) {
+    if let Some(k) = OVERRIDE.with(Cell::get) {
         return k;
     }
     static K: OnceLock<&'static Kernels> = OnceLock::new();
@@ -396,14 +408,7 @@ pub fn kernels() -> &'static Kernels {
 /// codes everything there. For tests and benchmarks that compare levels in one process.
 #[doc(hidden)]
 pub fn with_level<T>(level: Level, f: impl FnOnce() -> T) -> T {
-    struct Restore(Option<&'static Kernels>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            OVERRIDE.with(|o| o.set(self.0));
-        }
-    }
-    let _restore = Restore(OVERRIDE.with(|o| o.replace(Some(static_kernels(level)))));
-    f()
+    with_local(&OVERRIDE, Some(static_kernels(level)), f)
 }
 
 #[cfg(test)]
