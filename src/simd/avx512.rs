@@ -885,6 +885,10 @@ unsafe impl Simd for V512 {
         _mm512_cvttps_epi32(a)
     }
     #[inline(always)]
+    unsafe fn cvt_round_fi(a: __m512) -> __m512i {
+        _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a)
+    }
+    #[inline(always)]
     unsafe fn cvt_if(a: __m512i) -> __m512 {
         _mm512_cvtepi32_ps(a)
     }

@@ -444,6 +444,10 @@ unsafe impl Simd for V128 {
         vcvtq_s32_f32(a)
     }
     #[inline(always)]
+    unsafe fn cvt_round_fi(a: float32x4_t) -> int32x4_t {
+        vcvtnq_s32_f32(a)
+    }
+    #[inline(always)]
     unsafe fn cvt_if(a: int32x4_t) -> float32x4_t {
         vcvtq_f32_s32(a)
     }

@@ -81,6 +81,14 @@ pub(crate) unsafe trait Simd: Copy {
     unsafe fn round_even(a: Self::F) -> Self::F;
     /// Converts integer-valued floats in the `i32` range.
     unsafe fn cvt_fi(a: Self::F) -> Self::I;
+    /// Rounds to an integer, ties to even, and converts (values in the `i32` range): what
+    /// `cvt_fi(round_even(a))` gives, in one instruction where the ISA has one that does not
+    /// depend on the rounding mode register.
+    #[inline(always)]
+    unsafe fn cvt_round_fi(a: Self::F) -> Self::I {
+        // SAFETY: plain lane arithmetic.
+        unsafe { Self::cvt_fi(Self::round_even(a)) }
+    }
     unsafe fn cvt_if(a: Self::I) -> Self::F;
     unsafe fn bits(a: Self::F) -> Self::I;
     unsafe fn from_bits(a: Self::I) -> Self::F;
@@ -542,6 +550,81 @@ unsafe fn block_scales<S: Simd>(fmt: &BlockFormat, amax: S::I) -> (S::I, S::F) {
     }
 }
 
+/// The bits of a float's magnitude, and of infinity: a magnitude's bits are at or above
+/// `INF_BITS` only for infinities and NaNs.
+const ABS: i32 = 0x7fff_ffff;
+const INF_BITS: i32 = 0x7f80_0000;
+
+/// What quantizing a block of [`block_encode`] needs.
+#[derive(Clone, Copy)]
+struct Quantize {
+    kind: ElemKind,
+    rounding: Rounding,
+    base: u64,
+    mult: f32,
+}
+
+impl Quantize {
+    /// Writes the codes of elements `range` (whole vectors) of `src` to `dst`. `FINITE`
+    /// says that every element is finite; otherwise the non-finite ones get code 0.
+    ///
+    /// Safety: the elements and their codes must lie inside the buffers.
+    #[inline(always)]
+    unsafe fn block<S: Simd, const DT: u8, const FINITE: bool>(
+        &self,
+        src: *const u8,
+        dst: *mut u8,
+        range: std::ops::Range<usize>,
+    ) {
+        let mv = S::splat(self.mult);
+        // The quotients of the elements at `j` (0 for non-finite ones).
+        let t = |j: usize| {
+            // SAFETY: the caller's contract.
+            unsafe {
+                let x = load_x::<S, DT>(src, j);
+                if FINITE {
+                    S::div(x, mv)
+                } else {
+                    let (_, fin) = abs_finite::<S>(x);
+                    S::sel_f(fin, S::div(x, mv), S::splat(0.0))
+                }
+            }
+        };
+        // One loop per case, so that nothing is decided per vector.
+        match (self.kind, self.rounding) {
+            // Clamping to the integer bounds before rounding gives what rounding first
+            // does, in one conversion; the store keeps the low 8 bits, so int8 codes need
+            // no mask.
+            (ElemKind::Int { max, mask, bits }, Rounding::Nearest) => {
+                let (lo, hi) = (S::splat(-max), S::splat(max));
+                let mask = S::splat_i(if bits == 8 { -1 } else { mask });
+                for j in range.step_by(S::W) {
+                    let c = S::cvt_round_fi(S::min(S::max(t(j), lo), hi));
+                    let c = if bits == 8 { c } else { S::and(c, mask) };
+                    // SAFETY: the caller's contract.
+                    unsafe { S::store_u8(dst.add(j), c) };
+                }
+            }
+            (kind, Rounding::Nearest) => {
+                for j in range.step_by(S::W) {
+                    let c = encode_elem::<S>(kind, t(j), |v| S::round_even(v));
+                    // SAFETY: the caller's contract.
+                    unsafe { S::store_u8(dst.add(j), c) };
+                }
+            }
+            // Minifloats round magnitudes: the sign-keeping rounding is the same on them.
+            (kind, Rounding::Stochastic { seed }) => {
+                for j in range.step_by(S::W) {
+                    let u = S::thresholds(seed, self.base + j as u64);
+                    let c = encode_elem::<S>(kind, t(j), |v| round_sr::<S>(v, u));
+                    // SAFETY: the caller's contract.
+                    unsafe { S::store_u8(dst.add(j), c) };
+                }
+            }
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) unsafe fn block_encode<S: Simd, const DT: u8>(
@@ -568,19 +651,32 @@ pub(crate) unsafe fn block_encode<S: Simd, const DT: u8>(
     let mut mults = [0f32; 16];
     for first in (0..full).step_by(16) {
         let nb = (full - first).min(16);
+        // Bit `k`: block `first + k` holds a non-finite element.
+        let mut special = 0u32;
         for (k, amax_k) in amaxes[..nb].iter_mut().enumerate() {
             let at = (first + k) * b;
-            // The largest finite magnitude: for non-negative floats, an integer maximum of
-            // bits.
+            // The largest magnitude, as an integer maximum of the bits of non-negative
+            // floats: at or above infinity's bits only if an element is not finite, and then
+            // the block is read again for its largest finite magnitude and its count.
             let mut amax = S::splat_i(0);
             for j in (at..at + b).step_by(S::W) {
                 prefetch(src.wrapping_add(j * isz + PREFETCH_AHEAD));
                 // SAFETY: block `first + k < full` lies inside `input` (`(g + 1) b <= n`).
-                let (a, fin) = unsafe { abs_finite::<S>(load_x::<S, DT>(src, j)) };
-                amax = S::imax(amax, S::sel_i(fin, a, S::splat_i(0)));
-                nonfinite += S::W - S::mask_bits(fin).count_ones() as usize;
+                let a = unsafe { S::and(S::bits(load_x::<S, DT>(src, j)), S::splat_i(ABS)) };
+                amax = S::imax(amax, a);
             }
             *amax_k = S::hmax_i(amax);
+            if *amax_k >= INF_BITS {
+                special |= 1 << k;
+                let mut amax = S::splat_i(0);
+                for j in (at..at + b).step_by(S::W) {
+                    // SAFETY: as above.
+                    let (a, fin) = unsafe { abs_finite::<S>(load_x::<S, DT>(src, j)) };
+                    amax = S::imax(amax, S::sel_i(fin, a, S::splat_i(0)));
+                    nonfinite += S::W - S::mask_bits(fin).count_ones() as usize;
+                }
+                *amax_k = S::hmax_i(amax);
+            }
         }
         for v in (0..16).step_by(S::W) {
             // SAFETY: lanes `v..v + W` of the 16 of each array.
@@ -599,23 +695,18 @@ pub(crate) unsafe fn block_encode<S: Simd, const DT: u8>(
                 codes[at..at + b].fill(0);
                 continue;
             }
-            let mv = S::splat(mult);
-            for j in (at..at + b).step_by(S::W) {
-                // SAFETY: as above; the codes of the block are inside `codes`.
-                unsafe {
-                    let x = load_x::<S, DT>(src, j);
-                    let (_, fin) = abs_finite::<S>(x);
-                    let t = S::sel_f(fin, S::div(x, mv), S::splat(0.0));
-                    let c = match rounding {
-                        Rounding::Nearest => encode_elem::<S>(kind, t, |v| S::round_even(v)),
-                        // Minifloats round magnitudes: the sign-keeping rounding is the same
-                        // on them.
-                        Rounding::Stochastic { seed } => {
-                            let u = S::thresholds(seed, base + j as u64);
-                            encode_elem::<S>(kind, t, |v| round_sr::<S>(v, u))
-                        }
-                    };
-                    S::store_u8(dst.add(j), c);
+            let q = Quantize {
+                kind,
+                rounding,
+                base,
+                mult,
+            };
+            // SAFETY: as above; the codes of the block are inside `codes`.
+            unsafe {
+                if special & 1 << k == 0 {
+                    q.block::<S, DT, true>(src, dst, at..at + b)
+                } else {
+                    q.block::<S, DT, false>(src, dst, at..at + b)
                 }
             }
         }
