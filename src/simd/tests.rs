@@ -294,17 +294,54 @@ fn rans_matches_scalar_around_the_dense_table_sizes() {
     // spread over the whole 512-symbol alphabet.
     let mut rng = Rng(7);
     for present in [1usize, 15, 16, 17, 31, 32, 33, 62, 63, 64, 65, 200] {
-        let set: Vec<u16> = (0..present).map(|i| ((i * 173 + 5) % 512) as u16).collect();
-        let syms: Vec<u16> = (0..5000)
-            .map(|i| {
-                if i < present {
-                    set[i]
-                } else {
-                    set[rng.below(present as u64) as usize]
-                }
-            })
-            .collect();
+        let syms = spread_symbols(&mut rng, present, 5000);
         check_rans(&mut rng, &syms, 512, 32, 11);
+    }
+}
+
+/// `n >= present` symbols, `present` distinct ones spread over the 512-symbol alphabet (each
+/// among the first `present`, the rest drawn at random from them).
+fn spread_symbols(rng: &mut Rng, present: usize, n: usize) -> Vec<u16> {
+    let set: Vec<u16> = (0..present).map(|i| ((i * 173 + 5) % 512) as u16).collect();
+    (0..n)
+        .map(|i| {
+            if i < present {
+                set[i]
+            } else {
+                set[rng.below(present as u64) as usize]
+            }
+        })
+        .collect()
+}
+
+/// The AVX-512 encoder fetches the entries of tables too large for its register tables by
+/// gathers on some CPUs and by loads on others: both match the reference wherever the CPU
+/// has AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx512_rans_encoder_matches_scalar_by_gathers_and_by_loads() {
+    use super::avx512;
+    if !avx512::supported() {
+        return;
+    }
+    let mut rng = Rng(9);
+    for encode in [
+        avx512::rans_encode_by::<true>,
+        avx512::rans_encode_by::<false>,
+    ] {
+        let k = Kernels {
+            rans_encode: encode,
+            ..kernels_for(Level::Avx512)
+        };
+        for present in [63usize, 64, 65, 200, 512] {
+            for n in [1000usize, 20_000] {
+                let syms = spread_symbols(&mut rng, present, n);
+                for prob_bits in [9, 11] {
+                    let (t, _) = tables(&syms, 512, prob_bits);
+                    check_encode(&k, &syms, &t, 32);
+                }
+            }
+        }
     }
 }
 
