@@ -131,18 +131,27 @@ pub(super) fn encode_block_chunk(
     with_scratch(|s| {
         out.push(MODE_CODED);
         let at = out.len();
-        out.resize(at + n.div_ceil(fmt.block) * fmt.scale.bytes(), 0);
-        s.codes.resize(n, 0);
-        let nonfinite = (k.block_encode)(
-            &fmt,
-            rounding,
-            base,
-            dtype,
-            input,
-            &mut s.codes,
-            &mut out[at..],
-        );
-        write_block_codes(bits, rans, s, out);
+        let codes_at = at + n.div_ceil(fmt.block) * fmt.scale.bytes();
+        let nonfinite = if bits == 8 && rans.is_none() {
+            // Packed 8-bit codes go straight into the frame (`packed_len(n, 8) = n`).
+            out.resize(codes_at + n, 0);
+            let (scales, codes) = out[at..].split_at_mut(codes_at - at);
+            (k.block_encode_packed)(&fmt, rounding, base, dtype, input, codes, scales)
+        } else {
+            out.resize(codes_at, 0);
+            s.codes.resize(n, 0);
+            let nonfinite = (k.block_encode)(
+                &fmt,
+                rounding,
+                base,
+                dtype,
+                input,
+                &mut s.codes,
+                &mut out[at..],
+            );
+            write_block_codes(bits, rans, s, out);
+            nonfinite
+        };
         write_escapes(dtype, input, nonfinite, out);
         nonfinite
     })

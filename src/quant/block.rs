@@ -232,6 +232,24 @@ pub fn encode_blocks(
     nonfinite
 }
 
+/// The scalar reference of the `block_encode_packed` kernel: [`encode_blocks`] for 8-bit
+/// elements, with the codes in their packed layout (what `bitpack::pack_bytes(8, ...)` makes
+/// of them: as many bytes, the values of each whole block of 512 rearranged).
+pub fn encode_blocks_packed(
+    fmt: &BlockFormat,
+    rounding: Rounding,
+    base: u64,
+    dtype: DType,
+    input: &[u8],
+    codes: &mut [u8],
+    scales: &mut [u8],
+) -> usize {
+    assert_eq!(fmt.element.bits(), 8, "packed block codes are 8-bit");
+    let nonfinite = encode_blocks(fmt, rounding, base, dtype, input, codes, scales);
+    super::bitpack::pack_bytes8_in_place(codes, |v, out| super::bitpack::pack_bytes(8, v, out));
+    nonfinite
+}
+
 /// The stored scale of block `g` in a chunk's scale bytes.
 #[inline(always)]
 pub fn stored_scale(fmt: &BlockFormat, scales: &[u8], g: usize) -> u16 {

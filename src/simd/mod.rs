@@ -270,6 +270,9 @@ pub struct Kernels {
     pub to_f32: ToF32Fn,
     pub from_f32: FromF32Fn,
     pub block_encode: BlockEncodeFn,
+    /// `block_encode` of 8-bit elements with the codes packed (as `pack_codes` with width 8
+    /// would): scalar reference [`block::encode_blocks_packed`].
+    pub block_encode_packed: BlockEncodeFn,
     pub block_decode: BlockDecodeFn,
     pub pack_codes: PackCodesFn,
     pub unpack_codes: UnpackCodesFn,
@@ -299,6 +302,7 @@ pub const SCALAR: Kernels = Kernels {
     to_f32: convert::load_all,
     from_f32: convert::store_all_sat,
     block_encode: block::encode_blocks,
+    block_encode_packed: block::encode_blocks_packed,
     block_decode: block::decode_blocks,
     pack_codes: bitpack::pack_bytes,
     unpack_codes: bitpack::unpack_bytes,

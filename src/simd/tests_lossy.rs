@@ -209,6 +209,64 @@ fn check_block_decode(k: &Kernels, fmt: &BlockFormat, dtype: DType, scales: &[u8
     }
 }
 
+/// `block_encode_packed` writes what `block_encode` and a pack of its codes write, at every
+/// level, for every 8-bit element: block sizes that tile the bit-packing blocks (coded
+/// straight into the packed layout) and others, lengths around whole bit-packing blocks,
+/// special values, both roundings.
+#[test]
+fn packed_block_encoders_match_encode_then_pack() {
+    let mut rng = Rng(14);
+    let kernels: Vec<Kernels> = std::iter::once(SCALAR).chain(levels()).collect();
+    for element in Element::ALL.into_iter().filter(|e| e.bits() == 8) {
+        for (block, scale) in [
+            (64, ScaleFormat::BF16),
+            (32, ScaleFormat::E8M0),
+            (128, ScaleFormat::F16),
+            (256, ScaleFormat::BF16),
+            (192, ScaleFormat::E8M0),
+        ] {
+            let fmt = BlockFormat {
+                element,
+                scale,
+                block,
+            };
+            for dtype in DType::ALL {
+                for n in [0, 63, 511, 512, 513, 1100, 2048 + 64 + 3] {
+                    let input = data(&mut rng, dtype, n, 8);
+                    let sl = n.div_ceil(block) * scale.bytes();
+                    for rounding in rounding_modes() {
+                        let base = rng.below(1 << 40);
+                        let run = |f: BlockEncodeFn| {
+                            let mut codes = vec![0xEEu8; n + SLACK];
+                            let mut scales = vec![0xEEu8; sl + SLACK];
+                            let c = f(
+                                &fmt,
+                                rounding,
+                                base,
+                                dtype,
+                                &input,
+                                &mut codes[..n],
+                                &mut scales[..sl],
+                            );
+                            (c, codes, scales)
+                        };
+                        let (count, codes, scales) = run(SCALAR.block_encode);
+                        let mut packed = codes.clone();
+                        (SCALAR.pack_codes)(8, &codes[..n], &mut packed[..n]);
+                        for k in &kernels {
+                            let got = run(k.block_encode_packed);
+                            let what = format!("{:?} {fmt:?} {rounding:?} {dtype} n={n}", k.level);
+                            assert_eq!(got.0, count, "non-finite count, {what}");
+                            assert!(got.2 == scales, "scales, {what}");
+                            assert!(got.1 == packed, "packed codes, {what}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn block_kernels_match_scalar() {
     let mut rng = Rng(12);

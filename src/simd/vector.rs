@@ -565,12 +565,14 @@ struct Quantize {
 }
 
 impl Quantize {
-    /// Writes the codes of elements `range` (whole vectors) of `src` to `dst`. `FINITE`
-    /// says that every element is finite; otherwise the non-finite ones get code 0.
+    /// Writes the codes of elements `range` (whole vectors) of `src` to `dst`: one byte per
+    /// element, or with `PACKED` (8-bit codes, `range` whole groups of 64 elements inside
+    /// whole bit-packing blocks) in the packed layout. `FINITE` says that every element is
+    /// finite; otherwise the non-finite ones get code 0.
     ///
     /// Safety: the elements and their codes must lie inside the buffers.
     #[inline(always)]
-    unsafe fn block<S: Simd, const DT: u8, const FINITE: bool>(
+    unsafe fn block<S: Simd, const DT: u8, const FINITE: bool, const PACKED: bool>(
         &self,
         src: *const u8,
         dst: *mut u8,
@@ -591,43 +593,77 @@ impl Quantize {
             }
         };
         // One loop per case, so that nothing is decided per vector.
+        // SAFETY (of the `emit`s): the caller's contract.
         match (self.kind, self.rounding) {
             // Clamping to the integer bounds before rounding gives what rounding first
-            // does, in one conversion; the store keeps the low 8 bits, so int8 codes need
+            // does, in one conversion; the stores keep the low 8 bits, so int8 codes need
             // no mask.
             (ElemKind::Int { max, mask, bits }, Rounding::Nearest) => {
                 let (lo, hi) = (S::splat(-max), S::splat(max));
-                let mask = S::splat_i(if bits == 8 { -1 } else { mask });
-                for j in range.step_by(S::W) {
+                let mask = S::splat_i(mask);
+                let code = |j| {
                     let c = S::cvt_round_fi(S::min(S::max(t(j), lo), hi));
-                    let c = if bits == 8 { c } else { S::and(c, mask) };
-                    // SAFETY: the caller's contract.
-                    unsafe { S::store_u8(dst.add(j), c) };
-                }
+                    if bits == 8 {
+                        c
+                    } else {
+                        S::and(c, mask)
+                    }
+                };
+                unsafe { emit::<S, PACKED>(dst, range, code) }
             }
             (kind, Rounding::Nearest) => {
-                for j in range.step_by(S::W) {
-                    let c = encode_elem::<S>(kind, t(j), |v| S::round_even(v));
-                    // SAFETY: the caller's contract.
-                    unsafe { S::store_u8(dst.add(j), c) };
-                }
+                let code = |j| encode_elem::<S>(kind, t(j), |v| S::round_even(v));
+                unsafe { emit::<S, PACKED>(dst, range, code) }
             }
             // Minifloats round magnitudes: the sign-keeping rounding is the same on them.
             (kind, Rounding::Stochastic { seed }) => {
-                for j in range.step_by(S::W) {
+                let code = |j| {
                     let u = S::thresholds(seed, self.base + j as u64);
-                    let c = encode_elem::<S>(kind, t(j), |v| round_sr::<S>(v, u));
-                    // SAFETY: the caller's contract.
-                    unsafe { S::store_u8(dst.add(j), c) };
-                }
+                    encode_elem::<S>(kind, t(j), |v| round_sr::<S>(v, u))
+                };
+                unsafe { emit::<S, PACKED>(dst, range, code) }
             }
+        }
+    }
+}
+
+/// Stores the codes `code(j)` of elements `range` (whole vectors) at `dst + j`, one byte
+/// each, or with `PACKED` (`range` whole groups of 64 inside whole bit-packing blocks) in the
+/// packed layout of 8-bit values: element `16 r + l` of a block of 512 is byte `r % 4` of the
+/// 32-bit word `16 (r / 4) + l`, so the four rows of 16 codes of a group of 64 make one
+/// 64-byte row of words (byte `j` of the packed chunk still starts group `j`).
+///
+/// Safety: the bytes must lie inside the buffer at `dst`.
+#[inline(always)]
+unsafe fn emit<S: Simd, const PACKED: bool>(
+    dst: *mut u8,
+    range: std::ops::Range<usize>,
+    code: impl Fn(usize) -> S::I,
+) {
+    if PACKED {
+        let low = S::splat_i(0xff);
+        for g in range.step_by(64) {
+            for l in (0..16).step_by(S::W) {
+                let c = |row: usize| S::and(code(g + 16 * row + l), low);
+                let w = S::or(
+                    S::or(c(0), S::shl(c(1), 8)),
+                    S::or(S::shl(c(2), 16), S::shl(code(g + 48 + l), 24)),
+                );
+                // SAFETY: the caller's contract.
+                unsafe { S::store_i32(dst.add(g + 4 * l), w) };
+            }
+        }
+    } else {
+        for j in range.step_by(S::W) {
+            // SAFETY: the caller's contract.
+            unsafe { S::store_u8(dst.add(j), code(j)) };
         }
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) unsafe fn block_encode<S: Simd, const DT: u8>(
+pub(crate) unsafe fn block_encode<S: Simd, const DT: u8, const PACKED: bool>(
     fmt: &BlockFormat,
     rounding: Rounding,
     base: u64,
@@ -640,6 +676,30 @@ pub(crate) unsafe fn block_encode<S: Simd, const DT: u8>(
     let b = fmt.block;
     assert_eq!(input.len(), n * isz);
     assert_eq!(scales.len(), n.div_ceil(b) * fmt.scale.bytes());
+    // Packed codes are written block by block where quantization blocks are whole groups of
+    // 64 that tile the bit-packing blocks; other block sizes pack afterwards.
+    if PACKED && !(b.is_multiple_of(64) && bitpack::BLOCK.is_multiple_of(b)) {
+        assert_eq!(fmt.element.bits(), 8, "packed block codes are 8-bit");
+        // SAFETY: the caller's contract, passed on.
+        let nonfinite =
+            unsafe { block_encode::<S, DT, false>(fmt, rounding, base, input, codes, scales) };
+        bitpack::pack_bytes8_in_place(codes, |v, out| {
+            // SAFETY: a whole block of values and as many bytes.
+            unsafe { pack_codes::<S>(8, v, out) }
+        });
+        return nonfinite;
+    }
+    assert!(
+        !PACKED || fmt.element.bits() == 8,
+        "packed block codes are 8-bit"
+    );
+    // The elements before this are in whole bit-packing blocks (packed when `PACKED`), the
+    // ones after it one byte each.
+    let packed_end = if PACKED {
+        n / bitpack::BLOCK * bitpack::BLOCK
+    } else {
+        0
+    };
     // Whole blocks of whole vectors go through the vector loop.
     let full = if b.is_multiple_of(S::W) { n / b } else { 0 };
     let kind = elem_kind(fmt.element);
@@ -701,12 +761,14 @@ pub(crate) unsafe fn block_encode<S: Simd, const DT: u8>(
                 base,
                 mult,
             };
-            // SAFETY: as above; the codes of the block are inside `codes`.
+            // SAFETY: as above; the codes of the block are inside `codes`, and a block below
+            // `packed_end` is whole groups of 64 inside whole bit-packing blocks.
             unsafe {
-                if special & 1 << k == 0 {
-                    q.block::<S, DT, true>(src, dst, at..at + b)
-                } else {
-                    q.block::<S, DT, false>(src, dst, at..at + b)
+                match (special & 1 << k == 0, at + b <= packed_end) {
+                    (true, true) => q.block::<S, DT, true, true>(src, dst, at..at + b),
+                    (true, false) => q.block::<S, DT, true, false>(src, dst, at..at + b),
+                    (false, true) => q.block::<S, DT, false, true>(src, dst, at..at + b),
+                    (false, false) => q.block::<S, DT, false, false>(src, dst, at..at + b),
                 }
             }
         }
@@ -1406,7 +1468,8 @@ macro_rules! vector_kernels {
                 unsafe { go(dtype, vals, out) }
             }
 
-            pub fn block_encode(
+            /// `block_encode` (`PACKED`: `block_encode_packed`).
+            pub fn block_encode<const PACKED: bool>(
                 fmt: &BlockFormat,
                 rounding: Rounding,
                 base: u64,
@@ -1416,10 +1479,15 @@ macro_rules! vector_kernels {
                 scales: &mut [u8],
             ) -> usize {
                 if !$supported() {
-                    return block::encode_blocks(fmt, rounding, base, dtype, input, codes, scales);
+                    let reference = if PACKED {
+                        block::encode_blocks_packed
+                    } else {
+                        block::encode_blocks
+                    };
+                    return reference(fmt, rounding, base, dtype, input, codes, scales);
                 }
                 #[target_feature(enable = $features)]
-                unsafe fn go(
+                unsafe fn go<const PACKED: bool>(
                     fmt: &BlockFormat,
                     rounding: Rounding,
                     base: u64,
@@ -1431,20 +1499,20 @@ macro_rules! vector_kernels {
                     // SAFETY: the features are enabled here.
                     unsafe {
                         match dtype {
-                            DType::F32 => v::block_encode::<$S, F32>(
+                            DType::F32 => v::block_encode::<$S, F32, PACKED>(
                                 fmt, rounding, base, input, codes, scales,
                             ),
-                            DType::F16 => v::block_encode::<$S, F16>(
+                            DType::F16 => v::block_encode::<$S, F16, PACKED>(
                                 fmt, rounding, base, input, codes, scales,
                             ),
-                            DType::BF16 => v::block_encode::<$S, BF16>(
+                            DType::BF16 => v::block_encode::<$S, BF16, PACKED>(
                                 fmt, rounding, base, input, codes, scales,
                             ),
                         }
                     }
                 }
                 // SAFETY: the CPU has the features (checked above).
-                unsafe { go(fmt, rounding, base, dtype, input, codes, scales) }
+                unsafe { go::<PACKED>(fmt, rounding, base, dtype, input, codes, scales) }
             }
 
             pub fn block_decode(
