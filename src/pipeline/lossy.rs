@@ -430,54 +430,12 @@ pub(super) fn encode_uniform_chunk(
     })
 }
 
-/// Chunks of at least this many elements build their rANS table from sampled counts.
-const SAMPLED_COUNTS: usize = 1 << 16;
-
-/// The counts a uniform chunk's rANS table is built from (`ALPHABET` long).
-///
-/// Small chunks count every symbol. Larger ones (where counting is a sizable share of the
-/// encoder's time) count every symbol of every other run of 64 elements, and only the rare
-/// ones in the runs between: the symbols above `S`, where `0..=S` all occur in the counted
-/// runs. The table then weighs the symbols up to `S` by twice their count in the counted
-/// runs and the others by their exact count. Every symbol that occurs keeps a probability,
-/// and sampling half the elements costs about `K / (2 N ln 2)` bits per symbol for `K`
-/// distinct symbols and `N` counted (under 0.003 bits here).
+/// The counts a uniform chunk's rANS table is built from (`ALPHABET` long): sampled in
+/// large chunks, around the smallest zigzagged codes (see [`freq::sampled_histogram`]).
 fn symbol_counts(symbols: &[u16], counts: &mut Vec<u32>) {
     counts.clear();
     counts.resize(uniform::ALPHABET, 0);
-    if symbols.len() < SAMPLED_COUNTS {
-        freq::histogram(symbols, counts);
-        return;
-    }
-    const RUN: usize = 64;
-    let mut sub = [[0u32; 512]; 4];
-    for run in symbols.chunks(RUN).step_by(2) {
-        for q in run.chunks_exact(4) {
-            for (h, &v) in sub.iter_mut().zip(q) {
-                h[usize::from(v) & 511] += 1;
-            }
-        }
-        for &v in run.chunks_exact(4).remainder() {
-            sub[0][usize::from(v) & 511] += 1;
-        }
-    }
-    for (v, c) in counts.iter_mut().enumerate() {
-        *c = sub.iter().map(|h| h[v]).sum::<u32>();
-    }
-    // Symbols 0..=s all occur in the counted runs (s = -1: none).
-    let s = counts.iter().position(|&c| c == 0).unwrap_or(counts.len()) as i32 - 1;
-    for c in &mut counts[..(s + 1) as usize] {
-        *c *= 2;
-    }
-    for run in symbols.chunks(RUN).skip(1).step_by(2) {
-        if i32::from(run.iter().fold(0u16, |a, &b| a.max(b))) > s {
-            for &v in run {
-                if i32::from(v) > s {
-                    counts[usize::from(v)] += 1;
-                }
-            }
-        }
-    }
+    freq::sampled_histogram(symbols, counts, 511);
 }
 
 pub(super) fn decode_uniform_chunk<'p>(
@@ -957,7 +915,7 @@ mod tests {
     /// occur (including none of the small ones: symbol 0 absent from the counted runs).
     #[test]
     fn sampled_counts_keep_every_occurring_symbol() {
-        let n = SAMPLED_COUNTS + 1000;
+        let n = freq::SAMPLED_COUNTS + 1000;
         let cases: Vec<Vec<u16>> = vec![
             vec![7; n],
             (0..n)

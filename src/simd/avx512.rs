@@ -16,7 +16,7 @@
 
 use std::arch::x86_64::*;
 
-use super::common::{add_histogram, alphabet, vector_layout};
+use super::common::vector_layout;
 use super::vector::Simd;
 use super::{
     prefetch, prefetch_write, scalar, write_hints, FloatSplit, Kernels, Level, PREFETCH_AHEAD,
@@ -583,9 +583,9 @@ unsafe fn encode_groups<L: EncLookup>(
 // Float split, mantissa packing, merge
 // ---------------------------------------------------------------------------------------
 
-pub fn split(fs: FloatSplit, input: &[u8], symbols: &mut [u16], counts: &mut [u32]) -> u32 {
-    if !(supported() && vector_layout(fs) && counts.len() >= alphabet(fs)) {
-        return scalar::split(fs, input, symbols, counts);
+pub fn split(fs: FloatSplit, input: &[u8], symbols: &mut [u16]) -> u32 {
+    if !(supported() && vector_layout(fs)) {
+        return scalar::split(fs, input, symbols);
     }
     let n = symbols.len();
     assert_eq!(input.len(), n * fs.bytes);
@@ -598,12 +598,7 @@ pub fn split(fs: FloatSplit, input: &[u8], symbols: &mut [u16], counts: &mut [u3
             split_vec::<4>(fs.mant_bits, input, &mut symbols[..done])
         }
     };
-    if alphabet(fs) == 512 {
-        add_histogram::<512>(&symbols[..done], counts);
-    } else {
-        add_histogram::<64>(&symbols[..done], counts);
-    }
-    or | scalar::split(fs, &input[done * fs.bytes..], &mut symbols[done..], counts)
+    or | scalar::split(fs, &input[done * fs.bytes..], &mut symbols[done..])
 }
 
 /// Writes the symbols of the first `symbols.len()` (a multiple of 32) elements of `input`

@@ -1,5 +1,5 @@
-//! Pieces shared by the vector levels: which float layouts they handle, the symbol
-//! histogram that `split` keeps in scalar code, and the driver loops of the rANS decoders.
+//! Pieces shared by the vector levels: which float layouts they handle and the driver loops
+//! of the rANS decoders.
 
 use super::FloatSplit;
 
@@ -7,39 +7,6 @@ use super::FloatSplit;
 /// f32 (4, 23). Anything else goes to the scalar kernels.
 pub(crate) fn vector_layout(fs: FloatSplit) -> bool {
     matches!((fs.bytes, fs.mant_bits), (2, 7) | (2, 10) | (4, 23))
-}
-
-/// Symbols of a vector layout: `1 << (8 bytes - mant_bits)` (512 for bf16 and f32, 64 for
-/// f16).
-pub(crate) fn alphabet(fs: FloatSplit) -> usize {
-    1 << (8 * fs.bytes as u32 - fs.mant_bits)
-}
-
-/// Adds the histogram of `symbols` (each below `A`, a power of two: the callers produce them
-/// with a shift that guarantees it) to `counts[..A]`.
-///
-/// The loop is bound by memory operations (a load and a read-modify-write per symbol). Eight
-/// sub-histograms keep a run of equal symbols from waiting on its own stores. Their counters
-/// are 32-bit like `counts` (16 KiB for `A = 512`, inside L1), so they cannot overflow before
-/// `counts` would: 16-bit ones, half the footprint, need a read-modify-write of 16 bits per
-/// symbol, and with them the lossless encode ran at 0.47-0.49 GB/s on an AMD Zen 1 VM against
-/// 0.56-0.59 with these (`make speed --profiles lossless`, three runs each).
-pub(crate) fn add_histogram<const A: usize>(symbols: &[u16], counts: &mut [u32]) {
-    debug_assert!(A.is_power_of_two());
-    const SUB: usize = 8;
-    let mut sub = [[0u32; A]; SUB];
-    let mut it = symbols.chunks_exact(SUB);
-    for c in &mut it {
-        for (h, &s) in sub.iter_mut().zip(c) {
-            h[usize::from(s) & (A - 1)] += 1;
-        }
-    }
-    for (h, &s) in sub.iter_mut().zip(it.remainder()) {
-        h[usize::from(s) & (A - 1)] += 1;
-    }
-    for (i, c) in counts[..A].iter_mut().enumerate() {
-        *c += sub.iter().map(|h| h[i]).sum::<u32>();
-    }
 }
 
 /// The drivers of a 32-lane vector rANS decoder (x86-64), for an ISA module whose `Dec32` has

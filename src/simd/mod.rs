@@ -180,8 +180,8 @@ pub type RansDecodeFn = fn(
     states: &mut [u32],
     out: &mut [u16],
 ) -> Option<usize>;
-/// Writes each element's symbol, adds it to `counts`, and returns the OR of all mantissas.
-pub type SplitFn = fn(fs: FloatSplit, input: &[u8], symbols: &mut [u16], counts: &mut [u32]) -> u32;
+/// Writes each element's symbol (its sign and exponent) and returns the OR of all mantissas.
+pub type SplitFn = fn(fs: FloatSplit, input: &[u8], symbols: &mut [u16]) -> u32;
 /// Packs each element's mantissa shifted right by `drop` (`mant_bits - drop` bits wide).
 pub type PackMantissaFn = fn(fs: FloatSplit, input: &[u8], drop: u32, out: &mut [u8]);
 /// Rebuilds elements from symbols and packed mantissas.

@@ -285,17 +285,17 @@ unsafe fn encode32(
 // Float split, mantissa packing, merge
 // ---------------------------------------------------------------------------------------
 
-pub fn split(fs: FloatSplit, input: &[u8], symbols: &mut [u16], counts: &mut [u32]) -> u32 {
+pub fn split(fs: FloatSplit, input: &[u8], symbols: &mut [u16]) -> u32 {
     if !supported() {
-        return scalar::split(fs, input, symbols, counts);
+        return scalar::split(fs, input, symbols);
     }
     #[target_feature(enable = "neon")]
-    unsafe fn go(fs: FloatSplit, input: &[u8], symbols: &mut [u16], counts: &mut [u32]) -> u32 {
+    unsafe fn go(fs: FloatSplit, input: &[u8], symbols: &mut [u16]) -> u32 {
         // SAFETY: the feature is enabled here.
-        unsafe { super::vector::split::<V128>(fs, input, symbols, counts) }
+        unsafe { super::vector::split::<V128>(fs, input, symbols) }
     }
     // SAFETY: the CPU has NEON.
-    unsafe { go(fs, input, symbols, counts) }
+    unsafe { go(fs, input, symbols) }
 }
 
 pub fn pack_mantissa(fs: FloatSplit, input: &[u8], drop: u32, out: &mut [u8]) {

@@ -101,7 +101,7 @@ fn load(input: &[u8], bytes: usize, i: usize) -> u32 {
     }
 }
 
-pub fn split(fs: FloatSplit, input: &[u8], symbols: &mut [u16], counts: &mut [u32]) -> u32 {
+pub fn split(fs: FloatSplit, input: &[u8], symbols: &mut [u16]) -> u32 {
     let n = symbols.len();
     assert_eq!(input.len(), n * fs.bytes);
     let mmask = (1u32 << fs.mant_bits) - 1;
@@ -111,7 +111,6 @@ pub fn split(fs: FloatSplit, input: &[u8], symbols: &mut [u16], counts: &mut [u3
         or |= v & mmask;
         let sym = v >> fs.mant_bits;
         *s = sym as u16;
-        counts[sym as usize] += 1;
     }
     or
 }

@@ -15,7 +15,7 @@
 //! (the reference's two-addition trick gives the same result), and the `f64` error sums keep
 //! their eight lanes (element `i` in lane `i mod 8`, added in element order).
 
-use super::common::{add_histogram, alphabet, vector_layout};
+use super::common::vector_layout;
 use super::{scalar, FloatSplit};
 use crate::dtype::DType;
 use crate::error::Result;
@@ -1695,14 +1695,9 @@ unsafe fn hor<S: Simd>(v: S::I) -> u32 {
 /// [`super::scalar::split`] for the vector layouts.
 #[allow(dead_code)]
 #[inline(always)]
-pub(crate) unsafe fn split<S: Simd>(
-    fs: FloatSplit,
-    input: &[u8],
-    symbols: &mut [u16],
-    counts: &mut [u32],
-) -> u32 {
-    if !(vector_layout(fs) && counts.len() >= alphabet(fs)) {
-        return scalar::split(fs, input, symbols, counts);
+pub(crate) unsafe fn split<S: Simd>(fs: FloatSplit, input: &[u8], symbols: &mut [u16]) -> u32 {
+    if !vector_layout(fs) {
+        return scalar::split(fs, input, symbols);
     }
     let n = symbols.len();
     assert_eq!(input.len(), n * fs.bytes);
@@ -1722,12 +1717,7 @@ pub(crate) unsafe fn split<S: Simd>(
     }
     // SAFETY: the caller's features.
     let or = unsafe { hor::<S>(acc) } & ((1 << fs.mant_bits) - 1);
-    if alphabet(fs) == 512 {
-        add_histogram::<512>(&symbols[..done], counts);
-    } else {
-        add_histogram::<64>(&symbols[..done], counts);
-    }
-    or | scalar::split(fs, &input[done * fs.bytes..], &mut symbols[done..], counts)
+    or | scalar::split(fs, &input[done * fs.bytes..], &mut symbols[done..])
 }
 
 /// [`super::scalar::pack_mantissa`] for the vector layouts.

@@ -6,6 +6,7 @@
 //! `bf16` has 16 of them) are dropped; the count is stored with the chunk.
 
 use crate::dtype::DType;
+use crate::entropy::freq;
 use crate::quant::bitpack;
 use crate::simd::{self, FloatSplit};
 
@@ -28,8 +29,10 @@ pub fn alphabet(dtype: DType) -> usize {
 /// 16 KiB, which fit the L1 cache, were slower: each costs the split kernel a histogram flush).
 const SPLIT_PACK_RUN: usize = 64 * bitpack::BLOCK;
 
-/// Splits `input` (`symbols.len()` elements) into `symbols`, counting them into `counts`
-/// (which must be zeroed and `alphabet` long), and packs the mantissas into `packed`
+/// Splits `input` (`symbols.len()` elements) into `symbols`, writes the counts their rANS
+/// table is built from to `counts` (`alphabet` long; sampled in large chunks, around the
+/// exponents present with both signs: see [`freq::sampled_histogram`]), and packs the
+/// mantissas into `packed`
 /// (resized to their length; its old bytes are all overwritten), without the low bits that
 /// are zero in every element: returns how many were dropped.
 ///
@@ -58,12 +61,13 @@ pub fn split_pack(
         .chunks_mut(SPLIT_PACK_RUN)
         .zip(input.chunks(SPLIT_PACK_RUN * fs.bytes))
     {
-        or |= (k.split)(fs, x, sy, counts);
+        or |= (k.split)(fs, x, sy);
         let len = bitpack::packed_len(sy.len(), fs.mant_bits);
         (k.pack_mantissa)(fs, x, 0, &mut packed[at..at + len]);
         at += len;
     }
     debug_assert_eq!(at, packed.len());
+    freq::sampled_histogram(symbols, counts, (counts.len() / 2 - 1) as u16);
     let drop = if or == 0 {
         fs.mant_bits
     } else {
@@ -99,8 +103,8 @@ mod tests {
     use super::*;
     use crate::simd::SCALAR;
 
-    /// `split_pack` writes what a split of the whole chunk and a pack of its mantissas
-    /// write, on every dtype, at lengths around the run and block sizes, with and without
+    /// `split_pack` writes what a split of the whole chunk, its sampled histogram and a pack
+    /// of its mantissas write, on every dtype, at lengths around the run and block sizes, with and without
     /// droppable bits.
     #[test]
     fn split_pack_is_split_then_pack() {
@@ -133,8 +137,10 @@ mod tests {
                     let drop = split_pack(dtype, &input, &mut symbols, &mut counts, &mut packed);
 
                     let mut want_symbols = vec![0u16; n];
+                    let or = (SCALAR.split)(fs, &input, &mut want_symbols);
                     let mut want_counts = vec![0u32; alphabet(dtype)];
-                    let or = (SCALAR.split)(fs, &input, &mut want_symbols, &mut want_counts);
+                    let mask = (alphabet(dtype) / 2 - 1) as u16;
+                    freq::sampled_histogram(&want_symbols, &mut want_counts, mask);
                     let want_drop = if or == 0 {
                         fs.mant_bits
                     } else {
