@@ -285,6 +285,28 @@ fn lossy(data: &[u8], dtype: DType, reps: usize) {
                 (k.block_decode)(&fmt, dtype, &scales, &codes[..e], &mut out[..c.len()]);
             }
         });
+        // The same two with the codes packed as they go (the `fast` profile's encoder and
+        // decoder).
+        let t_benc_packed = time(reps, || {
+            for c in &chunks {
+                let e = c.len() / isz;
+                (k.block_encode_packed)(
+                    &fmt,
+                    Rounding::Nearest,
+                    0,
+                    dtype,
+                    c,
+                    &mut packed[..e],
+                    &mut scales[..2 * e.div_ceil(64)],
+                );
+            }
+        });
+        let t_bdec_packed = time(reps, || {
+            for c in &chunks {
+                let e = c.len() / isz;
+                (k.block_decode_packed)(&fmt, dtype, &scales, &packed[..e], &mut out[..c.len()]);
+            }
+        });
         let t_stats = time(reps, || {
             for c in &chunks {
                 std::hint::black_box((k.stats)(dtype, c));
@@ -382,12 +404,15 @@ fn lossy(data: &[u8], dtype: DType, reps: usize) {
             }
         });
         println!(
-            "{:>7}: fast: block_encode {:.3}  pack {:.3}  unpack {:.3}  block_decode {:.3}",
+            "{:>7}: fast: block_encode {:.3}  pack {:.3}  unpack {:.3}  block_decode {:.3}  \
+             (packed as they go: encode {:.3}  decode {:.3})",
             level.name(),
             per(t_benc),
             per(t_pack),
             per(t_unpack),
-            per(t_bdec)
+            per(t_bdec),
+            per(t_benc_packed),
+            per(t_bdec_packed)
         );
         println!(
             "         uniform: stats {:.3}  encode {:.3}  histogram {:.3}  rans_encode {:.3} ({present} symbols)  rans_decode {:.3}  extra_count {:.3}  decode {:.3}",

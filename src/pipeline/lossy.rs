@@ -28,6 +28,7 @@ use crate::entropy::rans::{self, RansParams};
 use crate::error::{ensure_frame, Error, ErrorKind, Result};
 use crate::format::{self, put_uvarint, Reader};
 use crate::mode::{Bound, BoundedSpec};
+use crate::quant::block::BlockFormat;
 use crate::quant::uniform::{self, BitReader, Check, ErrSum, QuantArgs, Step};
 use crate::quant::{bitpack, convert, rounding::Rounding};
 use crate::simd;
@@ -214,25 +215,13 @@ pub(super) fn decode_block_chunk<'p>(
     let n_blocks = n.div_ceil(fmt.block);
     let scales = r.bytes(n_blocks * fmt.scale.bytes(), "block scales")?;
     let k = simd::kernels();
-    with_scratch(|s: &mut Scratch| -> Result<()> {
-        s.codes.resize(n, 0);
-        match rans {
-            None => {
-                let packed = r.bytes(bitpack::packed_len(n, bits), "packed block codes")?;
-                (k.unpack_codes)(bits, packed, &mut s.codes);
-            }
-            Some(p) => {
-                if !src.get(r, 1 << bits, *p, n, &mut s.symbols)? {
-                    return Ok(());
-                }
-                for (c, &v) in s.codes.iter_mut().zip(&s.symbols) {
-                    *c = v as u8;
-                }
-            }
-        }
-        (k.block_decode)(&fmt, dtype, scales, &s.codes, out);
-        Ok(())
-    })?;
+    if bits == 8 && rans.is_none() && bitpack::BLOCK.is_multiple_of(fmt.block) {
+        // Packed 8-bit codes decode straight from the frame (`packed_len(n, 8) = n`).
+        let packed = r.bytes(n, "packed block codes")?;
+        (k.block_decode_packed)(&fmt, dtype, scales, packed, out);
+    } else {
+        decode_block_codes(&fmt, rans, dtype, scales, r, out, src)?;
+    }
     if src.stopped() {
         return Ok(());
     }
@@ -254,6 +243,42 @@ pub(super) fn decode_block_chunk<'p>(
         out[i * isz..(i + 1) * isz].copy_from_slice(&vals[k * isz..(k + 1) * isz]);
     }
     Ok(())
+}
+
+/// Decodes a block-quantized chunk's codes (packed in one byte each, or rANS-coded) into
+/// `out` through the scratch buffers; returns early, writing nothing, when the rANS symbols
+/// `src` hands out stop.
+fn decode_block_codes<'p>(
+    fmt: &BlockFormat,
+    rans: Option<&RansParams>,
+    dtype: DType,
+    scales: &[u8],
+    r: &mut Reader<'p>,
+    out: &mut [u8],
+    src: &mut Symbols<'p>,
+) -> Result<()> {
+    let n = out.len() / dtype.itemsize();
+    let bits = fmt.element.bits();
+    let k = simd::kernels();
+    with_scratch(|s: &mut Scratch| -> Result<()> {
+        s.codes.resize(n, 0);
+        match rans {
+            None => {
+                let packed = r.bytes(bitpack::packed_len(n, bits), "packed block codes")?;
+                (k.unpack_codes)(bits, packed, &mut s.codes);
+            }
+            Some(p) => {
+                if !src.get(r, 1 << bits, *p, n, &mut s.symbols)? {
+                    return Ok(());
+                }
+                for (c, &v) in s.codes.iter_mut().zip(&s.symbols) {
+                    *c = v as u8;
+                }
+            }
+        }
+        (k.block_decode)(fmt, dtype, scales, &s.codes, out);
+        Ok(())
+    })
 }
 
 // ---- error-bounded uniform quantization ----

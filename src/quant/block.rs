@@ -289,6 +289,22 @@ pub fn decode_blocks(fmt: &BlockFormat, dtype: DType, scales: &[u8], codes: &[u8
     }
 }
 
+/// The scalar reference of the `block_decode_packed` kernel: [`decode_blocks`] of 8-bit codes
+/// in their packed layout (as `bitpack::pack_bytes(8, ...)` writes them), in blocks whose size
+/// divides 512 (the condition of the vector kernels; this one would take any).
+pub fn decode_blocks_packed(
+    fmt: &BlockFormat,
+    dtype: DType,
+    scales: &[u8],
+    codes: &[u8],
+    out: &mut [u8],
+) {
+    assert!(fmt.element.bits() == 8 && super::bitpack::BLOCK.is_multiple_of(fmt.block));
+    let mut bytes = vec![0u8; codes.len()];
+    super::bitpack::unpack_bytes(8, codes, &mut bytes);
+    decode_blocks(fmt, dtype, scales, &bytes, out);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

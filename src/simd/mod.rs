@@ -274,6 +274,10 @@ pub struct Kernels {
     /// would): scalar reference [`block::encode_blocks_packed`].
     pub block_encode_packed: BlockEncodeFn,
     pub block_decode: BlockDecodeFn,
+    /// `block_decode` of 8-bit codes in the packed layout (as `pack_codes` with width 8 writes
+    /// them), in blocks whose size divides 512: scalar reference
+    /// [`block::decode_blocks_packed`].
+    pub block_decode_packed: BlockDecodeFn,
     pub pack_codes: PackCodesFn,
     pub unpack_codes: UnpackCodesFn,
     pub stats: StatsFn,
@@ -304,6 +308,7 @@ pub const SCALAR: Kernels = Kernels {
     block_encode: block::encode_blocks,
     block_encode_packed: block::encode_blocks_packed,
     block_decode: block::decode_blocks,
+    block_decode_packed: block::decode_blocks_packed,
     pack_codes: bitpack::pack_bytes,
     unpack_codes: bitpack::unpack_bytes,
     stats: uniform::stats,

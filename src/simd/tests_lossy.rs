@@ -267,6 +267,66 @@ fn packed_block_encoders_match_encode_then_pack() {
     }
 }
 
+/// `block_decode_packed` writes what an unpack of the codes and `block_decode` write, at every
+/// level, for every 8-bit element and block size that divides 512, on encoded tensors and on
+/// arbitrary codes and scales (NaN and infinite ones included), at lengths around whole
+/// bit-packing blocks.
+#[test]
+fn packed_block_decoders_match_unpack_then_decode() {
+    let mut rng = Rng(15);
+    let kernels: Vec<Kernels> = std::iter::once(SCALAR).chain(levels()).collect();
+    for element in Element::ALL.into_iter().filter(|e| e.bits() == 8) {
+        for scale in ScaleFormat::ALL {
+            for block in [16usize, 32, 64, 128, 256] {
+                let fmt = BlockFormat {
+                    element,
+                    scale,
+                    block,
+                };
+                for dtype in DType::ALL {
+                    for n in [0usize, 63, 511, 512, 513, 1100, 2048 + 64 + 3] {
+                        let sl = n.div_ceil(block) * scale.bytes();
+                        let input = data(&mut rng, dtype, n, 8);
+                        let mut codes = vec![0u8; n];
+                        let mut scales = vec![0u8; sl];
+                        (SCALAR.block_encode)(
+                            &fmt,
+                            Rounding::Nearest,
+                            0,
+                            dtype,
+                            &input,
+                            &mut codes,
+                            &mut scales,
+                        );
+                        for (codes, scales) in [(codes, scales), (rng.bytes(n), rng.bytes(sl))] {
+                            let len = n * dtype.itemsize();
+                            let mut want = vec![0x77u8; len + SLACK];
+                            (SCALAR.block_decode)(&fmt, dtype, &scales, &codes, &mut want[..len]);
+                            let mut packed = vec![0u8; n];
+                            (SCALAR.pack_codes)(8, &codes, &mut packed);
+                            for k in &kernels {
+                                let mut got = vec![0x77u8; len + SLACK];
+                                (k.block_decode_packed)(
+                                    &fmt,
+                                    dtype,
+                                    &scales,
+                                    &packed,
+                                    &mut got[..len],
+                                );
+                                assert!(
+                                    got == want,
+                                    "{:?} {fmt:?} {dtype} n={n}: packed decode differs",
+                                    k.level
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn block_kernels_match_scalar() {
     let mut rng = Rng(12);

@@ -555,108 +555,172 @@ unsafe fn block_scales<S: Simd>(fmt: &BlockFormat, amax: S::I) -> (S::I, S::F) {
 const ABS: i32 = 0x7fff_ffff;
 const INF_BITS: i32 = 0x7f80_0000;
 
-/// What quantizing a block of [`block_encode`] needs.
-#[derive(Clone, Copy)]
-struct Quantize {
-    kind: ElemKind,
-    rounding: Rounding,
-    base: u64,
-    mult: f32,
+/// The quotients `x / mult` of elements `j..j + W` of `src` (`mv` holds `mult`), 0 for the
+/// non-finite ones unless `FINITE` says that there are none.
+///
+/// Safety: the elements must be readable at `src`.
+#[inline(always)]
+unsafe fn quotients<S: Simd, const DT: u8, const FINITE: bool>(
+    src: *const u8,
+    j: usize,
+    mv: S::F,
+) -> S::F {
+    // SAFETY: the caller's contract.
+    let x = unsafe { load_x::<S, DT>(src, j) };
+    if FINITE {
+        S::div(x, mv)
+    } else {
+        let (_, fin) = abs_finite::<S>(x);
+        S::sel_f(fin, S::div(x, mv), S::splat(0.0))
+    }
 }
 
-impl Quantize {
-    /// Writes the codes of elements `range` (whole vectors) of `src` to `dst`: one byte per
-    /// element, or with `PACKED` (8-bit codes, `range` whole groups of 64 elements inside
-    /// whole bit-packing blocks) in the packed layout. `FINITE` says that every element is
-    /// finite; otherwise the non-finite ones get code 0.
+/// The codes of a block's elements, `W` at a time, for [`emit`]: one implementation per
+/// element kind and rounding, so that its loops decide nothing per vector. Methods rather
+/// than closures: a closure is compiled without the target features of the function it is
+/// written in, and intrinsics in it that do not inline then run as calls (as a decoder's did,
+/// at a twentieth of its speed).
+trait BlockCodes<S: Simd> {
+    /// The codes of elements `j..j + W`, in the low 8 bits of each lane.
     ///
-    /// Safety: the elements and their codes must lie inside the buffers.
+    /// Safety: the elements must be readable.
+    unsafe fn code(&self, j: usize) -> S::I;
+}
+
+/// Integer codes rounded to nearest: clamping to the integer bounds before rounding gives
+/// what rounding first does, in one conversion; the stores keep the low 8 bits, so int8
+/// codes need no mask (`mask` is all ones for them).
+struct IntNearest<S: Simd, const DT: u8, const FINITE: bool> {
+    src: *const u8,
+    mv: S::F,
+    lo: S::F,
+    hi: S::F,
+    mask: S::I,
+    int8: bool,
+}
+
+impl<S: Simd, const DT: u8, const FINITE: bool> BlockCodes<S> for IntNearest<S, DT, FINITE> {
     #[inline(always)]
-    unsafe fn block<S: Simd, const DT: u8, const FINITE: bool, const PACKED: bool>(
-        &self,
-        src: *const u8,
-        dst: *mut u8,
-        range: std::ops::Range<usize>,
-    ) {
-        let mv = S::splat(self.mult);
-        // The quotients of the elements at `j` (0 for non-finite ones).
-        let t = |j: usize| {
-            // SAFETY: the caller's contract.
-            unsafe {
-                let x = load_x::<S, DT>(src, j);
-                if FINITE {
-                    S::div(x, mv)
-                } else {
-                    let (_, fin) = abs_finite::<S>(x);
-                    S::sel_f(fin, S::div(x, mv), S::splat(0.0))
-                }
-            }
-        };
-        // One loop per case, so that nothing is decided per vector.
-        // SAFETY (of the `emit`s): the caller's contract.
-        match (self.kind, self.rounding) {
-            // Clamping to the integer bounds before rounding gives what rounding first
-            // does, in one conversion; the stores keep the low 8 bits, so int8 codes need
-            // no mask.
-            (ElemKind::Int { max, mask, bits }, Rounding::Nearest) => {
-                let (lo, hi) = (S::splat(-max), S::splat(max));
-                let mask = S::splat_i(mask);
-                let code = |j| {
-                    let c = S::cvt_round_fi(S::min(S::max(t(j), lo), hi));
-                    if bits == 8 {
-                        c
-                    } else {
-                        S::and(c, mask)
-                    }
-                };
-                unsafe { emit::<S, PACKED>(dst, range, code) }
-            }
-            (kind, Rounding::Nearest) => {
-                let code = |j| encode_elem::<S>(kind, t(j), |v| S::round_even(v));
-                unsafe { emit::<S, PACKED>(dst, range, code) }
-            }
-            // Minifloats round magnitudes: the sign-keeping rounding is the same on them.
-            (kind, Rounding::Stochastic { seed }) => {
-                let code = |j| {
-                    let u = S::thresholds(seed, self.base + j as u64);
-                    encode_elem::<S>(kind, t(j), |v| round_sr::<S>(v, u))
-                };
-                unsafe { emit::<S, PACKED>(dst, range, code) }
+    unsafe fn code(&self, j: usize) -> S::I {
+        // SAFETY: the caller's contract.
+        let t = unsafe { quotients::<S, DT, FINITE>(self.src, j, self.mv) };
+        let c = S::cvt_round_fi(S::min(S::max(t, self.lo), self.hi));
+        if self.int8 {
+            c
+        } else {
+            S::and(c, self.mask)
+        }
+    }
+}
+
+/// Codes of any element kind by [`encode_elem`], rounded to nearest or stochastically (with
+/// `seed`; minifloats round magnitudes, and the sign-keeping rounding is the same on them).
+struct ElemCodes<S: Simd, const DT: u8, const FINITE: bool> {
+    src: *const u8,
+    mv: S::F,
+    kind: ElemKind,
+    seed: Option<u64>,
+    base: u64,
+}
+
+impl<S: Simd, const DT: u8, const FINITE: bool> BlockCodes<S> for ElemCodes<S, DT, FINITE> {
+    #[inline(always)]
+    unsafe fn code(&self, j: usize) -> S::I {
+        // SAFETY: the caller's contract.
+        let t = unsafe { quotients::<S, DT, FINITE>(self.src, j, self.mv) };
+        match self.seed {
+            None => encode_elem::<S>(self.kind, t, |v| S::round_even(v)),
+            Some(seed) => {
+                let u = S::thresholds(seed, self.base + j as u64);
+                encode_elem::<S>(self.kind, t, |v| round_sr::<S>(v, u))
             }
         }
     }
 }
 
-/// Stores the codes `code(j)` of elements `range` (whole vectors) at `dst + j`, one byte
-/// each, or with `PACKED` (`range` whole groups of 64 inside whole bit-packing blocks) in the
-/// packed layout of 8-bit values: element `16 r + l` of a block of 512 is byte `r % 4` of the
-/// 32-bit word `16 (r / 4) + l`, so the four rows of 16 codes of a group of 64 make one
-/// 64-byte row of words (byte `j` of the packed chunk still starts group `j`).
+/// Writes the codes of elements `range` (whole vectors) of `src` to `dst`, with multiplier
+/// `mult`: one byte per element, or with `PACKED` (8-bit codes, `range` whole groups of 64
+/// elements inside whole bit-packing blocks) in the packed layout. `FINITE` says that every
+/// element is finite; otherwise the non-finite ones get code 0.
 ///
-/// Safety: the bytes must lie inside the buffer at `dst`.
+/// Safety: the elements and their codes must lie inside the buffers.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn quantize_block<S: Simd, const DT: u8, const FINITE: bool, const PACKED: bool>(
+    kind: ElemKind,
+    rounding: Rounding,
+    base: u64,
+    mult: f32,
+    src: *const u8,
+    dst: *mut u8,
+    range: std::ops::Range<usize>,
+) {
+    let mv = S::splat(mult);
+    // SAFETY (of the `emit`s): the caller's contract.
+    match (kind, rounding) {
+        (ElemKind::Int { max, mask, bits }, Rounding::Nearest) => {
+            let codes = IntNearest::<S, DT, FINITE> {
+                src,
+                mv,
+                lo: S::splat(-max),
+                hi: S::splat(max),
+                mask: S::splat_i(mask),
+                int8: bits == 8,
+            };
+            unsafe { emit::<S, PACKED>(dst, range, &codes) }
+        }
+        (kind, rounding) => {
+            let seed = match rounding {
+                Rounding::Nearest => None,
+                Rounding::Stochastic { seed } => Some(seed),
+            };
+            let codes = ElemCodes::<S, DT, FINITE> {
+                src,
+                mv,
+                kind,
+                seed,
+                base,
+            };
+            unsafe { emit::<S, PACKED>(dst, range, &codes) }
+        }
+    }
+}
+
+/// Stores the codes of elements `range` (whole vectors) at `dst + j`, one byte each, or with
+/// `PACKED` (`range` whole groups of 64 inside whole bit-packing blocks) in the packed layout
+/// of 8-bit values: element `16 r + l` of a block of 512 is byte `r % 4` of the 32-bit word
+/// `16 (r / 4) + l`, so the four rows of 16 codes of a group of 64 make one 64-byte row of
+/// words (byte `j` of the packed chunk still starts group `j`).
+///
+/// Safety: the elements must be readable and the bytes must lie inside the buffer at `dst`.
 #[inline(always)]
 unsafe fn emit<S: Simd, const PACKED: bool>(
     dst: *mut u8,
     range: std::ops::Range<usize>,
-    code: impl Fn(usize) -> S::I,
+    codes: &impl BlockCodes<S>,
 ) {
     if PACKED {
         let low = S::splat_i(0xff);
         for g in range.step_by(64) {
             for l in (0..16).step_by(S::W) {
-                let c = |row: usize| S::and(code(g + 16 * row + l), low);
-                let w = S::or(
-                    S::or(c(0), S::shl(c(1), 8)),
-                    S::or(S::shl(c(2), 16), S::shl(code(g + 48 + l), 24)),
-                );
                 // SAFETY: the caller's contract.
-                unsafe { S::store_i32(dst.add(g + 4 * l), w) };
+                unsafe {
+                    let c0 = S::and(codes.code(g + l), low);
+                    let c1 = S::and(codes.code(g + 16 + l), low);
+                    let c2 = S::and(codes.code(g + 32 + l), low);
+                    let c3 = codes.code(g + 48 + l);
+                    let w = S::or(
+                        S::or(c0, S::shl(c1, 8)),
+                        S::or(S::shl(c2, 16), S::shl(c3, 24)),
+                    );
+                    S::store_i32(dst.add(g + 4 * l), w);
+                }
             }
         }
     } else {
         for j in range.step_by(S::W) {
             // SAFETY: the caller's contract.
-            unsafe { S::store_u8(dst.add(j), code(j)) };
+            unsafe { S::store_u8(dst.add(j), codes.code(j)) };
         }
     }
 }
@@ -755,20 +819,23 @@ pub(crate) unsafe fn block_encode<S: Simd, const DT: u8, const PACKED: bool>(
                 codes[at..at + b].fill(0);
                 continue;
             }
-            let q = Quantize {
-                kind,
-                rounding,
-                base,
-                mult,
-            };
             // SAFETY: as above; the codes of the block are inside `codes`, and a block below
             // `packed_end` is whole groups of 64 inside whole bit-packing blocks.
             unsafe {
+                let range = at..at + b;
                 match (special & 1 << k == 0, at + b <= packed_end) {
-                    (true, true) => q.block::<S, DT, true, true>(src, dst, at..at + b),
-                    (true, false) => q.block::<S, DT, true, false>(src, dst, at..at + b),
-                    (false, true) => q.block::<S, DT, false, true>(src, dst, at..at + b),
-                    (false, false) => q.block::<S, DT, false, false>(src, dst, at..at + b),
+                    (true, true) => quantize_block::<S, DT, true, true>(
+                        kind, rounding, base, mult, src, dst, range,
+                    ),
+                    (true, false) => quantize_block::<S, DT, true, false>(
+                        kind, rounding, base, mult, src, dst, range,
+                    ),
+                    (false, true) => quantize_block::<S, DT, false, true>(
+                        kind, rounding, base, mult, src, dst, range,
+                    ),
+                    (false, false) => quantize_block::<S, DT, false, false>(
+                        kind, rounding, base, mult, src, dst, range,
+                    ),
                 }
             }
         }
@@ -803,8 +870,88 @@ unsafe fn code_values<S: Simd, const INT8: bool>(kind: ElemKind, mask: S::I, p: 
     }
 }
 
+/// Decodes the codes of elements `range` (whole groups of 64 with `PACKED`, whole vectors
+/// otherwise) with multiplier `mv` into `dst`: from one byte per code at `src` (see
+/// [`code_values`]), or with `PACKED` from 8-bit codes in the packed layout (a 64-byte row of
+/// 32-bit words holds the four rows of 16 codes of a group, row `q` in byte `q` of each word;
+/// see [`emit`]). `CHECKED`: products may be NaN or leave the dtype's range (see
+/// [`store_x`]). No closures here: a closure is compiled without the caller's target
+/// features, and the intrinsics in it then run as calls.
+///
+/// Safety: the codes must be readable at `src` and the elements writable at `dst`.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) unsafe fn block_decode<S: Simd, const DT: u8>(
+unsafe fn decode_range<
+    S: Simd,
+    const DT: u8,
+    const INT8: bool,
+    const PACKED: bool,
+    const CHECKED: bool,
+>(
+    kind: ElemKind,
+    mask: S::I,
+    mv: S::F,
+    hints: bool,
+    src: *const u8,
+    dst: *mut u8,
+    range: std::ops::Range<usize>,
+) {
+    if PACKED {
+        for g in range.step_by(64) {
+            for l in (0..16).step_by(S::W) {
+                // SAFETY: the caller's contract.
+                let w = unsafe { S::load_i32(src.add(g + 4 * l)) };
+                for q in 0..4 {
+                    let v = if INT8 {
+                        S::cvt_if(S::sra(S::shl(w, 24 - 8 * q as u32), 24))
+                    } else {
+                        elem_value::<S>(kind, S::and(S::shr(w, 8 * q as u32), mask))
+                    };
+                    // SAFETY: the caller's contract.
+                    unsafe { put_values::<S, DT, CHECKED>(dst, g + 16 * q + l, v, mv, hints) };
+                }
+            }
+        }
+    } else {
+        for j in range.step_by(S::W) {
+            // SAFETY: the caller's contract.
+            unsafe {
+                let v = code_values::<S, INT8>(kind, mask, src.add(j));
+                put_values::<S, DT, CHECKED>(dst, j, v, mv, hints);
+            }
+        }
+    }
+}
+
+/// Stores `v * mv` as elements `j..j + W` at `dst` (`CHECKED`: NaN products as the canonical
+/// NaN, saturating), hinting the write ahead when `hints`.
+///
+/// Safety: the elements must be writable at `dst`.
+#[inline(always)]
+unsafe fn put_values<S: Simd, const DT: u8, const CHECKED: bool>(
+    dst: *mut u8,
+    j: usize,
+    v: S::F,
+    mv: S::F,
+    hints: bool,
+) {
+    if hints {
+        prefetch_write(dst.wrapping_add(j * itemsize(DT) + PREFETCH_AHEAD));
+    }
+    let y = S::mul(v, mv);
+    // SAFETY: the caller's contract.
+    unsafe {
+        if CHECKED {
+            let y = S::sel_f(S::unord(y, y), S::splat(f32::NAN), y);
+            store_x::<S, DT, true>(dst, j, y)
+        } else {
+            store_x::<S, DT, false>(dst, j, y)
+        }
+    }
+}
+
+#[inline(always)]
+pub(crate) unsafe fn block_decode<S: Simd, const DT: u8, const PACKED: bool>(
     fmt: &BlockFormat,
     scales: &[u8],
     codes: &[u8],
@@ -817,15 +964,15 @@ pub(crate) unsafe fn block_decode<S: Simd, const DT: u8>(
     // SAFETY: the caller's contract, passed on.
     unsafe {
         if fmt.element == Element::Int8 {
-            block_decode_with::<S, DT, true>(fmt, scales, codes, out)
+            block_decode_with::<S, DT, true, PACKED>(fmt, scales, codes, out)
         } else {
-            block_decode_with::<S, DT, false>(fmt, scales, codes, out)
+            block_decode_with::<S, DT, false, PACKED>(fmt, scales, codes, out)
         }
     }
 }
 
 #[inline(always)]
-unsafe fn block_decode_with<S: Simd, const DT: u8, const INT8: bool>(
+unsafe fn block_decode_with<S: Simd, const DT: u8, const INT8: bool, const PACKED: bool>(
     fmt: &BlockFormat,
     scales: &[u8],
     codes: &[u8],
@@ -836,6 +983,47 @@ unsafe fn block_decode_with<S: Simd, const DT: u8, const INT8: bool>(
     let b = fmt.block;
     assert_eq!(out.len(), n * isz);
     assert!(scales.len() >= n.div_ceil(b) * fmt.scale.bytes());
+    assert!(
+        !PACKED || (fmt.element.bits() == 8 && bitpack::BLOCK.is_multiple_of(b)),
+        "packed block codes are 8-bit, in blocks that tile 512"
+    );
+    if PACKED && !b.is_multiple_of(64) {
+        // Blocks smaller than a group of 64: each bit-packing block's codes are unpacked
+        // into a buffer in L1 and decoded from there.
+        let per = bitpack::BLOCK / b * fmt.scale.bytes();
+        let mut tmp = [0u8; bitpack::BLOCK];
+        let whole = n / bitpack::BLOCK;
+        for (k, c) in codes.chunks_exact(bitpack::BLOCK).enumerate() {
+            // SAFETY: 512 codes and as many bytes; the caller's contract, passed on.
+            unsafe {
+                unpack_codes::<S>(8, c, &mut tmp);
+                block_decode_with::<S, DT, INT8, false>(
+                    fmt,
+                    &scales[k * per..],
+                    &tmp,
+                    &mut out[k * bitpack::BLOCK * isz..(k + 1) * bitpack::BLOCK * isz],
+                );
+            }
+        }
+        let done = whole * bitpack::BLOCK;
+        // SAFETY: as above.
+        unsafe {
+            block_decode_with::<S, DT, INT8, false>(
+                fmt,
+                &scales[whole * per..],
+                &codes[done..],
+                &mut out[done * isz..],
+            )
+        };
+        return;
+    }
+    // Blocks below this are whole groups of 64 inside whole bit-packing blocks (packed when
+    // `PACKED`); the codes after it are one byte each.
+    let packed_end = if PACKED {
+        n / bitpack::BLOCK * bitpack::BLOCK
+    } else {
+        0
+    };
     let full = if b.is_multiple_of(S::W) { n / b } else { 0 };
     let kind = elem_kind(fmt.element);
     let mask = S::splat_i((1 << fmt.element.bits()) - 1);
@@ -851,28 +1039,24 @@ unsafe fn block_decode_with<S: Simd, const DT: u8, const INT8: bool>(
     for g in 0..full {
         let mult = fmt.multiplier(block::stored_scale(fmt, scales, g));
         let mv = S::splat(mult);
-        if mult.abs() < plain_limit && DT != F16 {
-            for j in (g * b..(g + 1) * b).step_by(S::W) {
-                if hints {
-                    prefetch_write(dst.wrapping_add(j * isz + PREFETCH_AHEAD));
+        let range = g * b..(g + 1) * b;
+        let plain = mult.abs() < plain_limit && DT != F16;
+        // SAFETY: block `g < full` lies inside `codes` and `out` (and below `packed_end`
+        // where it is read packed).
+        unsafe {
+            match (PACKED && range.end <= packed_end, plain) {
+                (true, true) => {
+                    decode_range::<S, DT, INT8, true, false>(kind, mask, mv, hints, src, dst, range)
                 }
-                // SAFETY: block `g < full` lies inside `codes` and `out`.
-                unsafe {
-                    let v = code_values::<S, INT8>(kind, mask, src.add(j));
-                    store_x::<S, DT, false>(dst, j, S::mul(v, mv));
+                (true, false) => {
+                    decode_range::<S, DT, INT8, true, true>(kind, mask, mv, hints, src, dst, range)
                 }
-            }
-            continue;
-        }
-        for j in (g * b..(g + 1) * b).step_by(S::W) {
-            if hints {
-                prefetch_write(dst.wrapping_add(j * isz + PREFETCH_AHEAD));
-            }
-            // SAFETY: block `g < full` lies inside `codes` and `out`.
-            unsafe {
-                let y = S::mul(code_values::<S, INT8>(kind, mask, src.add(j)), mv);
-                let y = S::sel_f(S::unord(y, y), S::splat(f32::NAN), y);
-                store_x::<S, DT, true>(dst, j, y);
+                (false, true) => decode_range::<S, DT, INT8, false, false>(
+                    kind, mask, mv, hints, src, dst, range,
+                ),
+                (false, false) => {
+                    decode_range::<S, DT, INT8, false, true>(kind, mask, mv, hints, src, dst, range)
+                }
             }
         }
     }
@@ -1515,7 +1699,8 @@ macro_rules! vector_kernels {
                 unsafe { go::<PACKED>(fmt, rounding, base, dtype, input, codes, scales) }
             }
 
-            pub fn block_decode(
+            /// `block_decode` (`PACKED`: `block_decode_packed`).
+            pub fn block_decode<const PACKED: bool>(
                 fmt: &BlockFormat,
                 dtype: DType,
                 scales: &[u8],
@@ -1523,10 +1708,15 @@ macro_rules! vector_kernels {
                 out: &mut [u8],
             ) {
                 if !$supported() {
-                    return block::decode_blocks(fmt, dtype, scales, codes, out);
+                    let reference = if PACKED {
+                        block::decode_blocks_packed
+                    } else {
+                        block::decode_blocks
+                    };
+                    return reference(fmt, dtype, scales, codes, out);
                 }
                 #[target_feature(enable = $features)]
-                unsafe fn go(
+                unsafe fn go<const PACKED: bool>(
                     fmt: &BlockFormat,
                     dtype: DType,
                     scales: &[u8],
@@ -1536,14 +1726,20 @@ macro_rules! vector_kernels {
                     // SAFETY: the features are enabled here.
                     unsafe {
                         match dtype {
-                            DType::F32 => v::block_decode::<$S, F32>(fmt, scales, codes, out),
-                            DType::F16 => v::block_decode::<$S, F16>(fmt, scales, codes, out),
-                            DType::BF16 => v::block_decode::<$S, BF16>(fmt, scales, codes, out),
+                            DType::F32 => {
+                                v::block_decode::<$S, F32, PACKED>(fmt, scales, codes, out)
+                            }
+                            DType::F16 => {
+                                v::block_decode::<$S, F16, PACKED>(fmt, scales, codes, out)
+                            }
+                            DType::BF16 => {
+                                v::block_decode::<$S, BF16, PACKED>(fmt, scales, codes, out)
+                            }
                         }
                     }
                 }
                 // SAFETY: the CPU has the features (checked above).
-                unsafe { go(fmt, dtype, scales, codes, out) }
+                unsafe { go::<PACKED>(fmt, dtype, scales, codes, out) }
             }
 
             pub fn pack_codes(width: u32, codes: &[u8], out: &mut [u8]) {
