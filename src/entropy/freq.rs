@@ -35,9 +35,9 @@ pub fn histogram(symbols: &[u16], counts: &mut [u32]) {
 pub const SAMPLED_COUNTS: usize = 1 << 16;
 
 /// The counts a chunk's rANS table is built from (`counts.len()` is the alphabet, at most
-/// 512, and every symbol is below it; `mask + 1` is a power of two): exact for chunks of fewer than
-/// [`SAMPLED_COUNTS`] symbols, sampled for larger ones, where counting is a sizable share of
-/// an encoder's time (a load and a read-modify-write per counted symbol).
+/// 512, and every symbol is below it; `mask + 1` is a power of two): exact for chunks of
+/// fewer than [`SAMPLED_COUNTS`] symbols, sampled for larger ones, where counting is a
+/// sizable share of an encoder's time (a load and a read-modify-write per counted symbol).
 ///
 /// A sampled histogram counts every symbol of every other run of 64, and only the rare ones
 /// in the runs between. The common symbols are those whose `symbol & mask` lies in the

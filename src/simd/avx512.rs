@@ -263,9 +263,9 @@ const ENC_TABLE: usize = crate::entropy::rans::MAX_ALPHABET;
 /// How the encoder fetches the table entries of a group's symbols.
 ///
 /// `fetch` takes the 32 symbols of a group (all below the table size), in a register and at
-/// `at` in memory (where they were loaded from), and returns, for each
-/// half of 16 lanes, `info` in 32-bit lanes and `rcp` twice: the even lanes' values in the
-/// low halves of the 64-bit lanes, then the odd lanes' (as `_mm512_mul_epu32` wants them).
+/// `at` in memory (where they were loaded from), and returns, for each half of 16 lanes,
+/// `info` in 32-bit lanes and `rcp` twice: the even lanes' values in the low halves of the
+/// 64-bit lanes, then the odd lanes' (as `_mm512_mul_epu32` wants them).
 trait EncLookup {
     /// Safety: every symbol must be inside the table, and `at` must point to the 32 symbols.
     unsafe fn fetch(&self, sy: __m512i, at: *const u16) -> [(__m512i, __m512i, __m512i); 2];

@@ -577,9 +577,10 @@ unsafe fn quotients<S: Simd, const DT: u8, const FINITE: bool>(
 
 /// The codes of a block's elements, `W` at a time, for [`emit`]: one implementation per
 /// element kind and rounding, so that its loops decide nothing per vector. Methods rather
-/// than closures: a closure is compiled without the target features of the function it is
-/// written in, and intrinsics in it that do not inline then run as calls (as a decoder's did,
-/// at a twentieth of its speed).
+/// than closures: the generic kernels here have no target features of their own (they get
+/// them by being inlined into functions that do), nor do closures written in them, and the
+/// intrinsics in a closure that is not inlined then run as calls (as a decoder's did, at a
+/// twentieth of its speed).
 trait BlockCodes<S: Simd> {
     /// The codes of elements `j..j + W`, in the low 8 bits of each lane.
     ///
@@ -875,8 +876,7 @@ unsafe fn code_values<S: Simd, const INT8: bool>(kind: ElemKind, mask: S::I, p: 
 /// [`code_values`]), or with `PACKED` from 8-bit codes in the packed layout (a 64-byte row of
 /// 32-bit words holds the four rows of 16 codes of a group, row `q` in byte `q` of each word;
 /// see [`emit`]). `CHECKED`: products may be NaN or leave the dtype's range (see
-/// [`store_x`]). No closures here: a closure is compiled without the caller's target
-/// features, and the intrinsics in it then run as calls.
+/// [`store_x`]). No closures here (see [`BlockCodes`]).
 ///
 /// Safety: the codes must be readable at `src` and the elements writable at `dst`.
 #[allow(clippy::too_many_arguments)]
