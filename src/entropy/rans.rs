@@ -183,7 +183,9 @@ pub struct EncScratch {
 }
 
 /// Encodes `symbols` (each below `alphabet`) and appends the stream to `out`. `counts`, when
-/// given, must be the histogram of `symbols`; otherwise it is computed.
+/// given, are what the table is built from: the histogram of `symbols` or an estimate of it
+/// (such as [`freq::sampled_histogram`]'s) in which every symbol that occurs has a count;
+/// otherwise the histogram is computed.
 pub fn encode(
     symbols: &[u16],
     alphabet: usize,
