@@ -13,6 +13,7 @@ use iota_codec::entropy::{freq, rans};
 use iota_codec::quant::block::{BlockFormat, ScaleFormat};
 use iota_codec::quant::uniform::{self, BitReader, BitWriter, ErrSum, QuantArgs, Step};
 use iota_codec::simd::{self, FloatSplit, Kernels};
+use iota_codec::transform::floatsplit;
 use iota_codec::{DType, Element, Rounding};
 
 fn load_npy(path: &str) -> (Vec<u8>, DType) {
@@ -111,7 +112,8 @@ fn main() {
             let mut syms = vec![0u16; m];
             let mut counts = vec![0u32; alphabet];
             let or = (k.split)(fs, c, &mut syms);
-            freq::sampled_histogram(&syms, &mut counts, (alphabet / 2 - 1) as u16);
+            let mask = (alphabet / 2 - 1) as u16;
+            freq::sampled_histogram(&syms, &mut counts, mask, floatsplit::SAMPLE_EVERY);
             let drop = if or == 0 {
                 fs.mant_bits
             } else {
@@ -141,7 +143,8 @@ fn main() {
             for c in &chunks {
                 let m = c.len() / fs.bytes;
                 (k.split)(fs, c, &mut syms[..m]);
-                freq::sampled_histogram(&syms[..m], &mut counts, (alphabet / 2 - 1) as u16);
+                let mask = (alphabet / 2 - 1) as u16;
+                freq::sampled_histogram(&syms[..m], &mut counts, mask, floatsplit::SAMPLE_EVERY);
             }
         });
         let t_pack = time(reps, || {

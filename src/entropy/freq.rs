@@ -39,29 +39,30 @@ pub const SAMPLED_COUNTS: usize = 1 << 16;
 /// fewer than [`SAMPLED_COUNTS`] symbols, sampled for larger ones, where counting is a
 /// sizable share of an encoder's time (a load and a read-modify-write per counted symbol).
 ///
-/// A sampled histogram counts every symbol of every other run of 64, and only the rare ones
-/// in the runs between. The common symbols are those whose `symbol & mask` lies in the
+/// A sampled histogram counts every symbol of one run of 64 in every `every` (a power of two
+/// from 2), and only the rare ones in the runs between. The common symbols are those whose `symbol & mask` lies in the
 /// widest range `lo..=hi` around the most counted value in which every symbol that maps to
 /// the range occurs in the counted runs (the error-bounded quantizer's symbols: `mask =
 /// 511`, a range `0..=S` of the smallest zigzagged codes; the lossless float split's: `mask =
 /// alphabet / 2 - 1`, a range of exponents present with both signs). A run between whose
 /// symbols all map into the range is only scanned (its smallest and largest `symbol &
 /// mask`); the others have their rare symbols counted. The table then weighs each common
-/// symbol by twice its count in the counted runs and each rare one by its exact count.
-/// Every symbol that occurs keeps a probability, and sampling half the symbols costs about
-/// `K / (2 N ln 2)` bits per symbol for `K` distinct symbols and `N` counted (under 0.003
-/// bits for the chunks of the default size).
+/// symbol by `every` times its count in the counted runs and each rare one by its exact
+/// count. Every symbol that occurs keeps a probability, and sampling costs about
+/// `K / (2 N ln 2)` bits per symbol for `K` distinct symbols and `N` counted (for the
+/// chunks of the default size, under 0.003 bits counting half of a few hundred symbols, and
+/// under 0.001 counting a quarter of the float split's few dozen).
 ///
 /// The counters are eight sub-histograms of 32 bits (16 KiB, inside L1): eight keep a run of
 /// equal symbols from waiting on its own stores, and 16-bit ones, half the footprint, need
 /// a 16-bit read-modify-write per symbol (with them the lossless encode ran at 0.47-0.49
 /// GB/s on an AMD Zen 1 VM against 0.56-0.59, `make speed --profiles lossless`).
-pub fn sampled_histogram(symbols: &[u16], counts: &mut [u32], mask: u16) {
+pub fn sampled_histogram(symbols: &[u16], counts: &mut [u32], mask: u16, every: usize) {
     const SUB: usize = 8;
     const RUN: usize = 64;
     let a = counts.len();
     let m = usize::from(mask);
-    assert!(a <= 512 && (m + 1).is_power_of_two());
+    assert!(a <= 512 && (m + 1).is_power_of_two() && every >= 2 && every.is_power_of_two());
     let sampled = symbols.len() >= SAMPLED_COUNTS;
     let mut sub = [[0u32; 512]; SUB];
     let mut add = |run: &[u16]| {
@@ -76,7 +77,7 @@ pub fn sampled_histogram(symbols: &[u16], counts: &mut [u32], mask: u16) {
         }
     };
     if sampled {
-        symbols.chunks(RUN).step_by(2).for_each(&mut add);
+        symbols.chunks(RUN).step_by(every).for_each(&mut add);
     } else {
         add(symbols);
     }
@@ -114,11 +115,14 @@ pub fn sampled_histogram(symbols: &[u16], counts: &mut [u32], mask: u16) {
     };
     for e in lo.max(0)..=hi {
         for v in group(e as usize) {
-            counts[v] *= 2;
+            counts[v] *= every as u32;
         }
     }
     let common = |v: u16| (lo..=hi).contains(&i32::from(v & mask));
-    for run in symbols.chunks(RUN).skip(1).step_by(2) {
+    let between = symbols
+        .chunks(RUN * every)
+        .flat_map(|runs| runs.chunks(RUN).skip(1));
+    for run in between {
         // Symbols are below 2^15: signed 16-bit minima and maxima (SSE2 has them). The
         // minimum only matters above 0.
         let masked = run.iter().map(|&v| (v & mask) as i16);
@@ -300,24 +304,25 @@ mod tests {
                     .collect();
                 let mut exact = vec![0u32; alphabet];
                 histogram(&symbols, &mut exact);
-                let mut counts = vec![7u32; alphabet];
-                sampled_histogram(&symbols, &mut counts, mask);
-                let what = format!("alphabet {alphabet} case {case}");
-                if n < SAMPLED_COUNTS {
-                    assert_eq!(counts, exact, "{what}");
-                    continue;
-                }
-                for v in 0..alphabet {
-                    assert_eq!(counts[v] > 0, exact[v] > 0, "symbol {v}, {what}");
-                    let (c, e) = (f64::from(counts[v]), f64::from(exact[v]));
-                    if e < 100.0 {
-                        // Rare symbols fall outside the common range: counted exactly.
-                        assert_eq!(counts[v], exact[v], "symbol {v}, {what}");
-                    } else {
-                        assert!(
-                            (c - e).abs() < 6.0 * e.sqrt(),
-                            "symbol {v}: {c} vs {e}, {what}"
-                        );
+                for every in [2usize, 4] {
+                    let mut counts = vec![7u32; alphabet];
+                    sampled_histogram(&symbols, &mut counts, mask, every);
+                    let what = format!("alphabet {alphabet} case {case}, one run in {every}");
+                    if n < SAMPLED_COUNTS {
+                        assert_eq!(counts, exact, "{what}");
+                        continue;
+                    }
+                    for v in 0..alphabet {
+                        assert_eq!(counts[v] > 0, exact[v] > 0, "symbol {v}, {what}");
+                        let (c, e) = (f64::from(counts[v]), f64::from(exact[v]));
+                        if e < 100.0 {
+                            // Rare symbols fall outside the common range: counted exactly.
+                            assert_eq!(counts[v], exact[v], "symbol {v}, {what}");
+                        } else {
+                            // Sampling error: about sqrt((every - 1) e).
+                            let tol = 6.0 * (e * (every - 1) as f64).sqrt();
+                            assert!((c - e).abs() < tol, "symbol {v}: {c} vs {e}, {what}");
+                        }
                     }
                 }
             }
