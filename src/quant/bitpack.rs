@@ -144,13 +144,12 @@ pub fn pack_bytes(width: u32, codes: &[u8], out: &mut [u8]) {
 }
 
 /// Rewrites 8-bit values, one per byte, in place into their packed layout (what
-/// [`pack_bytes`] with width 8 writes: the same number of bytes), with `pack(values, out)`
-/// packing each whole block as [`pack_bytes`] with width 8 does.
-pub fn pack_bytes8_in_place(values: &mut [u8], mut pack: impl FnMut(&[u8], &mut [u8])) {
+/// [`pack_bytes`] with width 8 writes: the same number of bytes).
+pub fn pack_bytes8_in_place(values: &mut [u8]) {
     let mut tmp = [0u8; BLOCK];
     for block in values.chunks_exact_mut(BLOCK) {
         tmp.copy_from_slice(block);
-        pack(&tmp, block);
+        pack_bytes(8, &tmp, block);
     }
     // The values after the last whole block are stored as they are.
 }

@@ -246,7 +246,7 @@ pub fn encode_blocks_packed(
 ) -> usize {
     assert_eq!(fmt.element.bits(), 8, "packed block codes are 8-bit");
     let nonfinite = encode_blocks(fmt, rounding, base, dtype, input, codes, scales);
-    super::bitpack::pack_bytes8_in_place(codes, |v, out| super::bitpack::pack_bytes(8, v, out));
+    super::bitpack::pack_bytes8_in_place(codes);
     nonfinite
 }
 

@@ -748,10 +748,14 @@ pub(crate) unsafe fn block_encode<S: Simd, const DT: u8, const PACKED: bool>(
         // SAFETY: the caller's contract, passed on.
         let nonfinite =
             unsafe { block_encode::<S, DT, false>(fmt, rounding, base, input, codes, scales) };
-        bitpack::pack_bytes8_in_place(codes, |v, out| {
+        // Each whole bit-packing block rewritten in place, through a copy in L1 (a loop here
+        // rather than a closure handed to `bitpack`: see `BlockCodes`).
+        let mut tmp = [0u8; bitpack::BLOCK];
+        for block in codes.chunks_exact_mut(bitpack::BLOCK) {
+            tmp.copy_from_slice(block);
             // SAFETY: a whole block of values and as many bytes.
-            unsafe { pack_codes::<S>(8, v, out) }
-        });
+            unsafe { pack_codes::<S>(8, &tmp, block) };
+        }
         return nonfinite;
     }
     assert!(
@@ -842,6 +846,9 @@ pub(crate) unsafe fn block_encode<S: Simd, const DT: u8, const PACKED: bool>(
         }
     }
     let at = full * b;
+    if at == n {
+        return nonfinite;
+    }
     let dt = DType::from_code(DT).unwrap();
     nonfinite
         + block::encode_blocks(
@@ -1061,14 +1068,18 @@ unsafe fn block_decode_with<S: Simd, const DT: u8, const INT8: bool, const PACKE
         }
     }
     let at = full * b;
-    let dt = DType::from_code(DT).unwrap();
-    block::decode_blocks(
-        fmt,
-        dt,
-        &scales[full * fmt.scale.bytes()..],
-        &codes[at..],
-        &mut out[at * isz..],
-    );
+    // The scalar decoder builds a table of the 256 code values first: not for nothing (the
+    // packed decoder of small blocks comes here once per 512 elements).
+    if at < n {
+        let dt = DType::from_code(DT).unwrap();
+        block::decode_blocks(
+            fmt,
+            dt,
+            &scales[full * fmt.scale.bytes()..],
+            &codes[at..],
+            &mut out[at * isz..],
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
