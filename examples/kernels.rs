@@ -1,7 +1,8 @@
 //! Per-kernel single-thread timings at every SIMD level this CPU supports, on chunks of 2^18
 //! elements: the lossless profile's kernels (32 rANS lanes, 11-bit probabilities), then the
 //! lossy ones (the `fast` profile's int8 blocks of 64 with bfloat16 scales, and the uniform
-//! quantizer at the `balanced` profile's step, about 0.035 RMS, with its rANS stage).
+//! quantizer at the `balanced` profile's step, about 0.035 RMS, with its rANS stage), then the
+//! packed 8-bit block kernels on the MX formats' blocks of 32 (MXINT8, MXFP8 E4M3).
 //!
 //! `cargo run --release --example kernels -- [FILE.npy]` (float32, float16 or
 //! int16-as-bfloat16), or with no file on synthetic Gaussian bfloat16 (8 MB). Prints the
@@ -227,6 +228,72 @@ fn main() {
         }
     }
     lossy(&data, dtype, reps);
+    mx(&data, dtype, reps);
+}
+
+/// The 8-bit block codes of the MX formats (blocks of 32 with E8M0 scales, which the packed
+/// kernels code one bit-packing block at a time), packed as they go against a separate pass.
+fn mx(data: &[u8], dtype: DType, reps: usize) {
+    let isz = dtype.itemsize();
+    let chunks: Vec<&[u8]> = data.chunks((1usize << 18) * isz).collect();
+    let n = (data.len() / isz) as f64;
+    let m = 1usize << 18;
+    let (mut codes, mut packed) = (vec![0u8; m], vec![0u8; m]);
+    let mut scales = vec![0u8; m / 32];
+    let mut out = vec![0u8; m * isz];
+    println!("MX block kernels (blocks of 32, E8M0 scales), ns per element:");
+    for level in simd::available() {
+        let k: Kernels = simd::kernels_for(level);
+        let per = |t: f64| t / n * 1e9;
+        let mut line = format!("{:>7}:", level.name());
+        for element in [Element::Int8, Element::E4M3] {
+            let fmt = BlockFormat {
+                element,
+                scale: ScaleFormat::E8M0,
+                block: 32,
+            };
+            let mut enc = |packed_as_they_go: bool| {
+                time(reps, || {
+                    for c in &chunks {
+                        let e = c.len() / isz;
+                        let sl = &mut scales[..e / 32];
+                        if packed_as_they_go {
+                            let p = &mut packed[..e];
+                            (k.block_encode_packed)(&fmt, Rounding::Nearest, 0, dtype, c, p, sl);
+                        } else {
+                            let cs = &mut codes[..e];
+                            (k.block_encode)(&fmt, Rounding::Nearest, 0, dtype, c, cs, sl);
+                            (k.pack_codes)(8, cs, &mut packed[..e]);
+                        }
+                    }
+                })
+            };
+            let (t_enc, t_enc_packed) = (enc(false), enc(true));
+            let mut dec = |packed_as_they_go: bool| {
+                time(reps, || {
+                    for c in &chunks {
+                        let e = c.len() / isz;
+                        let o = &mut out[..e * isz];
+                        if packed_as_they_go {
+                            (k.block_decode_packed)(&fmt, dtype, &scales, &packed[..e], o);
+                        } else {
+                            (k.unpack_codes)(8, &packed[..e], &mut codes[..e]);
+                            (k.block_decode)(&fmt, dtype, &scales, &codes[..e], o);
+                        }
+                    }
+                })
+            };
+            let (t_dec, t_dec_packed) = (dec(false), dec(true));
+            line += &format!(
+                "  {element:?}: encode+pack {:.3} (packed as they go {:.3})  unpack+decode {:.3} ({:.3})",
+                per(t_enc),
+                per(t_enc_packed),
+                per(t_dec),
+                per(t_dec_packed)
+            );
+        }
+        println!("{line}");
+    }
 }
 
 /// Timings of the lossy kernels at every level.
