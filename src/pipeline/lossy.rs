@@ -28,7 +28,7 @@ use crate::entropy::rans::{self, RansParams};
 use crate::error::{ensure_frame, Error, ErrorKind, Result};
 use crate::format::{self, put_uvarint, Reader};
 use crate::mode::{Bound, BoundedSpec};
-use crate::quant::block::BlockFormat;
+use crate::quant::block::{packs_as_coded, BlockFormat};
 use crate::quant::uniform::{self, BitReader, Check, ErrSum, QuantArgs, Step};
 use crate::quant::{bitpack, convert, rounding::Rounding};
 use crate::simd;
@@ -133,7 +133,7 @@ pub(super) fn encode_block_chunk(
         out.push(MODE_CODED);
         let at = out.len();
         let codes_at = at + n.div_ceil(fmt.block) * fmt.scale.bytes();
-        let nonfinite = if bits == 8 && rans.is_none() {
+        let nonfinite = if rans.is_none() && packs_as_coded(&fmt) {
             // Packed 8-bit codes go straight into the frame (`packed_len(n, 8) = n`).
             out.resize(codes_at + n, 0);
             let (scales, codes) = out[at..].split_at_mut(codes_at - at);

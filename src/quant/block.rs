@@ -232,6 +232,15 @@ pub fn encode_blocks(
     nonfinite
 }
 
+/// Whether the `block_encode_packed` kernels pack `fmt`'s codes as they code them: 8-bit
+/// elements in blocks that are whole groups of 64 tiling the bit-packing blocks of 512 (64,
+/// 128 or 256). They take other 8-bit formats too, more slowly than a separate pack.
+pub fn packs_as_coded(fmt: &BlockFormat) -> bool {
+    fmt.element.bits() == 8
+        && fmt.block.is_multiple_of(64)
+        && super::bitpack::BLOCK.is_multiple_of(fmt.block)
+}
+
 /// The scalar reference of the `block_encode_packed` kernel: [`encode_blocks`] for 8-bit
 /// elements, with the codes in their packed layout (what `bitpack::pack_bytes(8, ...)` makes
 /// of them: as many bytes, the values of each whole block of 512 rearranged).

@@ -271,7 +271,8 @@ pub struct Kernels {
     pub from_f32: FromF32Fn,
     pub block_encode: BlockEncodeFn,
     /// `block_encode` of 8-bit elements with the codes packed (as `pack_codes` with width 8
-    /// would): scalar reference [`block::encode_blocks_packed`].
+    /// would; as they are coded for the formats of [`block::packs_as_coded`]): scalar
+    /// reference [`block::encode_blocks_packed`].
     pub block_encode_packed: BlockEncodeFn,
     pub block_decode: BlockDecodeFn,
     /// `block_decode` of 8-bit codes in the packed layout (as `pack_codes` with width 8 writes
