@@ -113,8 +113,7 @@ fn main() {
             let mut syms = vec![0u16; m];
             let mut counts = vec![0u32; alphabet];
             let or = (k.split)(fs, c, &mut syms);
-            let mask = (alphabet / 2 - 1) as u16;
-            freq::sampled_histogram(&syms, &mut counts, mask, floatsplit::SAMPLE_EVERY);
+            floatsplit::symbol_counts(&syms, &mut counts);
             let drop = if or == 0 {
                 fs.mant_bits
             } else {
@@ -144,8 +143,7 @@ fn main() {
             for c in &chunks {
                 let m = c.len() / fs.bytes;
                 (k.split)(fs, c, &mut syms[..m]);
-                let mask = (alphabet / 2 - 1) as u16;
-                freq::sampled_histogram(&syms[..m], &mut counts, mask, floatsplit::SAMPLE_EVERY);
+                floatsplit::symbol_counts(&syms[..m], &mut counts);
             }
         });
         let t_pack = time(reps, || {

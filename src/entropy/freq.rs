@@ -40,11 +40,12 @@ pub const SAMPLED_COUNTS: usize = 1 << 16;
 /// sizable share of an encoder's time (a load and a read-modify-write per counted symbol).
 ///
 /// A sampled histogram counts every symbol of one run of 64 in every `every` (a power of two
-/// from 2), and only the rare ones in the runs between. The common symbols are those whose `symbol & mask` lies in the
-/// widest range `lo..=hi` around the most counted value in which every symbol that maps to
-/// the range occurs in the counted runs (the error-bounded quantizer's symbols: `mask =
-/// 511`, a range `0..=S` of the smallest zigzagged codes; the lossless float split's: `mask =
-/// alphabet / 2 - 1`, a range of exponents present with both signs). A run between whose
+/// from 2), and only the rare ones in the runs between. The common symbols are those whose
+/// `symbol & mask` lies in the widest range `lo..=hi` around the most counted value in which
+/// every symbol that maps to the range occurs in the counted runs (the error-bounded
+/// quantizer's symbols: `mask = 511`, a range `0..=S` of the smallest zigzagged codes; the
+/// lossless float split's: `mask = alphabet / 2 - 1`, a range of exponents present with both
+/// signs). A run between whose
 /// symbols all map into the range is only scanned (its smallest and largest `symbol &
 /// mask`); the others have their rare symbols counted. The table then weighs each common
 /// symbol by `every` times its count in the counted runs and each rare one by its exact

@@ -28,7 +28,7 @@ use crate::entropy::rans::{self, RansParams};
 use crate::error::{ensure_frame, Error, ErrorKind, Result};
 use crate::format::{self, put_uvarint, Reader};
 use crate::mode::{Bound, BoundedSpec};
-use crate::quant::block::{packs_as_coded, BlockFormat};
+use crate::quant::block::{decodes_packed, packs_as_coded, BlockFormat};
 use crate::quant::uniform::{self, BitReader, Check, ErrSum, QuantArgs, Step};
 use crate::quant::{bitpack, convert, rounding::Rounding};
 use crate::simd;
@@ -211,11 +211,10 @@ pub(super) fn decode_block_chunk<'p>(
     let isz = dtype.itemsize();
     let n = out.len() / isz;
     let fmt = params.format;
-    let bits = fmt.element.bits();
     let n_blocks = n.div_ceil(fmt.block);
     let scales = r.bytes(n_blocks * fmt.scale.bytes(), "block scales")?;
     let k = simd::kernels();
-    if bits == 8 && rans.is_none() && bitpack::BLOCK.is_multiple_of(fmt.block) {
+    if rans.is_none() && decodes_packed(&fmt) {
         // Packed 8-bit codes decode straight from the frame (`packed_len(n, 8) = n`).
         let packed = r.bytes(n, "packed block codes")?;
         (k.block_decode_packed)(&fmt, dtype, scales, packed, out);

@@ -298,9 +298,15 @@ pub fn decode_blocks(fmt: &BlockFormat, dtype: DType, scales: &[u8], codes: &[u8
     }
 }
 
+/// Whether the `block_decode_packed` kernels take `fmt`: 8-bit elements in blocks whose size
+/// divides 512 (so that each bit-packing block holds whole blocks).
+pub fn decodes_packed(fmt: &BlockFormat) -> bool {
+    fmt.element.bits() == 8 && super::bitpack::BLOCK.is_multiple_of(fmt.block)
+}
+
 /// The scalar reference of the `block_decode_packed` kernel: [`decode_blocks`] of 8-bit codes
-/// in their packed layout (as `bitpack::pack_bytes(8, ...)` writes them), in blocks whose size
-/// divides 512 (the condition of the vector kernels; this one would take any).
+/// in their packed layout (as `bitpack::pack_bytes(8, ...)` writes them), for the formats of
+/// [`decodes_packed`] (the condition of the vector kernels; this one would take any).
 pub fn decode_blocks_packed(
     fmt: &BlockFormat,
     dtype: DType,
@@ -308,7 +314,10 @@ pub fn decode_blocks_packed(
     codes: &[u8],
     out: &mut [u8],
 ) {
-    assert!(fmt.element.bits() == 8 && super::bitpack::BLOCK.is_multiple_of(fmt.block));
+    assert!(
+        decodes_packed(fmt),
+        "packed block codes are 8-bit, in blocks that tile 512"
+    );
     let mut bytes = vec![0u8; codes.len()];
     super::bitpack::unpack_bytes(8, codes, &mut bytes);
     decode_blocks(fmt, dtype, scales, &bytes, out);

@@ -276,7 +276,7 @@ pub struct Kernels {
     pub block_encode_packed: BlockEncodeFn,
     pub block_decode: BlockDecodeFn,
     /// `block_decode` of 8-bit codes in the packed layout (as `pack_codes` with width 8 writes
-    /// them), in blocks whose size divides 512: scalar reference
+    /// them), for the formats of [`block::decodes_packed`]: scalar reference
     /// [`block::decode_blocks_packed`].
     pub block_decode_packed: BlockDecodeFn,
     pub pack_codes: PackCodesFn,
