@@ -45,11 +45,13 @@ pub const SAMPLED_COUNTS: usize = 1 << 16;
 /// every symbol that maps to the range occurs in the counted runs (the error-bounded
 /// quantizer's symbols: `mask = 511`, a range `0..=S` of the smallest zigzagged codes; the
 /// lossless float split's: `mask = alphabet / 2 - 1`, a range of exponents present with both
-/// signs). A run between whose
-/// symbols all map into the range is only scanned (its smallest and largest `symbol &
-/// mask`); the others have their rare symbols counted. The table then weighs each common
-/// symbol by `every` times its count in the counted runs and each rare one by its exact
-/// count. Every symbol that occurs keeps a probability, and sampling costs about
+/// signs). A run between whose symbols all map into the range is only scanned (its smallest
+/// and largest `symbol & mask`); in the others the rare symbols are flagged with vector
+/// compares and only the flagged ones counted (about one run between in five has any, most
+/// of them one or two: a scalar pass over those runs made the whole count of a `balanced`
+/// chunk 0.235 ns per symbol, the flags 0.192 on a Zen 4 core). The table then weighs each
+/// common symbol by `every` times its count in the counted runs and each rare one by its
+/// exact count. Every symbol that occurs keeps a probability, and sampling costs about
 /// `K / (2 N ln 2)` bits per symbol for `K` distinct symbols and `N` counted (for the
 /// chunks of the default size, under 0.003 bits counting half of a few hundred symbols, and
 /// under 0.001 counting a quarter of the float split's few dozen).
@@ -119,7 +121,14 @@ pub fn sampled_histogram(symbols: &[u16], counts: &mut [u32], mask: u16, every: 
             counts[v] *= every as u32;
         }
     }
-    let common = |v: u16| (lo..=hi).contains(&i32::from(v & mask));
+    // A symbol is common when `(v & mask) - lo`, wrapping, is at most `span` (`lo >= 0`);
+    // with an empty range every symbol is rare.
+    let all_rare = lo > hi;
+    let (lo16, span) = if all_rare {
+        (0, 0)
+    } else {
+        (lo as u16, (hi - lo) as u16)
+    };
     let between = symbols
         .chunks(RUN * every)
         .flat_map(|runs| runs.chunks(RUN).skip(1));
@@ -133,9 +142,19 @@ pub fn sampled_histogram(symbols: &[u16], counts: &mut [u32], mask: u16, every: 
             (0, masked.fold(i16::MIN, i16::max))
         };
         if i32::from(mn) < lo || i32::from(mx) > hi {
-            for &v in run {
-                if !common(v) {
-                    counts[usize::from(v)] += 1;
+            // A few rare symbols among common ones, as a rule (about one run between in five
+            // has any, holding one or two): flag them all with vector compares, then count
+            // only the flagged ones, eight flags at a time.
+            let mut flags = [0u8; RUN];
+            for (f, &v) in flags.iter_mut().zip(run) {
+                *f = u8::from(all_rare || (v & mask).wrapping_sub(lo16) > span);
+            }
+            for (w, eight) in flags.chunks_exact(8).enumerate() {
+                let mut m = u64::from_le_bytes(eight.try_into().expect("eight flags"));
+                while m != 0 {
+                    let j = 8 * w + (m.trailing_zeros() / 8) as usize;
+                    counts[usize::from(run[j])] += 1;
+                    m &= m - 1;
                 }
             }
         }
@@ -267,6 +286,34 @@ mod tests {
     /// every symbol that occurs keeps a count and no other gets one, the symbols outside the
     /// common range are counted exactly, the common ones within sampling error, and small
     /// chunks are counted exactly.
+    #[test]
+    fn sampled_histograms_count_exactly_what_they_say() {
+        // Symbols 0..=3 in turn, two rare ones in the second run (a run between, counted for
+        // its rare symbols only; 4 just past the common range): the common range is 0..=3,
+        // each common symbol weighs `every` times its count in the counted runs (its edge,
+        // 3, included, though it shares a run with the rare ones), the rare ones exactly.
+        for every in [2usize, 4] {
+            let mut symbols: Vec<u16> = (0..SAMPLED_COUNTS).map(|i| (i % 4) as u16).collect();
+            symbols[64 + 5] = 100;
+            symbols[64 + 9] = 4;
+            let mut counts = vec![0u32; 512];
+            sampled_histogram(&symbols, &mut counts, 511, every);
+            let runs = SAMPLED_COUNTS / 64 / every;
+            let mut want = vec![0u32; 512];
+            want[..4].fill((every * runs * 16) as u32);
+            want[100] = 1;
+            want[4] = 1;
+            assert_eq!(counts, want, "one run in {every}");
+        }
+        // No common range (each exponent occurs with one sign only): every symbol, the
+        // masked 0 included, is counted exactly.
+        let symbols: Vec<u16> = (0..SAMPLED_COUNTS + 5).map(|i| (i % 3) as u16).collect();
+        let (mut counts, mut exact) = (vec![0u32; 64], vec![0u32; 64]);
+        sampled_histogram(&symbols, &mut counts, 31, 2);
+        histogram(&symbols, &mut exact);
+        assert_eq!(counts, exact);
+    }
+
     #[test]
     fn sampled_histograms_keep_every_symbol_and_count_the_rare_ones_exactly() {
         let mut x = 0x2545_F491_4F6C_DD1Du64;

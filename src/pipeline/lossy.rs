@@ -456,8 +456,9 @@ pub(super) fn encode_uniform_chunk(
 
 /// The counts a uniform chunk's rANS table is built from (`ALPHABET` long): in large chunks
 /// sampled from every other run of 64, around the smallest zigzagged codes (see
-/// [`freq::sampled_histogram`]; one run in four measured slower here, with more rare symbols
-/// to count in the runs between).
+/// [`freq::sampled_histogram`]). One run in four encoded 1.5% (`balanced`) to 3.7% (`max`)
+/// faster on a 2-core AMD EPYC (Zen 4) VM, but cost 0.03-0.11% of the ratio on the built-in
+/// activation and gradient; at the links this codec is for the ratio decides.
 fn symbol_counts(symbols: &[u16], counts: &mut Vec<u32>) {
     counts.clear();
     counts.resize(uniform::ALPHABET, 0);
