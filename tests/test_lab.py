@@ -98,6 +98,8 @@ def test_configs_from_the_command_line():
         ["--ahead", "5"],
         ["--ahead", "0"],
         ["--codec", '{"name": "lossless", "profile": "lossless"}'],
+        ["--val-every", "0"],
+        ["--val-every", "200"],
     ):
         with pytest.raises(ValueError):
             command.options(_args(*bad))
@@ -366,6 +368,7 @@ def test_lab_smoke_over_the_kernel_link(tmp_path):
     rep = _lab(
         tmp_path, *TINY, "--rates", "20M,gpu:1G", "--profiles", "none",
         "--bottleneck", "4", "--bottleneck-codec", "lossless", "--seeds", "2", "--ahead", "2",
+        "--val-every", "2",
     )  # fmt: skip
     assert rep["mode"] == "kernel" and rep["link"]["qdisc"] in ("tbf", "netem+tbf")
     assert rep["settings"]["ahead"] == 2 and "2 micro-batches ahead" in report.text(rep)
@@ -391,6 +394,27 @@ def test_lab_smoke_over_the_kernel_link(tmp_path):
     assert {(r["config"], r["seed"], r["rate_bps"]) for r in extra} == {
         ("raw", 1, None), ("k4+lossless", 1, None),
     }  # fmt: skip
+    # --val-every 2: every training run (both seeds) evaluated after 2, 4 and 6 steps; the
+    # curves are the means over the seeds and end at the validation loss; speed runs keep
+    # no snapshots.
+    for r in rep["runs"]:
+        assert ("val_curve" in r) == (r["kind"] in ("train", "seed")), r["kind"]
+        if "val_curve" in r:
+            assert [s for s, _ in r["val_curve"]] == [2, 4, 6]
+            assert r["val_curve"][-1][1] == r["val_loss"]
+            assert len({v for _, v in r["val_curve"]}) == 3  # the weights moved
+    trained = [r for r in rep["rows"] if r["val_loss"] is not None]
+    for row in trained:
+        by_step = dict(row["val_curve"])
+        assert sorted(by_step) == [2, 4, 6]
+        assert by_step[6] == pytest.approx(row["val_loss"])
+        runs = [r for r in rep["runs"] if r["config"] == row["config"] and "val_curve" in r]
+        at4 = {r["seed"]: dict(r["val_curve"])[4] for r in runs}
+        assert by_step[4] == pytest.approx(sum(at4.values()) / 2)
+        raw = dict(next(r for r in trained if r["config"] == "raw")["val_curve"])
+        want = [[s, pytest.approx(100 * (v / raw[s] - 1))] for s, v in row["val_curve"]]
+        assert row["val_curve_vs_raw_pct"] == want
+    assert "validation loss during training" in report.text(rep)
     _check_report(rep, tmp_path)
 
 

@@ -147,6 +147,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--val-batches", type=int, help="held-out batches (default 64)")
     g.add_argument(
+        "--val-every",
+        type=int,
+        metavar="N",
+        help="also evaluate every training run after every N steps (a validation curve: the "
+        "stages keep a copy of their weights every N steps, evaluated when the run ends)",
+    )
+    g.add_argument(
         "--seeds",
         type=int,
         help="seeds every configuration trains with (the others unshaped: the link changes no "
@@ -271,6 +278,7 @@ def options(args: argparse.Namespace) -> Options:
         muon_dtype=None if args.muon_dtype == "auto" else args.muon_dtype,
         seed=args.seed,
         val_batches=args.val_batches or quick.get("val_batches", 64),
+        val_every=args.val_every,
         seeds=quick.get("seeds", 3) if args.seeds is None else args.seeds,
         fallback=args.fallback,
         gpu_flops=args.gpu_tflops * 1e12,
@@ -287,6 +295,8 @@ def options(args: argparse.Namespace) -> Options:
         raise ValueError("--repeat must be at least 1")
     if o.seeds < 1:
         raise ValueError("--seeds must be at least 1")
+    if o.val_every is not None and not 1 <= o.val_every < o.steps:
+        raise ValueError("--val-every must be at least 1 and below --steps")
     return o
 
 

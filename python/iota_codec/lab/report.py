@@ -113,7 +113,46 @@ def tables(report: dict[str, Any]) -> list[Table]:
         + "tokens/s: steady state, median of the runs at that link; compression: against the "
         "raw bf16 boundary, wire bytes (frames and headers) in each direction"
     )
-    return [reg, runs]
+    curve = curve_table(report)
+    return [reg, runs] + ([curve] if curve else [])
+
+
+def _curves(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The trained rows with a validation curve (``--val-every``), one per configuration."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in report["rows"]:
+        if r.get("val_curve") and r["config"] not in out:
+            out[r["config"]] = r
+    return out
+
+
+def curve_table(report: dict[str, Any]) -> Table | None:
+    """Validation loss after every ``--val-every`` steps, each configuration against raw."""
+    curves = _curves(report)
+    if not curves:
+        return None
+    t = Table("validation loss during training", ["steps", *curves])
+    steps = sorted({s for r in curves.values() for s, _ in r["val_curve"]})
+    for s in steps:
+        cells = [str(s)]
+        for name, r in curves.items():
+            loss = dict(r["val_curve"]).get(s)
+            vs = dict(r.get("val_curve_vs_raw_pct") or []).get(s)
+            if loss is None:
+                cells.append("-")
+            elif name == "raw" or vs is None:
+                cells.append(f"{loss:.4f}")
+            else:
+                cells.append(f"{loss:.4f} ({vs:+.2f}%)")
+        t.rows.append(cells)
+    seeds = report["settings"].get("seeds", 1)
+    t.caption = (
+        f"held-out loss after each number of steps ({report['settings']['val_batches']} "
+        "batches"
+        + (f", mean of {seeds} seeds" if seeds > 1 else "")
+        + "); in brackets against raw's at the same step"
+    )
+    return t
 
 
 def targets(report: dict[str, Any]) -> list[str]:
@@ -247,7 +286,8 @@ def markdown(report: dict[str, Any]) -> str:
 def plot(report: dict[str, Any], path: str) -> None:
     """Left: tokens per second (% of the unshaped raw run) against the lab's link rate, one
     line per configuration, with the 8B-class GPU link of the same regime on the top axis.
-    Right: validation loss against total boundary compression."""
+    Middle: validation loss against total boundary compression. Right, with ``--val-every``:
+    each configuration's validation loss against raw's as training goes on."""
     try:
         import matplotlib
     except ImportError:
@@ -259,9 +299,15 @@ def plot(report: dict[str, Any], path: str) -> None:
     names = list(dict.fromkeys(r["config"] for r in rows))
     palette = ["#17202a", "#1f4e9c", "#c0392b", "#1e8449", "#7d3c98", "#b9770e", "#5d6d7e"]
     color = {n: palette[i % len(palette)] for i, n in enumerate(names)}
-    fig, (ax, bx) = plt.subplots(
-        1, 2, figsize=(12.5, 5.2), width_ratios=[3, 2], layout="constrained"
-    )
+    curves = _curves(report)
+    if curves:
+        fig, (ax, bx, cx) = plt.subplots(
+            1, 3, figsize=(17.5, 5.2), width_ratios=[3, 2, 2], layout="constrained"
+        )
+    else:
+        fig, (ax, bx) = plt.subplots(
+            1, 2, figsize=(12.5, 5.2), width_ratios=[3, 2], layout="constrained"
+        )
     for name in names:
         pts = sorted(
             (r["rate_bps"], r["pct_of_unshaped"])
@@ -330,6 +376,26 @@ def plot(report: dict[str, Any], path: str) -> None:
     bx.set_xlabel("total boundary compression, both directions (x)")
     bx.set_ylabel(f"validation loss after {report['settings']['steps']} steps (nats/byte)")
     bx.grid(True, which="major", alpha=0.3)
+    if curves:
+        for name, r in curves.items():
+            pts = r.get("val_curve_vs_raw_pct") or []
+            if name == "raw" or not pts:
+                continue
+            cx.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker="o",
+                color=color[name],
+                linestyle="--" if r["bottleneck"] else "-",
+                label=f"{name} ({_x(r['compression']['total'])})",
+            )
+        cx.axhline(0, color="black", linewidth=1, linestyle=":")
+        cx.axhline(3, color="grey", linewidth=0.8, linestyle="-.")
+        cx.axhline(1, color="grey", linewidth=0.8, linestyle="--")
+        cx.set_xlabel("training steps")
+        cx.set_ylabel("validation loss against raw's at the same step (%)")
+        cx.grid(True, which="major", alpha=0.3)
+        cx.legend(fontsize=8, loc="upper right")
     m = report.get("machine", {})
     mode = "kernel link" if report["mode"] == "kernel" else "PACED-SOCKET FALLBACK"
     fig.suptitle(

@@ -116,6 +116,8 @@ class Options:
     muon_dtype: str | None = None
     seed: int = 0
     val_batches: int = 64
+    # Also evaluate the training runs every this many steps (None: only at the end).
+    val_every: int | None = None
     # Seeds every configuration trains (the lab's seed, then the next ones).
     seeds: int = 1
     fallback: bool = False
@@ -239,10 +241,17 @@ class Lab:
         return 180.0 + steps * per_step
 
     def run(
-        self, cfg: RunConfig, rate_bps: float | None, steps: int, seed: int | None = None
+        self,
+        cfg: RunConfig,
+        rate_bps: float | None,
+        steps: int,
+        seed: int | None = None,
+        snapshot_every: int | None = None,
     ) -> dict[str, Any]:
         """Trains ``cfg`` for ``steps`` steps over the link at ``rate_bps`` (``None``:
-        unshaped) and returns the two ranks' results (``seed``: other than the lab's)."""
+        unshaped) and returns the two ranks' results (``seed``: other than the lab's). With
+        ``snapshot_every``, the stages also keep their weights every that many steps
+        (``rank<R>-snapshots.pt`` in the run's folder: ``{step: state}``)."""
         o = self.o
         assert self.scratch is not None
         self.runs += 1
@@ -253,6 +262,7 @@ class Lab:
             "model": dataclasses.asdict(o.gpt()),
             "bottleneck": cfg.bottleneck,
             "hidden": cfg.hidden,
+            "snapshot_every": snapshot_every,
             "codec": cfg.codec,
             "grad_codec": cfg.grad_codec,
             "batch": o.batch,
@@ -446,17 +456,27 @@ def run_lab(o: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
                 label = "unshaped" if rate_bps is None else fmt_bps(rate_bps)
                 what = cfg.name if seed == o.seed else f"{cfg.name} (seed {seed})"
                 log(f"  {what:<18} {label:>12}  {steps} steps ...")
-                got = lab.run(cfg, rate_bps, steps, seed)
+                trains = kind in ("train", "seed")
+                got = lab.run(cfg, rate_bps, steps, seed, o.val_every if trains else None)
                 m = measure(o, cfg, got, "unshaped" if rate_bps is None else "shaped")
                 m.update(kind=kind, rate_bps=rate_bps, seed=seed)
-                if kind in ("train", "seed"):
-                    st = [
-                        torch.load(got["folder"] / f"rank{r}.pt", weights_only=True) for r in (0, 1)
-                    ]
-                    m["val_loss"] = model.evaluate(
-                        o.gpt(), cfg.bottleneck, seed, st, cfg.codec,
+
+                def val(states: list[dict[str, Any]]) -> float:
+                    return model.evaluate(
+                        o.gpt(), cfg.bottleneck, seed, states, cfg.codec,
                         batch=o.batch, n_batches=o.val_batches, hidden=cfg.hidden,
                     )  # fmt: skip
+
+                def load(name: str) -> Any:
+                    return torch.load(got["folder"] / name, weights_only=True)
+
+                if trains:
+                    m["val_loss"] = val([load(f"rank{r}.pt") for r in (0, 1)])
+                if trains and o.val_every:
+                    snaps = [load(f"rank{r}-snapshots.pt") for r in (0, 1)]
+                    m["val_curve"] = [
+                        [step, val([snaps[0][step], snaps[1][step]])] for step in sorted(snaps[0])
+                    ] + [[steps, m["val_loss"]]]
                 log(
                     f"  {what:<18} {label:>12}  {m['tokens_per_s']:8.0f} tokens/s  "
                     f"train loss {m['train_loss']:.4f}"
@@ -549,7 +569,20 @@ def assemble(
         }
         return dict(sorted(got.items()))
 
+    def curve(name: str) -> list[list[float]] | None:
+        # The mean over the seeds at each step every seed was evaluated at (--val-every).
+        by_seed = {
+            r["seed"]: dict(r["val_curve"])
+            for r in runs + seeds
+            if r["config"] == name and r["kind"] in ("train", "seed") and "val_curve" in r
+        }
+        if not by_seed:
+            return None
+        steps = sorted(set.intersection(*(set(c) for c in by_seed.values())))
+        return [[s, statistics.fmean(c[s] for c in by_seed.values())] for s in steps]
+
     raw_by_seed = val_by_seed("raw")
+    raw_curve = dict(curve("raw") or [])
     for rate in [None, *rates]:
         for name in names:
             mine = [r for r in runs if r["config"] == name and r["rate_bps"] == rate]
@@ -573,6 +606,9 @@ def assemble(
                 "val_loss": statistics.fmean(by_seed.values()) if by_seed else None,
                 "val_seeds": list(by_seed),
                 "val_losses": list(by_seed.values()),
+                # With --val-every: [step, validation loss (mean over the seeds)], and against
+                # raw's at the same step.
+                "val_curve": curve(name) if trained else None,
                 "compression": trained["compression"] if trained else mine[0]["compression"],
                 "codec_ratio": trained["codec_ratio"] if trained else mine[0]["codec_ratio"],
                 "losses_match_full_run": same,
@@ -580,6 +616,10 @@ def assemble(
             })  # fmt: skip
     ref_val = statistics.fmean(raw_by_seed.values())
     for row in rows:
+        if row["val_curve"]:
+            row["val_curve_vs_raw_pct"] = [
+                [s, 100 * (v / raw_curve[s] - 1)] for s, v in row["val_curve"] if s in raw_curve
+            ]
         if row["val_loss"] is not None:
             row["val_loss_vs_raw_pct"] = 100 * (row["val_loss"] / ref_val - 1)
             # Seed by seed, against raw with the same seed (the same weights at the start,

@@ -302,8 +302,10 @@ def run(spec: dict[str, Any], rank: int) -> dict[str, Any]:
 
     ops = schedule(spec.get("schedule", "1f1b"), rank, micro, spec.get("ahead", 1))
     ends, losses = [], []
+    every = spec.get("snapshot_every")
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
     start = time.perf_counter()
-    for _step in range(spec["steps"]):
+    for step in range(spec["steps"]):
         x, y = next(data)
         xs, ys = x.chunk(micro), y.chunk(micro)
         boundary.begin_step()
@@ -324,6 +326,9 @@ def run(spec: dict[str, Any], rank: int) -> dict[str, Any]:
             opt.step()
             opt.zero_grad(set_to_none=True)
         boundary.end_step()
+        if every and (step + 1) % every == 0 and step + 1 < spec["steps"]:
+            # A copy in memory (a few MB, about a millisecond), written when the run ends.
+            snapshots[step + 1] = {k: v.detach().clone() for k, v in part.state_dict().items()}
         ends.append(time.perf_counter() - start)
     transport.barrier(min(timeout, 60.0))
     return {
@@ -333,6 +338,7 @@ def run(spec: dict[str, Any], rank: int) -> dict[str, Any]:
         "bytes": boundary.stats(),
         "boundary_shape": list(shape),
         "state": part.state_dict(),
+        "snapshots": snapshots if every else None,
     }
 
 
@@ -361,6 +367,9 @@ def main(argv: list[str]) -> None:
     try:
         result = run(spec, rank)
         torch.save(result.pop("state"), out / f"rank{rank}.pt")
+        snapshots = result.pop("snapshots")
+        if snapshots is not None:
+            torch.save(snapshots, out / f"rank{rank}-snapshots.pt")
         status = {"ok": True, **result}
     except BaseException:
         status = {"ok": False, "rank": rank, "error": traceback.format_exc()}
