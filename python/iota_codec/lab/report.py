@@ -389,9 +389,9 @@ def plot(report: dict[str, Any], path: str) -> None:
                 linestyle="--" if r["bottleneck"] else "-",
                 label=f"{name} ({_x(r['compression']['total'])})",
             )
-        cx.axhline(0, color="black", linewidth=1, linestyle=":")
-        cx.axhline(3, color="grey", linewidth=0.8, linestyle="-.")
-        cx.axhline(1, color="grey", linewidth=0.8, linestyle="--")
+        cx.axhline(0, color="black", linewidth=1, linestyle=":", label="raw")
+        cx.axhline(1, color="grey", linewidth=0.8, linestyle="--", label="raw +1%")
+        cx.axhline(3, color="grey", linewidth=0.8, linestyle="-.", label="raw +3%")
         cx.set_xlabel("training steps")
         cx.set_ylabel("validation loss against raw's at the same step (%)")
         cx.grid(True, which="major", alpha=0.3)
