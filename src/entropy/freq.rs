@@ -142,9 +142,8 @@ pub fn sampled_histogram(symbols: &[u16], counts: &mut [u32], mask: u16, every: 
             (0, masked.fold(i16::MIN, i16::max))
         };
         if i32::from(mn) < lo || i32::from(mx) > hi {
-            // A few rare symbols among common ones, as a rule (about one run between in five
-            // has any, holding one or two): flag them all with vector compares, then count
-            // only the flagged ones, eight flags at a time.
+            // A few rare symbols among common ones, as a rule: flag them with vector
+            // compares, then count only the flagged ones, eight flags at a time.
             let mut flags = [0u8; RUN];
             for (f, &v) in flags.iter_mut().zip(run) {
                 *f = u8::from(all_rare || (v & mask).wrapping_sub(lo16) > span);
@@ -282,10 +281,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Sampled histograms of float-split-like symbols (sign above the masked exponent):
-    /// every symbol that occurs keeps a count and no other gets one, the symbols outside the
-    /// common range are counted exactly, the common ones within sampling error, and small
-    /// chunks are counted exactly.
     #[test]
     fn sampled_histograms_count_exactly_what_they_say() {
         // Symbols 0..=3 in turn, two rare ones in the second run (a run between, counted for
@@ -314,6 +309,10 @@ mod tests {
         assert_eq!(counts, exact);
     }
 
+    /// Sampled histograms of float-split-like symbols (sign above the masked exponent):
+    /// every symbol that occurs keeps a count and no other gets one, the symbols outside the
+    /// common range are counted exactly, the common ones within sampling error, and small
+    /// chunks are counted exactly.
     #[test]
     fn sampled_histograms_keep_every_symbol_and_count_the_rare_ones_exactly() {
         let mut x = 0x2545_F491_4F6C_DD1Du64;
