@@ -132,12 +132,12 @@ def curve_table(report: dict[str, Any]) -> Table | None:
     if not curves:
         return None
     t = Table("validation loss during training", ["steps", *curves])
-    steps = sorted({s for r in curves.values() for s, _ in r["val_curve"]})
-    for s in steps:
+    losses = {name: dict(r["val_curve"]) for name, r in curves.items()}
+    vs_raw = {name: dict(r.get("val_curve_vs_raw_pct") or []) for name, r in curves.items()}
+    for s in sorted({s for by_step in losses.values() for s in by_step}):
         cells = [str(s)]
-        for name, r in curves.items():
-            loss = dict(r["val_curve"]).get(s)
-            vs = dict(r.get("val_curve_vs_raw_pct") or []).get(s)
+        for name in curves:
+            loss, vs = losses[name].get(s), vs_raw[name].get(s)
             if loss is None:
                 cells.append("-")
             elif name == "raw" or vs is None:
