@@ -52,8 +52,10 @@ def test_rates_and_delays():
         runner.Rate(gpu_bps=80e6),
     ]
     assert runner.Rate(gpu_bps=80e6).label == "gpu:80M"
-    with pytest.raises(ValueError):
-        command.parse_rates("fast")
+    assert command.parse_rates(" None ") == []  # a loss-only lab
+    for bad in ("fast", ",", ""):
+        with pytest.raises(ValueError):
+            command.parse_rates(bad)
     assert command.parse_delay("20ms") == pytest.approx(0.02)
     assert command.parse_delay("0") == 0.0
     assert command.parse_delay("1.5s") == 1.5
@@ -90,6 +92,8 @@ def test_configs_from_the_command_line():
     assert o.muon_dtype is None  # resolved when the lab starts
     assert command.options(_args("--muon-dtype", "float32")).muon_dtype == "float32"
     assert o.ahead == 1 and command.options(_args("--ahead", "3")).ahead == 3
+    loss_only = command.options(_args("--rates", "none"))
+    assert loss_only.rates == [] and loss_only.delay_s == 0.0 and o.delay_s == 0.02
     for bad in (
         ["--profiles", "nope"],
         ["--bottleneck", "999"],
@@ -100,6 +104,8 @@ def test_configs_from_the_command_line():
         ["--codec", '{"name": "lossless", "profile": "lossless"}'],
         ["--val-every", "0"],
         ["--val-every", "200"],
+        ["--rates", "none", "--fallback"],
+        ["--rates", "none", "--repeat", "2"],
     ):
         with pytest.raises(ValueError):
             command.options(_args(*bad))
@@ -353,9 +359,10 @@ def _check_report(rep: dict, tmp_path: pathlib.Path, d_model: int = 32) -> None:
             assert r["compression"]["total"] > 0.9 * d_model / k
     for name in {r["config"] for r in rep["rows"]}:
         trained = [r for r in rep["runs"] if r["config"] == name and r["kind"] == "train"]
-        # raw trains unshaped (the reference) and shaped; every other config once, shaped.
-        assert len(trained) == (2 if name == "raw" else 1)
-        assert all(r["steps"] == 6 for r in trained)
+        # Every config trains once: raw unshaped (the reference), the others shaped; raw's
+        # runs on the shaped links only measure its speed.
+        assert len(trained) == 1 and trained[0]["steps"] == 6
+        assert (trained[0]["rate_bps"] is None) == (name == "raw")
     assert rep["regimes"] and all(g["ratio"] > 0 for g in rep["regimes"])
     assert report.targets(rep) and "losses identical" in report.text(rep)
     assert "| config |" in report.markdown(rep)
@@ -435,6 +442,36 @@ def test_lab_smoke_over_the_paced_socket_fallback(tmp_path):
     names = {(r["config"], r["rate_bps"]) for r in rep["rows"]}
     assert names == {("raw", None), ("raw", 20e6), ("lossless", 20e6)}
     _check_report(rep, tmp_path)
+
+
+def test_loss_only_lab_trains_each_config_once_per_seed_with_no_link(tmp_path):
+    rep = _lab(
+        tmp_path, *TINY, "--rates", "none", "--profiles", "lossless", "--bottleneck", "4",
+        "--bottleneck-codec", "raw", "--seeds", "2", "--val-every", "3",
+    )  # fmt: skip
+    assert rep["mode"] == "loss-only" and rep["regimes"] == [] and rep["rates"] == []
+    assert rep["train_rate_bps"] is None and rep["link"]["delay_applied_s"] == 0.0
+    names = ["raw", "lossless", "k4+raw"]
+    assert [r["config"] for r in rep["rows"]] == names
+    assert all(r["rate_bps"] is None and r["samples"] == 1 for r in rep["rows"])
+    # One training run per configuration and seed, nothing else (no speed runs).
+    got = sorted((r["config"], r["seed"], r["kind"], r["steps"]) for r in rep["runs"])
+    want = [(n, s, "train" if s == 0 else "seed", 6) for n in names for s in (0, 1)]
+    assert got == sorted(want)
+    rows = {r["config"]: r for r in rep["rows"]}
+    # A lossless boundary trains exactly as raw does: the same losses, seed by seed.
+    assert rows["lossless"]["val_losses"] == rows["raw"]["val_losses"]
+    assert rows["lossless"]["val_curve"] == rows["raw"]["val_curve"]
+    assert [s for s, _ in rows["k4+raw"]["val_curve"]] == [3, 6]
+    assert rows["k4+raw"]["val_losses"] != rows["raw"]["val_losses"]
+    assert rows["k4+raw"]["compression"]["total"] == pytest.approx(8.0, rel=0.01)
+    text = report.text(rep)
+    assert "no link (--rates none" in text and "losses identical" not in text
+    assert "k4+raw: 8x, val loss" in text and "misses 128x within 3%" in text
+    assert "the regime of each rate" not in text
+    assert "| config |" in report.markdown(rep)
+    report.plot(rep, str(tmp_path / "lab.png"))
+    assert (tmp_path / "lab.png").stat().st_size > 10_000
 
 
 @needs_kernel

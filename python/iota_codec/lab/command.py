@@ -27,7 +27,11 @@ which this machine's compute-to-link ratio equals that of an 8B-class pipeline s
 H100 at 80 Mbit/s.
 
 Needs root and iproute2. Without them it says so; --fallback then runs the same lab over a
-paced socket in user space (clearly labelled: a model of a link, not a kernel link)."""
+paced socket in user space (clearly labelled: a model of a link, not a kernel link).
+
+--rates none runs a loss-only lab: no link and no root; every configuration trains once per
+seed, the stages exchanging over an unpaced loopback relay, and only losses, compression
+and compute speed are reported (the cheap way to compare boundaries for their loss)."""
 
 DEFAULT_RATES = "80M,10M,2M,gpu:80M"
 QUICK = {"steps": 40, "measure_seconds": 8.0, "val_batches": 8, "seeds": 1}
@@ -45,7 +49,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=DEFAULT_RATES,
         help=f"link rates in bit/s, comma-separated, k/M/G suffixes; gpu:RATE is the rate "
         f"with the compute-to-link ratio of an 8B-class H100 stage at RATE (default "
-        f"{DEFAULT_RATES}); the fastest is where every configuration trains the full --steps",
+        f"{DEFAULT_RATES}); the fastest is where every configuration trains the full --steps; "
+        "'none': a loss-only lab, no link",
     )
     p.add_argument(
         "--delay",
@@ -170,8 +175,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def parse_rates(text: str) -> list[Rate]:
+    """The rates of ``--rates`` (none for ``none``: a loss-only lab)."""
     from ..bench.command import parse_links
 
+    if text.strip().lower() == "none":
+        return []
     out = []
     for item in (s.strip() for s in text.split(",")):
         if not item:
@@ -181,7 +189,7 @@ def parse_rates(text: str) -> list[Rate]:
         else:
             out.append(Rate(bps=parse_links(item)[0]))
     if not out:
-        raise ValueError("--rates needs at least one rate")
+        raise ValueError("--rates needs at least one rate, or 'none' for a loss-only lab")
     return out
 
 
@@ -257,10 +265,15 @@ def options(args: argparse.Namespace) -> Options:
     if dup:
         raise ValueError(f'two runs are named {sorted(dup)}: give configs a "name"')
     quick = QUICK if args.quick else {}
+    rates = parse_rates(args.rates)
+    if not rates and args.fallback:
+        raise ValueError("--rates none runs no link: --fallback has nothing to replace")
+    if not rates and args.repeat != 1:
+        raise ValueError("--rates none measures no link speeds: --repeat has nothing to repeat")
     o = Options(
-        rates=parse_rates(args.rates),
+        rates=rates,
         configs=configs,
-        delay_s=parse_delay(args.delay),
+        delay_s=parse_delay(args.delay) if rates else 0.0,
         steps=args.steps or quick.get("steps", 200),
         warmup=args.warmup,
         measure_seconds=args.measure_seconds or quick.get("measure_seconds", 30.0),

@@ -23,6 +23,8 @@ def _x(v: float) -> str:
 
 
 def _label(report: dict[str, Any], rate: float | None) -> str:
+    if report["mode"] == "loss-only":
+        return "none"
     for g in report["regimes"]:
         if g["rate_bps"] == rate and g["label"].startswith("gpu:"):
             return f"{_link(rate)} ({g['label']})"
@@ -98,8 +100,13 @@ def tables(report: dict[str, Any]) -> list[Table]:
             f"{_x(c['forward'])} / {_x(c['backward'])} / {_x(c['total'])}",
         ])  # fmt: skip
     steps = report["settings"]["steps"]
-    where = f"trained at {_link(report['train_rate_bps'])}"
-    if seeds > 1:
+    if report["mode"] == "loss-only":
+        where = "trained with no link"
+    else:
+        where = f"trained at {_link(report['train_rate_bps'])}"
+    if seeds > 1 and report["mode"] == "loss-only":
+        where += f", {_seeds(report['settings'])}"
+    elif seeds > 1:
         where += f" with seed {report['settings']['seed']}, the others unshaped"
     runs.caption = (
         f"losses after {steps} steps ({where}); train loss: the last 10% of the steps, seed "
@@ -114,7 +121,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
         "raw bf16 boundary, wire bytes (frames and headers) in each direction"
     )
     curve = curve_table(report)
-    return [reg, runs] + ([curve] if curve else [])
+    return ([reg] if reg.rows else []) + [runs] + ([curve] if curve else [])
 
 
 def _curves(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -155,10 +162,26 @@ def curve_table(report: dict[str, Any]) -> Table | None:
     return t
 
 
+def _bottleneck_lines(here: list[dict[str, Any]], speed: bool = True) -> list[str]:
+    lines = []
+    for r in here:
+        if r["bottleneck"] and r["val_loss"] is not None:
+            c = r["compression"]["total"]
+            okc = c >= 128 and r["val_loss_vs_raw_pct"] <= 3.0
+            lines.append(
+                f"    {r['config']}: {c:.0f}x, val loss "
+                f"{r['val_loss_vs_raw_pct']:+.2f}% vs raw"
+                + (f", {r['pct_of_unshaped']:.0f}% of unshaped" if speed else "")
+                + f" ({'meets' if okc else 'misses'} 128x within 3%)"
+            )
+    return lines
+
+
 def targets(report: dict[str, Any]) -> list[str]:
     """The lab's targets, checked at every link-bound rate: the best codec run (no
     bottleneck) against 90% of unshaped speed and 1% of raw validation loss; bottleneck +
-    codec against 128x compression and 3% of raw validation loss."""
+    codec against 128x compression and 3% of raw validation loss. A loss-only lab checks
+    the losses and the compression alone."""
     lines = []
     rows = report["rows"]
     spread = report.get("seed_spread", {})
@@ -170,6 +193,19 @@ def targets(report: dict[str, Any]) -> list[str]:
             f"(spread {100 * (hi - lo) / vals[0]:.1f}% of seed {spread['seeds'][0]}'s): "
             "differences smaller than that are noise"
         )
+    if report["mode"] == "loss-only":
+        codecs = [r for r in rows if r["config"] != "raw" and not r["bottleneck"]]
+        for r in codecs:
+            if r["val_loss"] is not None:
+                ok = abs(r["val_loss_vs_raw_pct"]) <= 1.0
+                lines.append(
+                    f"no link (loss-only): {r['config']} val loss "
+                    f"{r['val_loss_vs_raw_pct']:+.2f}% vs raw ({'within' if ok else 'outside'} "
+                    "1%; no speed measured)"
+                )
+        bottlenecks = _bottleneck_lines(rows, speed=False)
+        if bottlenecks:
+            lines += ["no link (loss-only), bottlenecks:", *bottlenecks]
     for g in report["regimes"]:
         rate = g["rate_bps"]
         here = [r for r in rows if r["rate_bps"] == rate]
@@ -191,16 +227,7 @@ def targets(report: dict[str, Any]) -> list[str]:
             )
         else:
             lines.append(f"{head}: no codec run within 1% of raw validation loss")
-        for r in here:
-            if r["bottleneck"] and r["val_loss"] is not None:
-                c = r["compression"]["total"]
-                okc = c >= 128 and r["val_loss_vs_raw_pct"] <= 3.0
-                lines.append(
-                    f"    {r['config']}: {c:.0f}x, val loss "
-                    f"{r['val_loss_vs_raw_pct']:+.2f}% vs raw, "
-                    f"{r['pct_of_unshaped']:.0f}% of unshaped "
-                    f"({'meets' if okc else 'misses'} 128x within 3%)"
-                )
+        lines += _bottleneck_lines(here)
     return lines
 
 
@@ -236,6 +263,12 @@ def header_lines(report: dict[str, Any]) -> list[str]:
         delay += f" (asked for {link['delay_s'] * 1e3:.0f} ms)"
     if mode == "kernel":
         where = f"link: {link['kind']}; {delay}"
+    elif mode == "loss-only":
+        where = (
+            "no link (--rates none, a loss-only lab): the stages exchange over an unpaced "
+            "user-space TCP relay on 127.0.0.1; losses and compression only, tokens/s is this "
+            "machine's compute"
+        )
     else:
         where = f"link: PACED-SOCKET FALLBACK, {link['kind']} ({report['mode_reason']}); {delay}"
     lines = [
@@ -252,15 +285,20 @@ def header_lines(report: dict[str, Any]) -> list[str]:
 
 def footer_lines(report: dict[str, Any]) -> list[str]:
     lines = [f"note: {n}" for n in report["notes"]]
-    bad = [
-        f"{r['config']} at {_link(r['rate_bps'])}"
-        for r in report["rows"]
-        if r["losses_match_full_run"] is False
-    ]
-    lines.append(
-        "losses identical at every link: "
-        + ("yes (every run's per-step losses equal its full run's)" if not bad else f"NO: {bad}")
-    )
+    if report["mode"] != "loss-only":
+        bad = [
+            f"{r['config']} at {_link(r['rate_bps'])}"
+            for r in report["rows"]
+            if r["losses_match_full_run"] is False
+        ]
+        lines.append(
+            "losses identical at every link: "
+            + (
+                "yes (every run's per-step losses equal its full run's)"
+                if not bad
+                else f"NO: {bad}"
+            )
+        )
     lines.append(f"measured in {report['wall_s']:.0f} s")
     return lines
 
@@ -283,31 +321,9 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def plot(report: dict[str, Any], path: str) -> None:
-    """Left: tokens per second (% of the unshaped raw run) against the lab's link rate, one
-    line per configuration, with the 8B-class GPU link of the same regime on the top axis.
-    Middle: validation loss against total boundary compression. Right, with ``--val-every``:
-    each configuration's validation loss against raw's as training goes on."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise RuntimeError("the plot needs matplotlib: pip install 'iota-codec[bench]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _speed_panel(ax: Any, report: dict[str, Any], names: list[str], color: dict[str, str]) -> None:
+    """Tokens per second (% of the unshaped raw run) against the lab's link rate."""
     rows = report["rows"]
-    names = list(dict.fromkeys(r["config"] for r in rows))
-    palette = ["#17202a", "#1f4e9c", "#c0392b", "#1e8449", "#7d3c98", "#b9770e", "#5d6d7e"]
-    color = {n: palette[i % len(palette)] for i, n in enumerate(names)}
-    curves = _curves(report)
-    if curves:
-        fig, (ax, bx, cx) = plt.subplots(
-            1, 3, figsize=(17.5, 5.2), width_ratios=[3, 2, 2], layout="constrained"
-        )
-    else:
-        fig, (ax, bx) = plt.subplots(
-            1, 2, figsize=(12.5, 5.2), width_ratios=[3, 2], layout="constrained"
-        )
     for name in names:
         pts = sorted(
             (r["rate_bps"], r["pct_of_unshaped"])
@@ -349,7 +365,39 @@ def plot(report: dict[str, Any], path: str) -> None:
                     fontsize=8,
                 )
     ax.legend(fontsize=8, loc="lower right")
-    trained = [r for r in rows if r["val_loss"] is not None and r["rate_bps"] is not None]
+
+
+def plot(report: dict[str, Any], path: str) -> None:
+    """Left (not in a loss-only lab): tokens per second (% of the unshaped raw run) against
+    the lab's link rate, one line per configuration, with the 8B-class GPU link of the same
+    regime on the top axis.
+    Middle: validation loss against total boundary compression. Right, with ``--val-every``:
+    each configuration's validation loss against raw's as training goes on."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise RuntimeError("the plot needs matplotlib: pip install 'iota-codec[bench]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    names = list(dict.fromkeys(r["config"] for r in rows))
+    palette = ["#17202a", "#1f4e9c", "#c0392b", "#1e8449", "#7d3c98", "#b9770e", "#5d6d7e"]
+    color = {n: palette[i % len(palette)] for i, n in enumerate(names)}
+    curves = _curves(report)
+    speed = report["mode"] != "loss-only"  # a loss-only lab measured no link
+    widths = [3] * speed + [2] + [2] * bool(curves)
+    fig, axes = plt.subplots(
+        1, len(widths), figsize=(2.5 * sum(widths), 5.2), width_ratios=widths,
+        layout="constrained",
+    )  # fmt: skip
+    axes = list(axes)
+    if speed:
+        _speed_panel(axes.pop(0), report, names, color)
+    bx = axes.pop(0)
+    cx = axes.pop(0) if curves else None
+    # One point per configuration (every row of a configuration holds its trained loss).
+    trained = list({r["config"]: r for r in rows if r["val_loss"] is not None}.values())
     raw_val = next((r["val_loss"] for r in rows if r["config"] == "raw" and r["val_loss"]), None)
     for r in trained:
         bx.scatter(
@@ -376,7 +424,7 @@ def plot(report: dict[str, Any], path: str) -> None:
     bx.set_xlabel("total boundary compression, both directions (x)")
     bx.set_ylabel(f"validation loss after {report['settings']['steps']} steps (nats/byte)")
     bx.grid(True, which="major", alpha=0.3)
-    if curves:
+    if cx is not None:
         for name, r in curves.items():
             pts = r.get("val_curve_vs_raw_pct") or []
             if name == "raw" or not pts:
@@ -397,7 +445,9 @@ def plot(report: dict[str, Any], path: str) -> None:
         cx.grid(True, which="major", alpha=0.3)
         cx.legend(fontsize=8, loc="upper right")
     m = report.get("machine", {})
-    mode = "kernel link" if report["mode"] == "kernel" else "PACED-SOCKET FALLBACK"
+    mode = {"kernel": "kernel link", "loss-only": "loss only, no link"}.get(
+        report["mode"], "PACED-SOCKET FALLBACK"
+    )
     fig.suptitle(
         f"iota-codec link lab ({mode}): two pipeline stages of a byte-level GPT, "
         f"{m.get('cores', '?')}-core {m.get('machine', '')}",

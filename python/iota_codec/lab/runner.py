@@ -8,8 +8,10 @@ Plan of a lab (see :func:`run_lab`):
 2. Each rate is resolved (``gpu:80M`` becomes the rate at which this machine's
    compute-to-link ratio equals a reference GPU pipeline's at 80 Mbit/s) and its regime is
    worked out.
-3. Every configuration (raw, codec profiles, bottleneck + codec) trains ``steps`` steps on
-   the fastest shaped link: these runs give the training and validation losses.
+3. Every other configuration (codec profiles, bottleneck + codec) trains ``steps`` steps on
+   the fastest shaped link: these runs give the training and validation losses. Raw does
+   not train again there (its losses would be the reference's, bit for bit): at that rate,
+   as at every other, it runs only long enough to measure its speed.
 4. At every other rate, every configuration runs the same training (same seed, same
    batches) only for as many steps as it takes to measure its speed; its per-step losses
    must equal the first steps of its full run (the link cannot change what is computed),
@@ -21,6 +23,10 @@ Plan of a lab (see :func:`run_lab`):
 6. With ``repeat`` > 1, the unshaped reference and steps 3 and 4 are repeated (speed only,
    each about ``measure_seconds`` long) and medians reported: on a shared machine the speed
    of one run can move by 10% from minute to minute, and the reference moves with it.
+
+With no rates (``--rates none``) the lab is loss-only: no link is built (no root needed),
+the stages exchange over an unpaced loopback relay, and every configuration trains once per
+seed; steps 2, 3, 4 and 6 fall away.
 """
 
 from __future__ import annotations
@@ -391,8 +397,11 @@ def _median(xs: list[float]) -> float:
 # --- the lab ----------------------------------------------------------------------------------
 
 
-def lab_mode(fallback: bool) -> tuple[str, str | None]:
-    """("kernel", None) or ("paced-socket", why the kernel link is not used)."""
+def lab_mode(fallback: bool, loss_only: bool = False) -> tuple[str, str | None]:
+    """("kernel", None), ("paced-socket", why the kernel link is not used) or ("loss-only",
+    why no link is used)."""
+    if loss_only:
+        return "loss-only", "--rates none"
     if fallback:
         return "paced-socket", "--fallback given"
     problem = net.kernel_link_problem()
@@ -411,7 +420,7 @@ def run_lab(o: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
     from ..bench.report import fmt_bps
 
     started = time.perf_counter()
-    mode, why = lab_mode(o.fallback)
+    mode, why = lab_mode(o.fallback, loss_only=not o.rates)
     if o.optimizer == "muon" and o.muon_dtype is None:
         from .optim import orthogonalize_dtype
 
@@ -441,6 +450,11 @@ def run_lab(o: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
                     f"link: network namespaces {lab.kernel.ns[0]} and {lab.kernel.ns[1]}, "
                     f"veth {lab.kernel.dev[0]}<->{lab.kernel.dev[1]}, tc tbf"
                     + (" + netem" if lab.kernel.netem else " (no netem in this kernel)")
+                )
+            elif mode == "loss-only":
+                log(
+                    "no link (--rates none): a loss-only lab, the stages exchange over an "
+                    "unpaced loopback relay"
                 )
             else:
                 log(
@@ -489,38 +503,45 @@ def run_lab(o: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
             raw = RunConfig("raw")
             log("unshaped reference:")
             ref = one(raw, None, o.steps, "train")
-            full["raw", None] = ref
             # The other seeds train on the unshaped link: the link changes no loss, only
             # how long a run takes.
             others = [o.seed + 1 + i for i in range(o.seeds - 1)]
             for s in others:
                 one(raw, None, o.steps, "seed", seed=s)
-            unshaped_step = o.batch * o.seq_len / ref["tokens_per_s"]
-            rates = sorted({resolve(o, r, unshaped_step) for r in o.rates}, reverse=True)
-            labels = {resolve(o, r, unshaped_step): r.label for r in o.rates}
-            regimes = [regime(o, unshaped_step, r) | {"label": labels[r]} for r in rates]
-            train_rate = rates[0]
-            for rep in range(o.repeat):
-                if rep > 0:
-                    log(f"repeat {rep + 1}/{o.repeat}, for the medians:")
-                    extra = math.ceil(o.measure_seconds / unshaped_step)
-                    one(raw, None, min(o.steps, o.warmup + max(3, extra)), "speed")
-                for rate in rates:
-                    log(f"at {fmt_bps(rate)} ({labels[rate]}):")
-                    for cfg in o.configs:
-                        if rep == 0 and rate == train_rate:
-                            full[cfg.name, "train"] = one(cfg, rate, o.steps, "train")
-                            continue
-                        trained = full.get((cfg.name, "train"))
-                        est = _estimate_step(o, rate, unshaped_step, trained)
-                        extra = math.ceil(o.measure_seconds / est)
-                        one(cfg, rate, min(o.steps, o.warmup + max(3, extra)), "speed")
-                if rep == 0 and others:
-                    log(f"the other seeds ({', '.join(map(str, others))}), unshaped:")
-                    for cfg in o.configs:
-                        if cfg.name != "raw":
-                            for s in others:
-                                one(cfg, None, o.steps, "seed", seed=s)
+            if mode == "loss-only":
+                rates, regimes, train_rate = [], [], None
+                for cfg in (c for c in o.configs if c.name != "raw"):
+                    one(cfg, None, o.steps, "train")
+                    for s in others:
+                        one(cfg, None, o.steps, "seed", seed=s)
+            else:
+                unshaped_step = o.batch * o.seq_len / ref["tokens_per_s"]
+                rates = sorted({resolve(o, r, unshaped_step) for r in o.rates}, reverse=True)
+                labels = {resolve(o, r, unshaped_step): r.label for r in o.rates}
+                regimes = [regime(o, unshaped_step, r) | {"label": labels[r]} for r in rates]
+                train_rate = rates[0]
+                for rep in range(o.repeat):
+                    if rep > 0:
+                        log(f"repeat {rep + 1}/{o.repeat}, for the medians:")
+                        extra = math.ceil(o.measure_seconds / unshaped_step)
+                        one(raw, None, min(o.steps, o.warmup + max(3, extra)), "speed")
+                    for rate in rates:
+                        log(f"at {fmt_bps(rate)} ({labels[rate]}):")
+                        for cfg in o.configs:
+                            # Raw's training there would repeat the reference's.
+                            if rep == 0 and rate == train_rate and cfg.name != "raw":
+                                full[cfg.name, "train"] = one(cfg, rate, o.steps, "train")
+                                continue
+                            trained = full.get((cfg.name, "train"))
+                            est = _estimate_step(o, rate, unshaped_step, trained)
+                            extra = math.ceil(o.measure_seconds / est)
+                            one(cfg, rate, min(o.steps, o.warmup + max(3, extra)), "speed")
+                    if rep == 0 and others:
+                        log(f"the other seeds ({', '.join(map(str, others))}), unshaped:")
+                        for cfg in o.configs:
+                            if cfg.name != "raw":
+                                for s in others:
+                                    one(cfg, None, o.steps, "seed", seed=s)
         finally:
             lab.close()
     report = assemble(o, mode, why, runs, regimes, rates, train_rate, lab.applied, notes)
@@ -543,7 +564,7 @@ def assemble(
     runs: list[dict[str, Any]],
     regimes: list[dict[str, Any]],
     rates: list[float],
-    train_rate: float,
+    train_rate: float | None,
     applied: dict[str, Any],
     notes: list[str],
 ) -> dict[str, Any]:
@@ -634,11 +655,13 @@ def assemble(
         "mode": mode,
         "mode_reason": why,
         "link": {
-            "kind": (
-                "veth pair between two network namespaces, tc " + (applied.get("qdisc") or "tbf")
-            )
-            if mode == "kernel"
-            else "paced user-space TCP relay on 127.0.0.1 (fallback, not a kernel link)",
+            "kind": {
+                "kernel": "veth pair between two network namespaces, tc "
+                + (applied.get("qdisc") or "tbf"),
+                "paced-socket": "paced user-space TCP relay on 127.0.0.1 (fallback, not a "
+                "kernel link)",
+                "loss-only": "none (loss-only lab): an unpaced user-space TCP relay on 127.0.0.1",
+            }[mode],
             "delay_s": o.delay_s,
             "delay_applied_s": applied.get("delay_s", o.delay_s if mode != "kernel" else 0.0),
             "qdisc": applied.get("qdisc"),
