@@ -267,6 +267,10 @@ const ENC_TABLE: usize = crate::entropy::rans::MAX_ALPHABET;
 /// `info` in 32-bit lanes and `rcp` twice: the even lanes' values in the low halves of the
 /// 64-bit lanes, then the odd lanes' (as `_mm512_mul_epu32` wants them).
 trait EncLookup {
+    /// Whether [`encode_groups`] stages the words of a batch of groups rather than storing
+    /// each group's with a masked store.
+    const STAGED: bool = false;
+
     /// Safety: every symbol must be inside the table, and `at` must point to the 32 symbols.
     unsafe fn fetch(&self, sy: __m512i, at: *const u16) -> [(__m512i, __m512i, __m512i); 2];
 }
@@ -309,11 +313,20 @@ struct Loads {
 }
 
 impl EncLookup for Loads {
+    const STAGED: bool = true;
+
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn fetch(&self, _sy: __m512i, at: *const u16) -> [(__m512i, __m512i, __m512i); 2] {
         // SAFETY: the 32 symbols at `at` are readable and inside the table (the contract).
-        let ld = |k: usize| unsafe { self.table.add(usize::from(*at.add(k))).read() };
+        // Each symbol is read from memory (a volatile read): plain reads were merged with
+        // the group's vector load into word extracts, which measured slower (with the stage
+        // of `encode_groups`, 0.475 against 0.385 ns per symbol on a Zen 4 core).
+        let ld = |k: usize| unsafe {
+            self.table
+                .add(usize::from(at.add(k).read_volatile()))
+                .read()
+        };
         let half = |o: usize| {
             let ge = _mm512_set_epi64(
                 ld(o + 14),
@@ -480,7 +493,7 @@ unsafe fn encode32(
         // SAFETY: the CPU has the features; `n_table` is within both tables.
         if let Some(dense) = unsafe { Dense::new(rcp, info, n_table) } {
             // SAFETY: `encode_groups`' contract: symbols below `n_table` are inside the
-            // dense index table.
+            // dense index table, and `head` holds `g` groups.
             unsafe {
                 encode_groups(
                     &dense, n_table, head, prob_bits, states, words, &mut pos, &mut g,
@@ -492,7 +505,7 @@ unsafe fn encode32(
                 *t = u64::from(r) | u64::from(i) << 32;
             }
             let table = table.as_ptr().cast();
-            // SAFETY: symbols below `n_table` are inside `table`.
+            // SAFETY: symbols below `n_table` are inside `table`, and `head` holds `g` groups.
             unsafe {
                 if gather {
                     let lookup = Gather { table };
@@ -514,11 +527,78 @@ unsafe fn encode32(
     pos
 }
 
+/// The state of [`encode_groups`] between groups: the 32 states and the constants of a step.
+struct Enc32 {
+    s: [__m512i; 2],
+    total: __m512i,
+    xmax_shift: __m128i,
+    low: __m512i,
+}
+
+impl Enc32 {
+    /// Encodes one group, the 32 symbols `sy` (read from `at`), and returns its words in
+    /// the low lanes of a register (the rest zero) and how many there are.
+    ///
+    /// Safety: as [`EncLookup::fetch`].
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2,popcnt")]
+    unsafe fn group<L: EncLookup>(
+        &mut self,
+        lookup: &L,
+        sy: __m512i,
+        at: *const u16,
+    ) -> (__m512i, usize) {
+        // SAFETY: passed on to the caller.
+        let [e0, e1] = unsafe { lookup.fetch(sy, at) };
+        let (y0, w0, m0) = enc_half(self.s[0], e0, self.total, self.xmax_shift);
+        let (y1, w1, m1) = enc_half(self.s[1], e1, self.total, self.xmax_shift);
+        self.s = [y0, y1];
+        let m = u32::from(m0) | u32::from(m1) << 16;
+        let words = _mm512_permutex2var_epi16(w0, self.low, w1);
+        (
+            _mm512_maskz_compress_epi16(m, words),
+            m.count_ones() as usize,
+        )
+    }
+}
+
+/// Group `g - 1` of `head` (its 32 symbols, and where they are), if `g > 0`, its symbols
+/// are at most `limit`, and `pos` leaves room for its words (at most 32) below it.
+///
+/// Safety: `head` must hold `g` groups of 32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn next_group(
+    head: &[u16],
+    limit: __m512i,
+    g: usize,
+    pos: usize,
+) -> Option<(__m512i, *const u16)> {
+    if g == 0 || pos < 32 {
+        return None;
+    }
+    let at = head.as_ptr().wrapping_add(32 * (g - 1));
+    // SAFETY: group `g - 1` is 32 symbols inside `head` (the contract).
+    let sy = unsafe { _mm512_loadu_si512(at.cast()) };
+    (_mm512_cmpgt_epu16_mask(sy, limit) == 0).then_some((sy, at))
+}
+
+/// Groups whose words [`encode_groups`] holds before copying them into place, when the
+/// lookup asks for it ([`EncLookup::STAGED`]).
+const STAGE: usize = 64;
+
 /// Encodes groups `g - 1` down to 0 of `head` while their symbols are below `n_table` and
 /// `words` has room below `pos`, updating `states`, `pos` and `g`.
 ///
-/// Safety: `lookup.fetch` must accept every symbol below `n_table`, and `states` must hold
-/// 32 states.
+/// Each group's words are stored with a masked store, or with [`EncLookup::STAGED`] kept
+/// whole in a stage and copied into `words` a batch at a time, in ascending order, each with
+/// a whole 64-byte store whose lanes past the group's words the next copy overwrites. On a
+/// Zen 4 core, with [`Loads`], the encoder ran at 0.47 ns per symbol with masked stores and
+/// 0.385 with the stage; with [`Dense`] the stage was slower (0.50 against 0.47), and
+/// [`Gather`] (Intel's choice) was not measured with it.
+///
+/// Safety: `lookup.fetch` must accept every symbol below `n_table`, `head` must hold at
+/// least `g` groups of 32, and `states` must hold 32 states.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
@@ -532,51 +612,80 @@ unsafe fn encode_groups<L: EncLookup>(
     pos: &mut usize,
     g: &mut usize,
 ) {
-    let total = _mm512_set1_epi32(1 << prob_bits);
-    let xmax_shift = _mm_cvtsi32_si128(31 - prob_bits as i32);
     let limit = _mm512_set1_epi16((n_table - 1) as i16);
-    let low = load_index(&LOW_HALVES);
     // SAFETY: `states` holds 32 `u32`s.
-    let (mut s0, mut s1) = unsafe {
-        (
-            _mm512_loadu_si512(states.as_ptr().cast()),
-            _mm512_loadu_si512(states.as_ptr().add(16).cast()),
-        )
+    let mut enc = unsafe {
+        Enc32 {
+            s: [
+                _mm512_loadu_si512(states.as_ptr().cast()),
+                _mm512_loadu_si512(states.as_ptr().add(16).cast()),
+            ],
+            total: _mm512_set1_epi32(1 << prob_bits),
+            xmax_shift: _mm_cvtsi32_si128(31 - prob_bits as i32),
+            low: load_index(&LOW_HALVES),
+        }
     };
-    // A group writes at most 32 words below `pos`.
-    while *g > 0 && *pos >= 32 {
-        let at = head.as_ptr().wrapping_add(32 * (*g - 1));
-        // SAFETY: group `g - 1` is 32 symbols inside `head`.
-        let sy = unsafe { _mm512_loadu_si512(at.cast()) };
-        if _mm512_cmpgt_epu16_mask(sy, limit) != 0 {
-            break;
+    if L::STAGED {
+        let mut stage = [_mm512_setzero_si512(); STAGE];
+        let mut counts = [0u8; STAGE];
+        let mut more = true;
+        while more {
+            let top = *pos;
+            let mut n = 0;
+            while n < STAGE {
+                // SAFETY: `head` holds `g` groups (the contract; `g` only goes down).
+                let Some((sy, at)) = (unsafe { next_group(head, limit, *g, *pos) }) else {
+                    more = false;
+                    break;
+                };
+                // SAFETY: the group's symbols are below `n_table` (the contract).
+                let (v, c) = unsafe { enc.group(lookup, sy, at) };
+                (stage[n], counts[n]) = (v, c as u8);
+                *pos -= c;
+                *g -= 1;
+                n += 1;
+            }
+            // The batch's words fill `words[pos..top]`, the last group's first.
+            let mut dst = *pos;
+            for (v, &c) in stage[..n].iter().zip(&counts[..n]).rev() {
+                let c = usize::from(c);
+                // SAFETY: `dst + c <= top <= words.len()`; a whole store, `words[dst..dst +
+                // 32]`, only where that ends at or below `top`: the words past `dst + c`
+                // are rewritten by the copies that follow, whose words reach `top`.
+                unsafe {
+                    let p = words.as_mut_ptr().add(dst);
+                    if dst + 32 <= top {
+                        _mm512_storeu_si512(p.cast(), *v);
+                    } else {
+                        _mm512_mask_storeu_epi16(p.cast(), ((1u64 << c) - 1) as u32, *v);
+                    }
+                }
+                dst += c;
+            }
+            debug_assert_eq!(dst, top);
         }
-        // SAFETY: every symbol of the group (read from `at` or from `sy`) is below `n_table`
-        // (the contract).
-        let [e0, e1] = unsafe { lookup.fetch(sy, at) };
-        let (y0, w0, m0) = enc_half(s0, e0, total, xmax_shift);
-        let (y1, w1, m1) = enc_half(s1, e1, total, xmax_shift);
-        s0 = y0;
-        s1 = y1;
-        let m = u32::from(m0) | u32::from(m1) << 16;
-        let c = m.count_ones() as usize;
-        let packed = _mm512_maskz_compress_epi16(m, _mm512_permutex2var_epi16(w0, low, w1));
-        *pos -= c;
-        // SAFETY: `c <= 32 <= pos` before the subtraction, and only the first `c` words
-        // (inside `words[pos..pos + c]`) are stored.
-        unsafe {
-            _mm512_mask_storeu_epi16(
-                words.as_mut_ptr().add(*pos).cast(),
-                ((1u64 << c) - 1) as u32,
-                packed,
-            );
+    } else {
+        // SAFETY: `head` holds `g` groups (the contract; `g` only goes down).
+        while let Some((sy, at)) = unsafe { next_group(head, limit, *g, *pos) } {
+            // SAFETY: the group's symbols are below `n_table` (the contract).
+            let (v, c) = unsafe { enc.group(lookup, sy, at) };
+            *pos -= c;
+            // SAFETY: `c <= 32 <= pos` before the subtraction, and only the first `c`
+            // words (inside `words[pos..pos + c]`) are stored.
+            unsafe {
+                _mm512_mask_storeu_epi16(
+                    words.as_mut_ptr().add(*pos).cast(),
+                    ((1u64 << c) - 1) as u32,
+                    v,
+                );
+            }
+            *g -= 1;
         }
-        *g -= 1;
     }
     // SAFETY: as for the loads.
     unsafe {
-        _mm512_storeu_si512(states.as_mut_ptr().cast(), s0);
-        _mm512_storeu_si512(states.as_mut_ptr().add(16).cast(), s1);
+        _mm512_storeu_si512(states.as_mut_ptr().cast(), enc.s[0]);
+        _mm512_storeu_si512(states.as_mut_ptr().add(16).cast(), enc.s[1]);
     }
 }
 
