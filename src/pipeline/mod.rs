@@ -1160,9 +1160,9 @@ pub(crate) fn write_hints_for(out: &[u8], total: usize) -> bool {
 /// parallel when `threads` allows, validating each chunk while it is still in cache.
 ///
 /// When there are at least two chunks per thread, each task takes two neighbouring chunks
-/// and decodes their rANS streams together ([`rans::decode_pair`]); the output and the
-/// error reported (that of the lowest chunk among those that ran) are those of decoding the
-/// chunks one by one.
+/// and decodes their rANS streams together ([`rans::decode_pair`]). The output and the
+/// error reported (that of the lowest damaged chunk) are those of decoding the chunks one by
+/// one on one thread, whatever the thread count.
 pub(crate) fn decode_chunks(
     job: &ChunkJob,
     first: u64,

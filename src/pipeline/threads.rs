@@ -6,6 +6,7 @@
 //! coded independently and assembled in order.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
@@ -50,8 +51,10 @@ pub fn map<T: Send>(threads: usize, n: usize, f: impl Fn(usize) -> T + Sync + Se
     install(threads, || (0..n).into_par_iter().map(f).collect())
 }
 
-/// Runs `f(i, item)` for every item, stopping at the first error (the one of lowest index
-/// among those that ran).
+/// Runs `f(i, item)` for every item and returns the error of the lowest index, if any: the
+/// error a serial run reports, whatever the thread count and however the threads are
+/// scheduled. Items above an index that already failed are skipped (their errors could not
+/// be the one reported); every item below it runs.
 pub fn try_for_each_mut<T: Send, E: Send>(
     threads: usize,
     items: Vec<T>,
@@ -60,12 +63,23 @@ pub fn try_for_each_mut<T: Send, E: Send>(
     if threads == 1 || items.len() <= 1 {
         return items.into_iter().enumerate().try_for_each(|(i, t)| f(i, t));
     }
-    install(threads, || {
+    // (Rayon's own `try_for_each` returns whichever error it meets first in time.)
+    let first_bad = AtomicUsize::new(usize::MAX);
+    let first = install(threads, || {
         items
             .into_par_iter()
             .enumerate()
-            .try_for_each(|(i, t)| f(i, t))
-    })
+            .filter_map(|(i, t)| {
+                if i > first_bad.load(Ordering::Relaxed) {
+                    return None;
+                }
+                let e = f(i, t).err()?;
+                first_bad.fetch_min(i, Ordering::Relaxed);
+                Some((i, e))
+            })
+            .min_by_key(|&(i, _)| i)
+    });
+    first.map_or(Ok(()), |(_, e)| Err(e))
 }
 
 /// Spare buffers of [`append_in_order`], kept between calls so that their pages stay mapped.
@@ -209,4 +223,40 @@ pub fn append_in_order<T: Send>(
         .into_iter()
         .map(|r| r.expect("every item ran"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    /// The error reported is the lowest index's even when a higher index fails first in
+    /// time, and every item below the lowest failure runs.
+    #[test]
+    fn try_for_each_mut_reports_the_lowest_failing_index() {
+        for threads in [0, 1, 2, 4, 8] {
+            let ran: Vec<AtomicBool> = (0..16).map(|_| AtomicBool::new(false)).collect();
+            let r = try_for_each_mut(threads, (0..16).collect(), |i, item: usize| {
+                assert_eq!(i, item);
+                ran[i].store(true, Ordering::Relaxed);
+                match i {
+                    // The lowest failure is the slowest one...
+                    5 => {
+                        std::thread::sleep(Duration::from_millis(50));
+                        Err(i)
+                    }
+                    // ...while higher ones fail at once.
+                    9.. => Err(i),
+                    _ => Ok(()),
+                }
+            });
+            assert_eq!(r, Err(5), "threads = {threads}");
+            assert!(ran[..=5].iter().all(|r| r.load(Ordering::Relaxed)));
+        }
+        assert_eq!(
+            try_for_each_mut(4, vec![1, 2, 3], |_, _| Ok::<_, ()>(())),
+            Ok(())
+        );
+    }
 }
