@@ -57,6 +57,17 @@ fn special_f32(rng: &mut Rng) -> f32 {
 
 /// `n` values as `dtype` bytes: Gaussian-like at a scale that changes every few dozen
 /// elements (from 1e-30 to 1e30), with a share of special values and of raw bit patterns.
+/// `xs` as little-endian `dtype` bytes (rounded to nearest).
+fn encode_as(dtype: DType, xs: &[f32]) -> Vec<u8> {
+    xs.iter()
+        .flat_map(|&x| match dtype {
+            DType::F32 => x.to_le_bytes().to_vec(),
+            DType::F16 => convert::f32_to_f16(x).to_le_bytes().to_vec(),
+            DType::BF16 => convert::f32_to_bf16(x).to_le_bytes().to_vec(),
+        })
+        .collect()
+}
+
 fn data(rng: &mut Rng, dtype: DType, n: usize, special: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(n * dtype.itemsize());
     let mut scale = 1.0f32;
@@ -404,14 +415,7 @@ fn block_kernels_match_scalar_on_edge_values() {
                         *x = (rng.below(2001) as f32 - 1000.0) / 7.0;
                     }
                     xs[40] = v;
-                    let input: Vec<u8> = xs
-                        .iter()
-                        .flat_map(|&x| match dtype {
-                            DType::F32 => x.to_le_bytes().to_vec(),
-                            DType::F16 => convert::f32_to_f16(x).to_le_bytes().to_vec(),
-                            DType::BF16 => convert::f32_to_bf16(x).to_le_bytes().to_vec(),
-                        })
-                        .collect();
+                    let input = encode_as(dtype, &xs);
                     for rounding in rounding_modes() {
                         for k in levels() {
                             let (codes, scales) =
@@ -588,6 +592,38 @@ fn uniform_kernels_match_scalar() {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// A bound between two `f32` values: the vector paths compare float16 and bfloat16 errors
+/// in `f32`, against the largest `f32` not above the bound, which must leave out exactly the
+/// errors the scalar reference's `f64` comparison leaves out.
+#[test]
+fn uniform_bound_between_f32_values_matches_scalar() {
+    for dtype in DType::ALL {
+        // 0.25 quantizes to 0 with a step of 1 (an error of 0.25); 1.75 to 2 (also 0.25).
+        let xs: Vec<f32> = (0..100).map(|i| [0.25, -1.75, 0.125, 1.0][i % 4]).collect();
+        let input = encode_as(dtype, &xs);
+        for (max_abs, escapes) in [
+            (0.25 - 1e-12, 50),
+            (0.25, 0),
+            (0.25 + 1e-12, 0),
+            (0.125 - 1e-15, 75),
+            (0.0, 75),
+        ] {
+            let a = QuantArgs {
+                dtype,
+                rounding: Rounding::Nearest,
+                base: 0,
+                max_abs,
+                lane0: 0,
+            };
+            for k in levels() {
+                let (symbols, _) = check_uniform_encode(&k, &a, &input, Step::One(1.0));
+                let got = symbols.iter().filter(|&&s| s == ESC).count();
+                assert_eq!(got, escapes, "{dtype:?} {max_abs}");
             }
         }
     }

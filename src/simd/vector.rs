@@ -138,6 +138,29 @@ pub(crate) unsafe trait Simd: Copy {
     /// [`Simd::err_add`] without a bound: adds `d * d` of the lanes in `keep` (where `d` is
     /// never NaN).
     unsafe fn err_add_keep(acc: &mut Self::Acc, d: Self::D, keep: Self::M, lane: usize);
+    /// [`Simd::err_add`] of differences `d` that are exact in `f32` and whose squares are
+    /// exact in `f64` (those of float16 and bfloat16 values rounded to nearest), so that a
+    /// fused multiply-add sums the same as a multiply and an add: `bound` is the largest
+    /// `f32` not above `max_abs` (for such `d`, `|d| > bound` exactly when `|d| > max_abs`).
+    /// Returns the lanes left out.
+    #[inline(always)]
+    unsafe fn err_add_exact(
+        acc: &mut Self::Acc,
+        d: Self::F,
+        max_abs: f64,
+        bound: Self::F,
+        lane: usize,
+    ) -> Self::M {
+        let _ = bound;
+        // SAFETY: plain lane arithmetic.
+        unsafe { Self::mask_from_bits(Self::err_add(acc, Self::widen(d), max_abs, lane)) }
+    }
+    /// [`Simd::err_add_keep`] of differences as for [`Simd::err_add_exact`].
+    #[inline(always)]
+    unsafe fn err_add_keep_exact(acc: &mut Self::Acc, d: Self::F, keep: Self::M, lane: usize) {
+        // SAFETY: plain lane arithmetic.
+        unsafe { Self::err_add_keep(acc, Self::widen(d), keep, lane) }
+    }
     /// Adds `f64(v)^2` to sum `(lane + k) mod 8` for lane `k` (`lane` as for `err_add`).
     unsafe fn sq_add(acc: &mut Self::Acc, v: Self::F, lane: usize);
 
@@ -1305,6 +1328,16 @@ unsafe fn stats_pass<S: Simd, const DT: u8, const CHECK: bool>(input: &[u8]) -> 
     Some(st)
 }
 
+/// The largest `f32` not above `x` (a magnitude bound: NaN or negative is not expected).
+fn f32_not_above(x: f64) -> f32 {
+    let f = x as f32;
+    if f64::from(f) > x {
+        f.next_down()
+    } else {
+        f
+    }
+}
+
 /// The scalar reference of `uniform_encode` on elements `lo..hi` of a run.
 #[allow(clippy::too_many_arguments)]
 fn encode_scalar(
@@ -1425,6 +1458,7 @@ unsafe fn encode_vec<S: Simd, const DT: u8, const SAT: bool, const BOUNDED: bool
     let one_inv = S::splat(one_step.map_or(0.0, uniform::inverse));
     let one_st = S::splat(one_step.unwrap_or(0.0));
     let src = input.as_ptr();
+    let bound32 = S::splat(f32_not_above(a.max_abs));
     let mut acc = S::acc_load(&err.0);
     let mut escapes = 0;
     while i + S::W <= n {
@@ -1464,21 +1498,19 @@ unsafe fn encode_vec<S: Simd, const DT: u8, const SAT: bool, const BOUNDED: bool
             let exact32 = DT != F32 && seed.is_none();
             let esc = if BOUNDED {
                 let y = S::sel_f(bad, S::splat(f32::NAN), y);
-                let d = if exact32 {
-                    S::widen(S::sub(y, x))
+                let over = if exact32 {
+                    S::err_add_exact(&mut acc, S::sub(y, x), a.max_abs, bound32, lane)
                 } else {
-                    S::diff(y, x)
+                    S::mask_from_bits(S::err_add(&mut acc, S::diff(y, x), a.max_abs, lane))
                 };
-                let over = S::err_add(&mut acc, d, a.max_abs, lane);
-                S::m_or(bad, S::mask_from_bits(over))
+                S::m_or(bad, over)
             } else {
                 // Finite x and a finite or infinite y: d is never NaN.
-                let d = if exact32 {
-                    S::widen(S::sub(y, x))
+                if exact32 {
+                    S::err_add_keep_exact(&mut acc, S::sub(y, x), S::m_not(bad), lane);
                 } else {
-                    S::diff(y, x)
-                };
-                S::err_add_keep(&mut acc, d, S::m_not(bad), lane);
+                    S::err_add_keep(&mut acc, S::diff(y, x), S::m_not(bad), lane);
+                }
                 bad
             };
             let big_bits = S::mask_bits(big);
