@@ -10,6 +10,7 @@ import json
 import math
 import os
 import pathlib
+import platform
 import signal
 import subprocess
 import sys
@@ -106,6 +107,7 @@ def test_configs_from_the_command_line():
         ["--val-every", "200"],
         ["--rates", "none", "--fallback"],
         ["--rates", "none", "--repeat", "2"],
+        ["--reference", "lab.json"],
     ):
         with pytest.raises(ValueError):
             command.options(_args(*bad))
@@ -368,6 +370,27 @@ def _check_report(rep: dict, tmp_path: pathlib.Path, d_model: int = 32) -> None:
     assert "| config |" in report.markdown(rep)
     report.plot(rep, str(tmp_path / "lab.png"))
     assert (tmp_path / "lab.png").stat().st_size > 10_000
+    # A second lab reuses raw's runs: only the codec trains, and a lossless boundary, which
+    # trains exactly as raw, matches the reused runs seed by seed.
+    first = tmp_path / "first.json"
+    (tmp_path / "lab.json").rename(first)
+    again = _lab(
+        tmp_path, *TINY, "--rates", "none", "--profiles", "lossless", "--bottleneck", "none",
+        "--seeds", "2", "--val-every", "3", "--reference", str(first),
+    )  # fmt: skip
+    got = sorted((r["config"], r["seed"], "reused_from" in r) for r in again["runs"])
+    assert got == [
+        ("lossless", 0, False),
+        ("lossless", 1, False),
+        ("raw", 0, True),
+        ("raw", 1, True),
+    ]
+    rows = {r["config"]: r for r in again["rows"]}
+    before = next(r for r in rep["rows"] if r["config"] == "raw")
+    assert rows["raw"]["val_losses"] == rows["lossless"]["val_losses"] == before["val_losses"]
+    assert rows["lossless"]["val_curve"] == rows["raw"]["val_curve"]
+    assert again["reference"] == str(first) and again["data"] == rep["data"]
+    assert "raw was not trained again" in report.text(again)
 
 
 @needs_kernel
@@ -472,6 +495,67 @@ def test_loss_only_lab_trains_each_config_once_per_seed_with_no_link(tmp_path):
     assert "| config |" in report.markdown(rep)
     report.plot(rep, str(tmp_path / "lab.png"))
     assert (tmp_path / "lab.png").stat().st_size > 10_000
+
+
+def test_reference_runs_stand_in_only_for_the_same_training(tmp_path):
+    o = runner.Options(rates=[], configs=[], steps=50, seeds=2, val_every=10)
+    o = runner.dataclasses.replace(o, muon_dtype="float32")
+    raw = {"config": "raw", "val_loss": 2.0, "val_curve": [[10, 3.0], [50, 2.0]]}
+    rep = {
+        "mode": "loss-only",
+        "settings": runner.dataclasses.asdict(o) | {"seeds": 3, "keep": "x", "extra": {}},
+        "data": {"sha256": model.corpus_digest()},
+        "machine": {"cpu": "AMD EPYC", "cores": 2},
+        "torch": str(torch.__version__),
+        "runs": [
+            raw | {"seed": 0, "kind": "train"},
+            raw | {"seed": 1, "kind": "seed", "val_loss": 2.1},
+            raw | {"seed": 2, "kind": "seed"},
+            {"config": "lossless", "seed": 0, "kind": "train", "val_loss": 2.0},
+        ],
+    }
+    path = tmp_path / "ref.json"
+
+    def reuse(rep: dict, **changes: Any) -> tuple[list[dict], list[str]]:
+        path.write_text(json.dumps(rep))
+        return runner.reference_runs(runner.dataclasses.replace(o, reference=str(path), **changes))
+
+    runs, notes = reuse(rep)
+    assert [(r["seed"], r["kind"], r["val_loss"]) for r in runs] == [
+        (0, "train", 2.0),
+        (1, "seed", 2.1),
+    ]
+    assert all(r["reused_from"] == str(path) for r in runs)
+    assert len(notes) == 1 and "not trained again" in notes[0] and "AMD EPYC" in notes[0]
+    # Other seeds it has: fine.
+    assert [r["seed"] for r in reuse(rep, seed=1)[0]] == [1, 2]
+
+    def refused(rep: dict, match: str, **changes: Any) -> None:
+        with pytest.raises(runner.BadReference, match=match):
+            reuse(rep, **changes)
+
+    refused(rep, "steps 60 here, 50 there", steps=60)
+    refused(rep, "muon_dtype 'bfloat16' here, 'float32' there", muon_dtype="bfloat16")
+    refused(rep, r"no raw training run of seed\(s\) \[3\]", seed=2)
+    refused(rep | {"mode": "kernel"}, "not a loss-only lab's report")
+    refused(rep | {"data": {"sha256": "0" * 64}}, "trained on other text")
+    no_curve = rep | {"runs": [r | {"val_curve": None} for r in rep["runs"]]}
+    no_curve["runs"] = [{k: v for k, v in r.items() if v is not None} for r in no_curve["runs"]]
+    refused(no_curve, "with a validation curve")
+    refused(rep, "val_every 5 here, 10 there", val_every=5)
+    # Without --val-every any reference will do, and its curves are left out.
+    assert reuse(no_curve, val_every=None)[0][0]["val_loss"] == 2.0
+    assert "val_curve" not in reuse(rep, val_every=None)[0][0]
+    path.write_text("{not json")
+    with pytest.raises(runner.BadReference, match="cannot read it"):
+        runner.reference_runs(runner.dataclasses.replace(o, reference=str(path)))
+    # A report from before the text digest: the same Python, with a note; another, refused.
+    old = {k: v for k, v in rep.items() if k != "data"}
+    here = {"python": platform.python_version()}
+    runs, notes = reuse(old | {"machine": here})
+    assert any("predates text digests" in n for n in notes)
+    refused(old | {"machine": {"python": "2.7.18"}}, "Python 2.7.18's standard library")
+    assert any("torch 0.1" in n for n in reuse(rep | {"torch": "0.1"})[1])
 
 
 @needs_kernel

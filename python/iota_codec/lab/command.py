@@ -31,7 +31,9 @@ paced socket in user space (clearly labelled: a model of a link, not a kernel li
 
 --rates none runs a loss-only lab: no link and no root; every configuration trains once per
 seed, the stages exchanging over an unpaced loopback relay, and only losses, compression
-and compute speed are reported (the cheap way to compare boundaries for their loss)."""
+and compute speed are reported (the cheap way to compare boundaries for their loss). With
+--reference REPORT.json it takes raw's runs from an earlier loss-only lab with the same
+settings instead of training raw again."""
 
 DEFAULT_RATES = "80M,10M,2M,gpu:80M"
 QUICK = {"steps": 40, "measure_seconds": 8.0, "val_batches": 8, "seeds": 1}
@@ -97,6 +99,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="about how long each speed-only run measures (default 30)",
     )
     p.add_argument("--warmup", type=int, default=2, help="steps left out of tokens/s (default 2)")
+    p.add_argument(
+        "--reference",
+        metavar="JSON",
+        help="with --rates none: take raw's runs from this loss-only lab's report instead of "
+        "training raw again (it must have trained with the same settings, seeds and text)",
+    )
     p.add_argument("--json", metavar="PATH", help="write the full report as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write the tables as Markdown")
     p.add_argument("--plot", metavar="PATH", help="plot speed and loss (PNG)")
@@ -270,6 +278,11 @@ def options(args: argparse.Namespace) -> Options:
         raise ValueError("--rates none runs no link: --fallback has nothing to replace")
     if not rates and args.repeat != 1:
         raise ValueError("--rates none measures no link speeds: --repeat has nothing to repeat")
+    if rates and args.reference:
+        raise ValueError(
+            "--reference is for loss-only labs (--rates none): a lab over a link measures "
+            "raw's speed on this machine"
+        )
     o = Options(
         rates=rates,
         configs=configs,
@@ -295,6 +308,7 @@ def options(args: argparse.Namespace) -> Options:
         seeds=quick.get("seeds", 3) if args.seeds is None else args.seeds,
         fallback=args.fallback,
         gpu_flops=args.gpu_tflops * 1e12,
+        reference=args.reference,
     )
     if o.steps <= o.warmup:
         raise ValueError("--steps must be larger than --warmup")
@@ -357,6 +371,9 @@ def main(args: argparse.Namespace) -> int:
             "model of a link, labelled as such in every output)."
         )
         return 3
+    except runner.BadReference as e:
+        log(f"iota-codec lab: {e}")
+        return 2
     except runner.LabError as e:
         log(f"iota-codec lab: a run failed: {e}")
         return 1

@@ -60,6 +60,11 @@ class LabUnavailable(RuntimeError):
     """The kernel link cannot be set up here (the message says why)."""
 
 
+class BadReference(ValueError):
+    """``--reference`` names a report whose raw runs cannot stand in for this lab's (the
+    message says why)."""
+
+
 class LabError(RuntimeError):
     """A run failed."""
 
@@ -129,6 +134,9 @@ class Options:
     fallback: bool = False
     gpu_flops: float = GPU_PEAK_FLOPS * GPU_MFU
     keep: str | None = None  # keep the run folders here
+    # A loss-only lab's JSON report whose raw runs (same settings, seeds and text) stand in
+    # for training raw again (see :func:`reference_runs`).
+    reference: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def gpt(self) -> Any:
@@ -397,6 +405,97 @@ def _median(xs: list[float]) -> float:
 # --- the lab ----------------------------------------------------------------------------------
 
 
+#: Settings that change no training run's losses (the seeds are matched run by run): a
+#: reference may differ in them.
+_REUSE_IGNORES = frozenset(
+    {"extra", "keep", "reference", "measure_seconds", "repeat", "warmup", "fallback",
+     "gpu_flops", "delay_s", "seed", "seeds", "val_every"}
+)  # fmt: skip
+
+
+def reference_runs(o: Options) -> tuple[list[dict[str, Any]], list[str]]:
+    """Raw's training runs of the seeds ``o`` trains, taken from the loss-only lab report
+    ``o.reference``, and notes on them for the report.
+
+    Raises :class:`BadReference` (saying what differs) unless that lab trained with the same
+    settings (all but those of :data:`_REUSE_IGNORES`; ``o.muon_dtype`` resolved), on the
+    same text (:func:`model.corpus_digest`, or where the report predates it the same Python
+    version, whose standard library the text is) and holds raw's runs of those seeds."""
+    import platform
+
+    import torch
+
+    path = o.reference
+    assert path is not None
+    try:
+        rep = json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise BadReference(f"--reference {path}: cannot read it as a lab report ({e})") from None
+    if not isinstance(rep, dict) or rep.get("mode") != "loss-only" or "settings" not in rep:
+        raise BadReference(
+            f"--reference {path}: not a loss-only lab's report (the JSON of iota-codec lab "
+            "--rates none)"
+        )
+    theirs = rep["settings"]
+    differ = [
+        f"{k} {v!r} here, {theirs.get(k, 'absent')!r} there"
+        for k, v in dataclasses.asdict(o).items()
+        if k not in _REUSE_IGNORES and k not in ("configs", "rates") and theirs.get(k) != v
+    ]
+    if o.val_every and theirs.get("val_every") != o.val_every:
+        differ.append(f"val_every {o.val_every} here, {theirs.get('val_every')} there")
+    if differ:
+        raise BadReference(f"--reference {path} trained with other settings: " + "; ".join(differ))
+    notes = []
+    digest = rep.get("data", {}).get("sha256")
+    python = rep.get("machine", {}).get("python")
+    if digest is not None and digest != model.corpus_digest():
+        raise BadReference(
+            f"--reference {path} trained on other text (its standard library's sources, "
+            f"Python {python}, differ from this Python's)"
+        )
+    if digest is None:
+        if python != platform.python_version():
+            raise BadReference(
+                f"--reference {path} trained on Python {python}'s standard library, this is "
+                f"Python {platform.python_version()}: the text may differ"
+            )
+        notes.append(
+            f"{path} predates text digests: the same Python ({python}), so the same "
+            "standard library text unless it was patched"
+        )
+    seeds = [o.seed + i for i in range(o.seeds)]
+    raws = {
+        r["seed"]: r
+        for r in rep.get("runs", [])
+        if r.get("config") == "raw" and r.get("kind") in ("train", "seed") and "val_loss" in r
+    }
+    missing = [s for s in seeds if s not in raws or (o.val_every and "val_curve" not in raws[s])]
+    if missing:
+        raise BadReference(
+            f"--reference {path} has no raw training run of seed(s) {missing}"
+            + (" with a validation curve" if o.val_every else "")
+        )
+    runs = []
+    for s in seeds:
+        r = dict(raws[s], kind="train" if s == o.seed else "seed", reused_from=path)
+        if not o.val_every:
+            r.pop("val_curve", None)  # as a run of this lab would have none
+        runs.append(r)
+    m = rep.get("machine", {})
+    where = f"{m.get('cpu', m.get('machine', '?'))}, {m.get('cores', '?')} cores"
+    notes.append(
+        f"raw was not trained again: its runs (seed(s) {', '.join(map(str, seeds))}) are "
+        f"those of {path}, trained on {where} (its tokens/s are that machine's)"
+    )
+    if rep.get("torch") != torch.__version__:
+        notes.append(
+            f"{path} trained with torch {rep.get('torch', '(not recorded)')}, this lab with "
+            f"torch {torch.__version__}: their arithmetic may differ slightly"
+        )
+    return runs, notes
+
+
 def lab_mode(fallback: bool, loss_only: bool = False) -> tuple[str, str | None]:
     """("kernel", None), ("paced-socket", why the kernel link is not used) or ("loss-only",
     why no link is used)."""
@@ -426,8 +525,9 @@ def run_lab(o: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
 
         dtype = str(orthogonalize_dtype()).removeprefix("torch.")
         o = dataclasses.replace(o, muon_dtype=dtype)
+    # Checked before anything runs.
+    reused, notes = reference_runs(o) if o.reference else ([], [])
     lab = Lab(o, log)
-    notes: list[str] = []
     with net.teardown_on_signals(lab.close):
         try:
             if o.keep:
@@ -501,13 +601,18 @@ def run_lab(o: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
                 return m
 
             raw = RunConfig("raw")
-            log("unshaped reference:")
-            ref = one(raw, None, o.steps, "train")
             # The other seeds train on the unshaped link: the link changes no loss, only
             # how long a run takes.
             others = [o.seed + 1 + i for i in range(o.seeds - 1)]
-            for s in others:
-                one(raw, None, o.steps, "seed", seed=s)
+            if reused:
+                log(f"unshaped reference: raw's runs of {o.reference}, not trained again")
+                runs += reused
+                ref = reused[0]
+            else:
+                log("unshaped reference:")
+                ref = one(raw, None, o.steps, "train")
+                for s in others:
+                    one(raw, None, o.steps, "seed", seed=s)
             if mode == "loss-only":
                 rates, regimes, train_rate = [], [], None
                 for cfg in (c for c in o.configs if c.name != "raw"):
@@ -689,4 +794,18 @@ def assemble(
         },
         "runs": runs + seeds,
         "notes": notes,
+        # The text trained on (see model.corpus_digest) and torch, for --reference.
+        "data": {
+            "sha256": model.corpus_digest(),
+            "train_bytes": len(model.split_corpus()[0]),
+            "val_bytes": len(model.split_corpus()[1]),
+        },
+        "torch": _torch_version(),
+        "reference": o.reference,
     }
+
+
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
