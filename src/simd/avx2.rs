@@ -808,6 +808,15 @@ unsafe fn widen_mask(m: __m256i) -> (__m256d, __m256d) {
     )
 }
 
+/// Adds `f64(d)^2` of the low four lanes of `d` to `acc[0]`, of the high four to `acc[1]`.
+#[inline(always)]
+unsafe fn add_squares(acc: &mut [__m256d; 2], d: __m256) {
+    let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(d));
+    let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(d));
+    acc[0] = _mm256_add_pd(acc[0], _mm256_mul_pd(lo, lo));
+    acc[1] = _mm256_add_pd(acc[1], _mm256_mul_pd(hi, hi));
+}
+
 /// `f64(y) - f64(x)` of the low and the high four lanes.
 #[inline(always)]
 unsafe fn diffs(y: __m256, x: __m256) -> (__m256d, __m256d) {
@@ -1077,13 +1086,32 @@ unsafe impl Simd for V256 {
             khi,
         );
     }
+    /// The bound checked on the `f32` differences, and the lanes left out zeroed before the
+    /// differences are widened (adding `+0` leaves a sum of squares as it was), instead of
+    /// blends of the `f64` sums (see [`Simd::err_add_exact`] for why the sums are the same).
+    #[inline(always)]
+    unsafe fn err_add_exact(
+        acc: &mut [__m256d; 2],
+        d: __m256,
+        _max_abs: f64,
+        bound: __m256,
+        lane: usize,
+    ) -> __m256i {
+        debug_assert_eq!(lane, 0);
+        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+        let bad = _mm256_cmp_ps::<_CMP_NLE_UQ>(_mm256_and_ps(d, abs), bound);
+        add_squares(acc, _mm256_andnot_ps(bad, d));
+        _mm256_castps_si256(bad)
+    }
+    #[inline(always)]
+    unsafe fn err_add_keep_exact(acc: &mut [__m256d; 2], d: __m256, keep: __m256i, lane: usize) {
+        debug_assert_eq!(lane, 0);
+        add_squares(acc, _mm256_and_ps(d, _mm256_castsi256_ps(keep)));
+    }
     #[inline(always)]
     unsafe fn sq_add(acc: &mut [__m256d; 2], v: __m256, lane: usize) {
         debug_assert_eq!(lane, 0);
-        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
-        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
-        acc[0] = _mm256_add_pd(acc[0], _mm256_mul_pd(lo, lo));
-        acc[1] = _mm256_add_pd(acc[1], _mm256_mul_pd(hi, hi));
+        add_squares(acc, v);
     }
     #[inline(always)]
     unsafe fn thresholds(seed: u64, index: u64) -> __m256 {
