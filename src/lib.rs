@@ -158,14 +158,9 @@ impl Codec {
         shape: &[u64],
         hint: ContainerHint,
     ) -> Result<Vec<u8>> {
-        let req = self.request(input, dtype, shape, hint)?;
-        match &self.mode {
-            Mode::Bounded(spec) if spec.transform != Transform::None => {
-                pipeline::transform::encode(&req, spec)
-            }
-            Mode::Bounded(spec) => pipeline::encode_bounded(&req, spec),
-            _ => pipeline::encode_frame(&req),
-        }
+        let mut out = Vec::new();
+        self.encode_into_with_hint(input, dtype, shape, hint, &mut out)?;
+        Ok(out)
     }
 
     /// [`Codec::encode`] into `out`, which is cleared first and whose capacity is reused: with
@@ -179,9 +174,26 @@ impl Codec {
         shape: &[u64],
         out: &mut Vec<u8>,
     ) -> Result<()> {
+        self.encode_into_with_hint(input, dtype, shape, ContainerHint::Unspecified, out)
+    }
+
+    /// [`Codec::encode_into`], recording what kind of object the data came from.
+    pub fn encode_into_with_hint(
+        &self,
+        input: &[u8],
+        dtype: DType,
+        shape: &[u64],
+        hint: ContainerHint,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         out.clear();
-        let req = self.request(input, dtype, shape, ContainerHint::Unspecified)?;
+        let req = self.request(input, dtype, shape, hint)?;
         match &self.mode {
+            Mode::Bounded(spec) if spec.transform != Transform::None => {
+                // The projection stage builds its frame itself.
+                *out = pipeline::transform::encode(&req, spec)?;
+                Ok(())
+            }
             Mode::Bounded(spec) => pipeline::encode_bounded_into(&req, spec, out),
             _ => pipeline::encode_frame_into(&req, out),
         }

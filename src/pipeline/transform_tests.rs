@@ -76,6 +76,33 @@ fn stage_names(frame: &[u8]) -> Vec<&'static str> {
         .collect()
 }
 
+/// `encode_into` writes the frame `encode` returns, transform or none (it once coded every
+/// transform mode as plain quantization).
+#[test]
+fn encode_into_writes_the_frame_of_encode() {
+    let data = correlated(DType::BF16, 256, 64, 7, 0.0);
+    let mut out = vec![1, 2, 3];
+    for t in [
+        Transform::None,
+        Transform::Identity,
+        Transform::Pca,
+        Transform::Auto,
+    ] {
+        let c = codec(t, 0.05, 1 << 14, 1);
+        let frame = c.encode(&data, DType::BF16, &[256, 64]).unwrap();
+        c.encode_into(&data, DType::BF16, &[256, 64], &mut out)
+            .unwrap();
+        assert!(out == frame, "{t:?}");
+        if t != Transform::None {
+            assert!(
+                stage_names(&out).len() > 1,
+                "{t:?}: {:?}",
+                stage_names(&out)
+            );
+        }
+    }
+}
+
 #[test]
 fn transforms_meet_the_bound_and_beat_plain_coding() {
     for dtype in DType::ALL {
