@@ -198,3 +198,26 @@ def test_info_command(tmp_path, capsys):
     assert err.startswith("iota-codec info: ") and "checksum" in err and err.count("\n") == 1
     assert cli.main(["info", str(tmp_path / "missing.iota")]) == 1
     assert "No such file" in capsys.readouterr().err
+
+
+def test_frames_stay_intact_while_the_encoder_reuses_its_buffer():
+    # Each thread codes into a buffer it keeps between calls: a frame returned earlier must
+    # not change when later, smaller or larger, frames are coded, whatever the mode.
+    rng = np.random.default_rng(5)
+    big = rng.standard_normal(1 << 21).astype(np.float32)
+    small = rng.standard_normal(1000).astype(np.float32)
+    for c in (codec.Codec(threads=1), codec.Codec(profile="balanced", threads=1)):
+        first = c.encode(big)
+        kept = bytes(first)
+        frames = [c.encode(small), c.encode(big), c.encode(small)]
+        assert first == kept == frames[1]
+        assert frames[0] == frames[2] and len(frames[0]) < len(first)
+        np.testing.assert_allclose(c.decode(first), big, rtol=0.1, atol=0.05)
+        np.testing.assert_allclose(c.decode(frames[0]), small, rtol=0.1, atol=0.05)
+    # Transform coding too (the projection stage returns a frame of its own).
+    x = rng.standard_normal((512, 64)).astype(np.float32) @ rng.standard_normal((64, 64)).astype(
+        np.float32
+    )
+    t = codec.Codec(error=0.05, transform="auto", threads=1)
+    assert t.encode(x) == t.encode(x)
+    assert codec.info(t.encode(x))["stages"][0]["name"] == "project"

@@ -492,10 +492,38 @@ fn encode<'py>(
     let codec = encoder(profile, settings, chunk_size, threads)?;
     let input = Bytes::get(data, "data", false)?;
     let slice = input.as_slice();
-    let frame = py
-        .detach(|| codec.encode_with_hint(slice, dtype, &shape, hint))
-        .map_err(to_py)?;
-    new_bytes(py, &frame)
+    with_frame(|frame| {
+        py.detach(|| codec.encode_into_with_hint(slice, dtype, &shape, hint, frame))
+            .map_err(to_py)?;
+        new_bytes(py, frame)
+    })
+}
+
+thread_local! {
+    /// The buffer the encoders code a frame into before copying it into the `bytes` they
+    /// return, kept from call to call on each thread (see `with_frame`).
+    static FRAME: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Frame buffers larger than this are not kept.
+const KEEP_FRAME_BYTES: usize = 256 << 20;
+
+/// Runs `f` with this thread's frame buffer (a new one if it is in use). A training loop
+/// encodes a tensor of the same size every step; with a new buffer every call the encoder
+/// paid a page fault per 4 KiB of frame: `Codec.encode` of a 64 MiB bfloat16 tensor on one
+/// thread of a Zen 4 VM ran at 1.09-1.10 GB/s for `balanced` with a new buffer and 1.43-1.49
+/// with the kept one, `lossless` 1.63-1.67 and 1.79-1.84, `fast` 3.97-4.34 and 4.95-5.06.
+fn with_frame<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    FRAME.with(|cell| {
+        let Ok(mut frame) = cell.try_borrow_mut() else {
+            return f(&mut Vec::new());
+        };
+        let r = f(&mut frame);
+        if frame.capacity() > KEEP_FRAME_BYTES {
+            *frame = Vec::new();
+        }
+        r
+    })
 }
 
 /// The frame of fixed-rate block quantization from precomputed codes and scales (see
@@ -535,10 +563,12 @@ fn encode_block_codes<'py>(
         scales: scales.as_slice(),
         raw_tail: raw_tail.as_ref().map_or(&[], |r| r.as_slice()),
     };
-    let frame = py
-        .detach(|| codec.encode_block_codes(&src, dtype, &shape, hint))
-        .map_err(to_py)?;
-    frame.map(|f| new_bytes(py, &f)).transpose()
+    with_frame(|frame| {
+        let coded = py
+            .detach(|| codec.encode_block_codes_into(&src, dtype, &shape, hint, frame))
+            .map_err(to_py)?;
+        coded.then(|| new_bytes(py, frame)).transpose()
+    })
 }
 
 /// Decodes `frame` into the writable C-contiguous buffer `out` (exactly the decoded size).
