@@ -55,8 +55,6 @@ fn special_f32(rng: &mut Rng) -> f32 {
     f32::from_bits(b)
 }
 
-/// `n` values as `dtype` bytes: Gaussian-like at a scale that changes every few dozen
-/// elements (from 1e-30 to 1e30), with a share of special values and of raw bit patterns.
 /// `xs` as little-endian `dtype` bytes (rounded to nearest).
 fn encode_as(dtype: DType, xs: &[f32]) -> Vec<u8> {
     xs.iter()
@@ -68,6 +66,8 @@ fn encode_as(dtype: DType, xs: &[f32]) -> Vec<u8> {
         .collect()
 }
 
+/// `n` values as `dtype` bytes: Gaussian-like at a scale that changes every few dozen
+/// elements (from 1e-30 to 1e30), with a share of special values and of raw bit patterns.
 fn data(rng: &mut Rng, dtype: DType, n: usize, special: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(n * dtype.itemsize());
     let mut scale = 1.0f32;
