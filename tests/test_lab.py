@@ -370,27 +370,6 @@ def _check_report(rep: dict, tmp_path: pathlib.Path, d_model: int = 32) -> None:
     assert "| config |" in report.markdown(rep)
     report.plot(rep, str(tmp_path / "lab.png"))
     assert (tmp_path / "lab.png").stat().st_size > 10_000
-    # A second lab reuses raw's runs: only the codec trains, and a lossless boundary, which
-    # trains exactly as raw, matches the reused runs seed by seed.
-    first = tmp_path / "first.json"
-    (tmp_path / "lab.json").rename(first)
-    again = _lab(
-        tmp_path, *TINY, "--rates", "none", "--profiles", "lossless", "--bottleneck", "none",
-        "--seeds", "2", "--val-every", "3", "--reference", str(first),
-    )  # fmt: skip
-    got = sorted((r["config"], r["seed"], "reused_from" in r) for r in again["runs"])
-    assert got == [
-        ("lossless", 0, False),
-        ("lossless", 1, False),
-        ("raw", 0, True),
-        ("raw", 1, True),
-    ]
-    rows = {r["config"]: r for r in again["rows"]}
-    before = next(r for r in rep["rows"] if r["config"] == "raw")
-    assert rows["raw"]["val_losses"] == rows["lossless"]["val_losses"] == before["val_losses"]
-    assert rows["lossless"]["val_curve"] == rows["raw"]["val_curve"]
-    assert again["reference"] == str(first) and again["data"] == rep["data"]
-    assert "raw was not trained again" in report.text(again)
 
 
 @needs_kernel
@@ -495,6 +474,27 @@ def test_loss_only_lab_trains_each_config_once_per_seed_with_no_link(tmp_path):
     assert "| config |" in report.markdown(rep)
     report.plot(rep, str(tmp_path / "lab.png"))
     assert (tmp_path / "lab.png").stat().st_size > 10_000
+    # A second lab reuses raw's runs: only the codec trains, and a lossless boundary, which
+    # trains exactly as raw, matches the reused runs seed by seed.
+    first = tmp_path / "first.json"
+    (tmp_path / "lab.json").rename(first)
+    again = _lab(
+        tmp_path, *TINY, "--rates", "none", "--profiles", "lossless", "--bottleneck", "none",
+        "--seeds", "2", "--val-every", "3", "--reference", str(first),
+    )  # fmt: skip
+    got = sorted((r["config"], r["seed"], "reused_from" in r) for r in again["runs"])
+    assert got == [
+        ("lossless", 0, False),
+        ("lossless", 1, False),
+        ("raw", 0, True),
+        ("raw", 1, True),
+    ]
+    rows = {r["config"]: r for r in again["rows"]}
+    before = next(r for r in rep["rows"] if r["config"] == "raw")
+    assert rows["raw"]["val_losses"] == rows["lossless"]["val_losses"] == before["val_losses"]
+    assert rows["lossless"]["val_curve"] == rows["raw"]["val_curve"]
+    assert again["reference"] == str(first) and again["data"] == rep["data"]
+    assert "raw was not trained again" in report.text(again)
 
 
 def test_reference_runs_stand_in_only_for_the_same_training(tmp_path):
