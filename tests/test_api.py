@@ -201,7 +201,7 @@ def test_info_command(tmp_path, capsys):
 
 
 def test_frames_stay_intact_while_the_encoder_reuses_its_buffer():
-    # Each thread codes into a buffer it keeps between calls: a frame returned earlier must
+    # The encoder codes into a buffer it keeps between calls: a frame returned earlier must
     # not change when later, smaller or larger, frames are coded, whatever the mode.
     rng = np.random.default_rng(5)
     big = rng.standard_normal(1 << 21).astype(np.float32)

@@ -411,9 +411,9 @@ class Codec:
         fixed-rate block format it is quantized on the device and only its codes and scales
         are copied (the frame is the same; see :mod:`iota_codec.torch._device`).
 
-        Each thread that encodes keeps the buffer it coded its last frame into (frames up to
-        256 MiB) for its next call: encoding a tensor of the same size every step then costs
-        no page faults there.
+        The buffer a frame is coded into (before it is copied into the returned ``bytes``)
+        is kept for the next call (up to four such buffers, 512 MiB in all, per process):
+        encoding a tensor of the same size every step then costs no page faults there.
         """
         if _adapt.is_tensor(x) and (x.device.type != "cpu" or device_quantize_mode() == "on"):
             from .torch._device import encode_on_device

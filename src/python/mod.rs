@@ -499,31 +499,32 @@ fn encode<'py>(
     })
 }
 
-thread_local! {
-    /// The buffer the encoders code a frame into before copying it into the `bytes` they
-    /// return, kept from call to call on each thread (see `with_frame`).
-    static FRAME: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
+/// Buffers the encoders code frames into before copying them into the `bytes` they return,
+/// kept between calls (see `with_frame`).
+static FRAMES: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// At most this many buffers are kept...
+const KEEP_FRAMES: usize = 4;
+/// ...of at most this capacity in all.
+const KEEP_FRAME_BYTES: usize = 512 << 20;
 
-/// Frame buffers larger than this are not kept.
-const KEEP_FRAME_BYTES: usize = 256 << 20;
-
-/// Runs `f` with this thread's frame buffer (a new one if it is in use). A training loop
-/// encodes a tensor of the same size every step; with a new buffer every call the encoder
-/// paid a page fault per 4 KiB of frame: `Codec.encode` of a 64 MiB bfloat16 tensor on one
-/// thread of a Zen 4 VM ran at 1.09-1.10 GB/s for `balanced` with a new buffer and 1.43-1.49
-/// with the kept one, `lossless` 1.63-1.67 and 1.79-1.84, `fast` 3.97-4.34 and 4.95-5.06.
+/// Runs `f` with a frame buffer kept from an earlier call (the one returned last), or a new
+/// one, and keeps it afterwards while the kept buffers stay within `KEEP_FRAMES` and
+/// `KEEP_FRAME_BYTES`. A training loop encodes a tensor of the same size every step; with a
+/// new buffer every call the encoder paid a page fault per 4 KiB of frame: `Codec.encode` of
+/// a 64 MiB bfloat16 tensor on one thread of a Zen 4 VM ran at 1.09-1.10 GB/s for
+/// `balanced` with a new buffer and 1.43-1.49 with a kept one, `lossless` 1.63-1.67 and
+/// 1.79-1.84, `fast` 3.97-4.34 and 4.95-5.06. (Kept per process, not per thread, so that
+/// a pool of many encoding threads does not hold a frame each.)
 fn with_frame<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
-    FRAME.with(|cell| {
-        let Ok(mut frame) = cell.try_borrow_mut() else {
-            return f(&mut Vec::new());
-        };
-        let r = f(&mut frame);
-        if frame.capacity() > KEEP_FRAME_BYTES {
-            *frame = Vec::new();
-        }
-        r
-    })
+    let lock = || FRAMES.lock().unwrap_or_else(|e| e.into_inner());
+    let mut frame = lock().pop().unwrap_or_default();
+    let r = f(&mut frame);
+    let mut kept = lock();
+    let total: usize = kept.iter().map(Vec::capacity).sum();
+    if kept.len() < KEEP_FRAMES && total + frame.capacity() <= KEEP_FRAME_BYTES {
+        kept.push(frame);
+    }
+    r
 }
 
 /// The frame of fixed-rate block quantization from precomputed codes and scales (see
