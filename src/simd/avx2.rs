@@ -26,7 +26,9 @@ use crate::quant::bitpack;
 
 /// Whether this CPU (and OS) supports every feature the kernels use.
 pub fn supported() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("popcnt")
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("popcnt")
 }
 
 pub const KERNELS: Kernels = Kernels {
@@ -111,7 +113,7 @@ static SHIFT_UP: [[u8; 16]; 9] = {
 };
 
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn lut(t: &[u8; 16]) -> __m128i {
     // SAFETY: `t` is 16 readable bytes.
     unsafe { _mm_loadu_si128(t.as_ptr().cast()) }
@@ -119,7 +121,7 @@ unsafe fn lut(t: &[u8; 16]) -> __m128i {
 
 /// The low 16 bits of the 32-bit lanes of `a` then `b`, in order.
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn low_words(a: __m256i, b: __m256i) -> __m256i {
     let m = _mm256_set1_epi32(0xffff);
     let p = _mm256_packus_epi32(_mm256_and_si256(a, m), _mm256_and_si256(b, m));
@@ -130,7 +132,7 @@ unsafe fn low_words(a: __m256i, b: __m256i) -> __m256i {
 // rANS decode
 // ---------------------------------------------------------------------------------------
 
-super::common::rans_decoders!("avx2,popcnt");
+super::common::rans_decoders!("avx2,fma,popcnt");
 
 /// The decoder's vector state: 32 lanes in four registers, and the constants of a step.
 struct Dec32 {
@@ -150,7 +152,7 @@ struct Dec32 {
 ///
 /// Safety: every index `s & mask` must be inside the table.
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn dec_quarter(d: &Dec32, s: __m256i) -> (__m256i, __m256i, __m256i, u32) {
     let mut ix = [0u32; 8];
     // SAFETY: `ix` is 32 writable bytes.
@@ -175,7 +177,7 @@ unsafe fn dec_quarter(d: &Dec32, s: __m256i) -> (__m256i, __m256i, __m256i, u32)
 ///
 /// Safety: 16 bytes must be readable at `src`.
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn dec_renorm(x: __m256i, m: __m256i, bits: u32, src: *const u8) -> __m256i {
     // SAFETY: the caller guarantees 16 readable bytes at `src`.
     let raw = unsafe { _mm_loadu_si128(src.cast()) };
@@ -190,7 +192,7 @@ impl Dec32 {
     /// Safety: `src` must have `avail.min(48) + 16` readable bytes when `CHECKED`, 64
     /// otherwise (then `avail` is ignored); `out` must have 32 writable `u16`s.
     #[inline]
-    #[target_feature(enable = "avx2,popcnt")]
+    #[target_feature(enable = "avx2,fma,popcnt")]
     unsafe fn group<const CHECKED: bool>(
         &mut self,
         src: *const u8,
@@ -236,7 +238,7 @@ impl Dec32 {
 impl Dec32 {
     /// Safety: the CPU has AVX2; `states` holds 32 states.
     #[inline]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn load(table: &[u32], prob_bits: u32, states: &[u32]) -> Dec32 {
         debug_assert!(states.len() == 32 && table.len() >= 1 << prob_bits);
         let sp = states.as_ptr();
@@ -259,7 +261,7 @@ impl Dec32 {
 
     /// Safety: the CPU has AVX2; `states` holds 32 states.
     #[inline]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn store(&self, states: &mut [u32]) {
         debug_assert!(states.len() == 32);
         let sp = states.as_mut_ptr();
@@ -314,7 +316,7 @@ struct Enc32 {
 ///
 /// Safety: 8 symbols must be readable at `sym`, each inside `e.table`.
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn enc_quarter(e: &Enc32, x: __m256i, sym: *const u16) -> (__m256i, __m256i, u32) {
     // SAFETY: the 8 symbols are readable and inside the table (this function's contract).
     let ld = |k: usize| unsafe { e.table.add(usize::from(*sym.add(k))).read() };
@@ -336,7 +338,7 @@ unsafe fn enc_quarter(e: &Enc32, x: __m256i, sym: *const u16) -> (__m256i, __m25
     (y, x, bits)
 }
 
-#[target_feature(enable = "avx2,popcnt")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 unsafe fn encode32(
     symbols: &[u16],
     rcp: &[u32],
@@ -477,7 +479,7 @@ pub fn split(fs: FloatSplit, input: &[u8], symbols: &mut [u16]) -> u32 {
 ///
 /// Safety: `input` must hold at least `symbols.len()` elements of `BYTES` bytes, and
 /// `mant_bits` must be below `8 BYTES`.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn split_vec<const BYTES: usize>(mant_bits: u32, input: &[u8], symbols: &mut [u16]) -> u32 {
     let n = symbols.len();
     debug_assert!(n.is_multiple_of(16) && input.len() >= n * BYTES);
@@ -547,7 +549,7 @@ pub fn pack_mantissa(fs: FloatSplit, input: &[u8], drop: u32, out: &mut [u8]) {
 ///
 /// Safety: the row must be readable.
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn load_half_row<const BYTES: usize>(src: *const u8, row: usize, half: usize) -> __m256i {
     // SAFETY: the caller guarantees the row is readable.
     unsafe {
@@ -563,7 +565,7 @@ unsafe fn load_half_row<const BYTES: usize>(src: *const u8, row: usize, half: us
 ///
 /// Safety: `input` must hold `blocks` blocks of `BYTES`-byte elements, `out` must hold
 /// `64 (mant_bits - drop)` bytes per block, and `0 < mant_bits - drop <= mant_bits < 32`.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn pack_blocks<const BYTES: usize>(
     input: &[u8],
     blocks: usize,
@@ -650,7 +652,7 @@ pub fn merge(fs: FloatSplit, symbols: &[u16], packed: &[u8], drop: u32, out: &mu
 ///
 /// Safety: `symbols` must hold `blocks` blocks, `out` as many `BYTES`-byte elements,
 /// `packed` `64 (mant_bits - drop)` bytes per block, and `drop <= mant_bits < 32`.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn merge_blocks<const BYTES: usize>(
     symbols: &[u16],
     packed: &[u8],
@@ -813,8 +815,8 @@ unsafe fn widen_mask(m: __m256i) -> (__m256d, __m256d) {
 unsafe fn add_squares(acc: &mut [__m256d; 2], d: __m256) {
     let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(d));
     let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(d));
-    acc[0] = _mm256_add_pd(acc[0], _mm256_mul_pd(lo, lo));
-    acc[1] = _mm256_add_pd(acc[1], _mm256_mul_pd(hi, hi));
+    acc[0] = _mm256_fmadd_pd(lo, lo, acc[0]);
+    acc[1] = _mm256_fmadd_pd(hi, hi, acc[1]);
 }
 
 /// `f64(y) - f64(x)` of the low and the high four lanes.
@@ -1156,4 +1158,4 @@ unsafe impl Simd for V256 {
     }
 }
 
-super::vector::vector_kernels!(V256, "avx2,popcnt", supported);
+super::vector::vector_kernels!(V256, "avx2,fma,popcnt", supported);
