@@ -1,4 +1,5 @@
-//! AVX2 kernels (with POPCNT).
+//! AVX2 kernels (with FMA and POPCNT, which every AVX2 core since Intel's Haswell and AMD's
+//! Zen has).
 //!
 //! The same structure as the AVX-512 kernels (see `avx512.rs`): safe wrappers that check the
 //! CPU, sizes and parameters, `#[target_feature]` loops without bounds checks, and the
