@@ -188,14 +188,19 @@ impl Codec {
     ) -> Result<()> {
         out.clear();
         let req = self.request(input, dtype, shape, hint)?;
+        self.frame_into(&req, out)
+    }
+
+    /// The frame of `req` in this codec's mode, into `out` (empty).
+    fn frame_into(&self, req: &EncodeRequest, out: &mut Vec<u8>) -> Result<()> {
         match &self.mode {
             Mode::Bounded(spec) if spec.transform != Transform::None => {
                 // The projection stage builds its frame itself.
-                *out = pipeline::transform::encode(&req, spec)?;
+                *out = pipeline::transform::encode(req, spec)?;
                 Ok(())
             }
-            Mode::Bounded(spec) => pipeline::encode_bounded_into(&req, spec, out),
-            _ => pipeline::encode_frame_into(&req, out),
+            Mode::Bounded(spec) => pipeline::encode_bounded_into(req, spec, out),
+            _ => pipeline::encode_frame_into(req, out),
         }
     }
 
@@ -295,11 +300,10 @@ impl Codec {
     ) -> Result<StreamEncoder> {
         let req = self.request(input, dtype, shape, hint)?;
         match &self.mode {
-            Mode::Bounded(spec) if spec.transform != Transform::None => {
-                StreamEncoder::from_frame(&req, pipeline::transform::encode(&req, spec)?)
-            }
-            Mode::Bounded(spec) => {
-                StreamEncoder::from_frame(&req, pipeline::encode_bounded(&req, spec)?)
+            Mode::Bounded(_) => {
+                let mut frame = Vec::new();
+                self.frame_into(&req, &mut frame)?;
+                StreamEncoder::from_frame(&req, frame)
             }
             _ => StreamEncoder::new(&req),
         }
