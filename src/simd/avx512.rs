@@ -583,6 +583,16 @@ unsafe fn next_group(
     (_mm512_cmpgt_epu16_mask(sy, limit) == 0).then_some((sy, at))
 }
 
+/// Stores the first `c <= 32` words of `v` at `p`, and nothing past them.
+///
+/// Safety: `p..p + c` must be writable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn store_words(p: *mut u16, v: __m512i, c: usize) {
+    // SAFETY: the mask covers the first `c` words only (the contract).
+    unsafe { _mm512_mask_storeu_epi16(p.cast(), ((1u64 << c) - 1) as u32, v) }
+}
+
 /// Groups whose words [`encode_groups`] holds before copying them into place, when the
 /// lookup asks for it ([`EncLookup::STAGED`]).
 const STAGE: usize = 64;
@@ -657,7 +667,7 @@ unsafe fn encode_groups<L: EncLookup>(
                     if dst + 32 <= top {
                         _mm512_storeu_si512(p.cast(), *v);
                     } else {
-                        _mm512_mask_storeu_epi16(p.cast(), ((1u64 << c) - 1) as u32, *v);
+                        store_words(p, *v, c);
                     }
                 }
                 dst += c;
@@ -672,13 +682,7 @@ unsafe fn encode_groups<L: EncLookup>(
             *pos -= c;
             // SAFETY: `c <= 32 <= pos` before the subtraction, and only the first `c`
             // words (inside `words[pos..pos + c]`) are stored.
-            unsafe {
-                _mm512_mask_storeu_epi16(
-                    words.as_mut_ptr().add(*pos).cast(),
-                    ((1u64 << c) - 1) as u32,
-                    v,
-                );
-            }
+            unsafe { store_words(words.as_mut_ptr().add(*pos), v, c) };
             *g -= 1;
         }
     }
