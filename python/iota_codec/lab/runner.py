@@ -676,6 +676,8 @@ def assemble(
     """The report: every run, and per (configuration, link) the medians and the checks."""
     import iota_codec
 
+    train_text, val_text = model.split_corpus()
+
     seeds = [r for r in runs if r["kind"] == "seed"]
     raw_seeds = [r for r in seeds if r["config"] == "raw"]
     runs = [r for r in runs if r["kind"] != "seed"]
@@ -797,8 +799,8 @@ def assemble(
         # The text trained on (see model.corpus_digest) and torch, for --reference.
         "data": {
             "sha256": model.corpus_digest(),
-            "train_bytes": len(model.split_corpus()[0]),
-            "val_bytes": len(model.split_corpus()[1]),
+            "train_bytes": len(train_text),
+            "val_bytes": len(val_text),
         },
         "torch": _torch_version(),
         "reference": o.reference,
