@@ -378,6 +378,7 @@ fn lossy(data: &[u8], dtype: DType, reps: usize) {
             base: 0,
             max_abs: f64::INFINITY,
             lane0: 0,
+            err_exp: iota_codec::quant::uniform::err_exp(step),
         };
         let t_uenc = time(reps, || {
             for c in &chunks {

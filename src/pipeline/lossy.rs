@@ -370,16 +370,18 @@ fn quantize_chunk(
     s.symbols.resize(n, 0);
     s.extra.clear();
     let mut err = ErrSum::default();
-    let args = |at: usize| QuantArgs {
+    // The partial error sums scaled by the run's largest step.
+    let args = |at: usize, largest_step: f32| QuantArgs {
         dtype,
         rounding,
         base: base + at as u64,
         max_abs: check.max_abs,
         lane0: at,
+        err_exp: uniform::err_exp(largest_step),
     };
     if p.scope == SCOPE_GLOBAL {
         let esc = (k.uniform_encode)(
-            &args(0),
+            &args(0, theta),
             input,
             Step::One(theta),
             &mut s.symbols,
@@ -397,18 +399,23 @@ fn quantize_chunk(
         SCOPE_BLOCK => (p.group as usize, false),
         _ => (s.steps.len().max(1), true),
     };
+    let largest = if each {
+        s.steps.iter().fold(0.0f32, |m, &v| m.max(v))
+    } else {
+        0.0
+    };
     let mut esc = 0;
     for (g, (x, o)) in input
         .chunks(len * isz)
         .zip(s.symbols.chunks_mut(len))
         .enumerate()
     {
-        let step = if each {
-            Step::Each(&s.steps)
+        let (step, largest) = if each {
+            (Step::Each(&s.steps), largest)
         } else {
-            Step::One(s.steps[g])
+            (Step::One(s.steps[g]), s.steps[g])
         };
-        esc += (k.uniform_encode)(&args(g * len), x, step, o, &mut s.extra, &mut err);
+        esc += (k.uniform_encode)(&args(g * len, largest), x, step, o, &mut s.extra, &mut err);
     }
     (err, esc)
 }
@@ -822,6 +829,8 @@ pub fn encode_bounded_into(
             };
             let theta0 = (eps * spread * scale) as f32;
             let mut theta = secant(theta0, eps * 0.995, lo, hi, 0.002, rel);
+            // A margin of 2e-6 of the squared error, above the rounding of the quantizer's
+            // error sums (their `f32` partial sums err by less than 2^-21 of themselves).
             let limit = eps * (1.0 - 1e-6);
             // A frame that meets the bound, kept aside while a coarser step is tried.
             let mut best: Option<Vec<u8>> = None;

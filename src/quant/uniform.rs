@@ -13,8 +13,9 @@
 //!   elements whose reconstruction would break a maximum-error bound.
 //!
 //! The kernels here are the scalar reference: plain loops over slices that a vector version
-//! can reproduce bit for bit (the error sums use eight lanes, `i mod 8`, added in a fixed
-//! order).
+//! can reproduce bit for bit (the error sums use eight `f64` lanes, `i mod 8`, and for
+//! float16 and bfloat16 rounded to nearest sixteen `f32` partial sums flushed into them every
+//! 128 elements, all added in a fixed order: see [`encode_symbols`]).
 
 use super::convert;
 use super::rounding::{self, Rounding};
@@ -34,8 +35,9 @@ pub const Q_LIMIT: f32 = 16_777_216.0;
 /// `q` of an escaped element.
 pub const ESC_Q: i32 = i32::MIN;
 
-/// A sum of squared errors in eight lanes (element `i` goes to lane `i mod 8`), added in a
-/// fixed order so that every kernel gets the same total.
+/// A sum of squared errors in eight lanes (element `i` goes to lane `i mod 8`, directly or
+/// through the `f32` partial sums of [`encode_symbols`]), added in a fixed order so that
+/// every kernel gets the same total.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ErrSum(pub [f64; 8]);
 
@@ -92,8 +94,58 @@ pub struct QuantArgs {
     pub base: u64,
     /// Escape elements whose reconstruction errs by more than this (`INFINITY`: never).
     pub max_abs: f64,
-    /// The error lane of the run's first element (element `i` goes to `(lane0 + i) mod 8`).
+    /// The error lane of the run's first element (element `i` goes to `(lane0 + i) mod 8`,
+    /// or to partial sum `(lane0 + i) mod 16`: see [`encode_symbols`]).
     pub lane0: usize,
+    /// The exponent `e` of the scale of the `f32` partial error sums (squares of `d * 2^-e`):
+    /// [`err_exp`] of the run's largest step, so that the scaled errors are near 1 whatever
+    /// the tensor's magnitude. Any value in `-126..=126` gives the same sums in every kernel.
+    pub err_exp: i32,
+}
+
+/// Partial error sums of [`encode_symbols`] (element `i` of a run adds to partial
+/// `(lane0 + i) mod ERR_PARTS`).
+pub const ERR_PARTS: usize = 16;
+/// The partial sums are flushed before every element whose lane `lane0 + i` is a multiple of
+/// this (so each sums at most eight squares), and at the end of a run.
+pub const ERR_FLUSH: usize = 128;
+
+/// The [`QuantArgs::err_exp`] of a step: the binary exponent of `|step|` (`floor(log2)` of
+/// a normal one), clamped to `-126..=126` (zero and subnormal steps give -126, infinite and
+/// NaN ones 126).
+pub fn err_exp(step: f32) -> i32 {
+    (((step.to_bits() >> 23) & 0xff) as i32 - 127).clamp(-126, 126)
+}
+
+/// Whether [`encode_symbols`] sums the errors of `dtype` rounded with `rounding` in `f32`
+/// partial sums: float16 and bfloat16 rounded to nearest, whose reconstruction `y` is zero or
+/// within a factor of about two of `x`, so that `y - x` is exact in `f32`.
+#[inline(always)]
+pub fn partial_sums(dtype: DType, rounding: Rounding) -> bool {
+    dtype != DType::F32 && rounding == Rounding::Nearest
+}
+
+/// Adds partial sum `l` (`l = 0..16`, in turn) to lane `l mod 8` of `err` as
+/// `f64(partial) * 2^(2 err_exp)` (exact: a power of two within `f64`'s range) and clears it.
+#[inline(always)]
+pub fn flush_partials(err: &mut ErrSum, parts: &mut [f32; ERR_PARTS], err_exp: i32) {
+    let inv2 = partial_unscale(err_exp);
+    for (l, p) in parts.iter_mut().enumerate() {
+        err.0[l & 7] += f64::from(*p) * inv2;
+        *p = 0.0;
+    }
+}
+
+/// `2^(2 err_exp)`, the factor of [`flush_partials`].
+#[inline(always)]
+pub fn partial_unscale(err_exp: i32) -> f64 {
+    f64::from_bits(((1023 + 2 * i64::from(err_exp)) as u64) << 52)
+}
+
+/// `2^-err_exp` in `f32`, the scale of the differences summed in partial sums.
+#[inline(always)]
+pub fn partial_scale(err_exp: i32) -> f32 {
+    f32::from_bits(((127 - err_exp) as u32) << 23)
 }
 
 /// The quantization of one element `x` with `step` (and its [`inverse`]): `q` (or [`ESC_Q`]
@@ -127,13 +179,26 @@ pub fn symbol_of(q: i32) -> (u16, u32, u32) {
 /// The scalar reference of the `uniform_encode` kernel (see [`crate::simd::Kernels`]):
 /// quantizes the elements of `input` (little-endian `a.dtype` bytes) with `step`, writing
 /// each element's symbol to `symbols` and appending the extra bits of bucket symbols to
-/// `extra`; adds the squared reconstruction error of every element not escaped to lane
-/// `(a.lane0 + i) mod 8` of `err`, in element order. Returns the number of escapes.
+/// `extra`; adds the squared reconstruction error of every element not escaped to `err`.
+/// Returns the number of escapes.
 ///
 /// Per element: `t = x * (1 / step)` in `f32`; non-finite `t` or `|t| > 2^24` is an escape;
 /// otherwise `q = round(t)` (nearest-even or stochastic with the threshold of element
 /// `a.base + i`), `y = dtype(f32(q) * step)`, and `d = f64(y) - f64(x)`; `|d| > a.max_abs`
 /// is an escape too.
+///
+/// The squared errors: of float32 input, and of any input rounded stochastically, `d * d` is
+/// added to lane `(a.lane0 + i) mod 8` of `err` in element order. Of float16 and bfloat16
+/// rounded to nearest ([`partial_sums`]), where `d` is exact in `f32`, each goes through one
+/// of sixteen `f32` partial sums: `s = f32(d) * 2^-a.err_exp` (in `f32`) is added to partial
+/// `(a.lane0 + i) mod 16` by one fused multiply-add (`s * s + partial`); before every element
+/// (escaped or not) whose `a.lane0 + i` is a multiple of [`ERR_FLUSH`], and at the end, the
+/// partials are added to `err` by [`flush_partials`] (a flush of empty partials adds `+0`,
+/// which changes no sum). Each partial sums at most eight squares, so its relative rounding
+/// error stays below `2^-21` (the error-bounded encoder's margin is `2e-6` of the sum); the
+/// vector kernels thereby add 16 squares with one `f32` multiply-add where the eight `f64`
+/// sums took two widenings and two `f64` multiply-adds. The scale keeps the squares clear of
+/// `f32`'s overflow and underflow whatever the tensor's magnitude.
 pub fn encode_symbols(
     a: &QuantArgs,
     input: &[u8],
@@ -142,13 +207,35 @@ pub fn encode_symbols(
     extra: &mut BitWriter,
     err: &mut ErrSum,
 ) -> usize {
+    let mut parts = [0.0f32; ERR_PARTS];
+    let escapes = encode_symbols_partial(a, input, step, symbols, extra, err, &mut parts);
+    flush_partials(err, &mut parts, a.err_exp);
+    escapes
+}
+
+/// [`encode_symbols`] without the flush at the end (the partial sums stay in `parts`), for
+/// the vector kernels' first and last elements.
+pub(crate) fn encode_symbols_partial(
+    a: &QuantArgs,
+    input: &[u8],
+    step: Step,
+    symbols: &mut [u16],
+    extra: &mut BitWriter,
+    err: &mut ErrSum,
+    parts: &mut [f32; ERR_PARTS],
+) -> usize {
     let n = symbols.len();
     assert_eq!(input.len(), n * a.dtype.itemsize());
     if let Step::Each(s) = step {
         assert!(s.len() >= n);
     }
+    let partial = partial_sums(a.dtype, a.rounding);
+    let scale = partial_scale(a.err_exp);
     let mut escapes = 0;
     for (i, sym) in symbols.iter_mut().enumerate() {
+        if partial && (a.lane0 + i).is_multiple_of(ERR_FLUSH) {
+            flush_partials(err, parts, a.err_exp);
+        }
         let x = convert::load(a.dtype, input, i);
         let st = step.at(i);
         let u = match a.rounding {
@@ -163,7 +250,14 @@ pub fn encode_symbols(
             *sym = ESC;
             continue;
         }
-        err.0[(a.lane0 + i) & 7] += d * d;
+        if partial {
+            // Exact in f32 (see `partial_sums`).
+            let s = (y - x) * scale;
+            let p = &mut parts[(a.lane0 + i) % ERR_PARTS];
+            *p = s.mul_add(s, *p);
+        } else {
+            err.0[(a.lane0 + i) & 7] += d * d;
+        }
         let (s, bits, k) = symbol_of(q);
         if k > 0 {
             extra.put(bits, k);
@@ -392,6 +486,67 @@ mod tests {
             base: 0,
             max_abs,
             lane0,
+            err_exp: 0,
+        }
+    }
+
+    /// The `f32` partial sums of float16 and bfloat16 errors, scaled by the step's exponent,
+    /// agree with a plain `f64` sum to within their rounding (eight squares per partial) at
+    /// magnitudes where the unscaled squares would overflow or underflow `f32`; every
+    /// flush boundary is crossed (runs that start anywhere in a block of 128).
+    #[test]
+    fn partial_error_sums_hold_at_any_magnitude() {
+        let cases = [
+            (DType::BF16, [1e-30f32, 1e-3, 1.0, 1e30].as_slice()),
+            (DType::F16, [1e-3f32, 1.0, 1e3].as_slice()),
+        ];
+        for (dtype, mags) in cases {
+            for &mag in mags {
+                let n = 1000;
+                let input: Vec<u8> = (0..n)
+                    .flat_map(|i| {
+                        let x = (i as f32 * 0.37).sin() * mag;
+                        match dtype {
+                            DType::F16 => convert::f32_to_f16(x).to_le_bytes(),
+                            _ => convert::f32_to_bf16(x).to_le_bytes(),
+                        }
+                    })
+                    .collect();
+                let step = mag * 0.013;
+                for lane0 in [0, 5, 100, 127] {
+                    let a = QuantArgs {
+                        err_exp: err_exp(step),
+                        ..args(dtype, f64::INFINITY, lane0)
+                    };
+                    let mut symbols = vec![0u16; n];
+                    let mut extra = BitWriter::default();
+                    let mut err = ErrSum::default();
+                    let escapes = encode_symbols(
+                        &a,
+                        &input,
+                        Step::One(step),
+                        &mut symbols,
+                        &mut extra,
+                        &mut err,
+                    );
+                    assert_eq!(escapes, 0);
+                    let want: f64 = (0..n)
+                        .map(|i| {
+                            let x = convert::load(dtype, &input, i);
+                            let q = unzigzag(u32::from(symbols[i]));
+                            let y = convert::round_sat(dtype, q as f32 * step);
+                            (f64::from(y) - f64::from(x)).powi(2)
+                        })
+                        .sum();
+                    assert!(want > 0.0);
+                    let rel = (err.total() / want - 1.0).abs();
+                    assert!(
+                        rel < 1e-6,
+                        "{dtype:?} {mag} {lane0}: {} vs {want}",
+                        err.total()
+                    );
+                }
+            }
         }
     }
 

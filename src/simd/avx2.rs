@@ -844,6 +844,7 @@ unsafe impl Simd for V256 {
     type M = __m256i;
     type D = [__m256d; 2];
     type Acc = [__m256d; 2];
+    type P = [__m256; 2];
 
     #[inline(always)]
     unsafe fn splat(v: f32) -> __m256 {
@@ -1051,13 +1052,6 @@ unsafe impl Simd for V256 {
         [lo, hi]
     }
     #[inline(always)]
-    unsafe fn widen(d: __m256) -> [__m256d; 2] {
-        [
-            _mm256_cvtps_pd(_mm256_castps256_ps128(d)),
-            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(d)),
-        ]
-    }
-    #[inline(always)]
     unsafe fn err_add(acc: &mut [__m256d; 2], d: [__m256d; 2], max_abs: f64, lane: usize) -> u32 {
         debug_assert_eq!(lane, 0);
         let max = _mm256_set1_pd(max_abs);
@@ -1089,27 +1083,35 @@ unsafe impl Simd for V256 {
             khi,
         );
     }
-    /// The bound checked on the `f32` differences, and the lanes left out zeroed before the
-    /// differences are widened (adding `+0` leaves a sum of squares as it was), instead of
-    /// blends of the `f64` sums (see [`Simd::err_add_exact`] for why the sums are the same).
     #[inline(always)]
-    unsafe fn err_add_exact(
-        acc: &mut [__m256d; 2],
-        d: __m256,
-        _max_abs: f64,
-        bound: __m256,
-        lane: usize,
-    ) -> __m256i {
-        debug_assert_eq!(lane, 0);
-        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
-        let bad = _mm256_cmp_ps::<_CMP_NLE_UQ>(_mm256_and_ps(d, abs), bound);
-        add_squares(acc, _mm256_andnot_ps(bad, d));
-        _mm256_castps_si256(bad)
+    unsafe fn part_load(p: &[f32; 16]) -> [__m256; 2] {
+        [
+            _mm256_loadu_ps(p.as_ptr()),
+            _mm256_loadu_ps(p.as_ptr().add(8)),
+        ]
     }
     #[inline(always)]
-    unsafe fn err_add_keep_exact(acc: &mut [__m256d; 2], d: __m256, keep: __m256i, lane: usize) {
-        debug_assert_eq!(lane, 0);
-        add_squares(acc, _mm256_and_ps(d, _mm256_castsi256_ps(keep)));
+    unsafe fn part_store(p: [__m256; 2], out: &mut [f32; 16]) {
+        _mm256_storeu_ps(out.as_mut_ptr(), p[0]);
+        _mm256_storeu_ps(out.as_mut_ptr().add(8), p[1]);
+    }
+    /// The lanes left out are zeroed (adding `0 * 0` leaves a partial sum as it was).
+    #[inline(always)]
+    unsafe fn part_add(p: &mut [__m256; 2], s: __m256, keep: __m256i, part: usize) {
+        debug_assert!(part == 0 || part == 8);
+        let s = _mm256_and_ps(s, _mm256_castsi256_ps(keep));
+        let k = part / 8;
+        p[k] = _mm256_fmadd_ps(s, s, p[k]);
+    }
+    #[inline(always)]
+    unsafe fn part_flush(acc: &mut [__m256d; 2], p: &mut [__m256; 2], unscale: f64) {
+        let u = _mm256_set1_pd(unscale);
+        // The products are exact, so a fused multiply-add adds what a multiply and an add do.
+        for h in *p {
+            acc[0] = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(h)), u, acc[0]);
+            acc[1] = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps::<1>(h)), u, acc[1]);
+        }
+        *p = [_mm256_setzero_ps(); 2];
     }
     #[inline(always)]
     unsafe fn sq_add(acc: &mut [__m256d; 2], v: __m256, lane: usize) {

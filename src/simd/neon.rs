@@ -361,6 +361,7 @@ unsafe impl Simd for V128 {
     type M = uint32x4_t;
     type D = [float64x2_t; 2];
     type Acc = [float64x2_t; 4];
+    type P = [float32x4_t; 4];
 
     #[inline(always)]
     unsafe fn splat(v: f32) -> float32x4_t {
@@ -577,10 +578,6 @@ unsafe impl Simd for V128 {
         [lo, hi]
     }
     #[inline(always)]
-    unsafe fn widen(d: float32x4_t) -> [float64x2_t; 2] {
-        [vcvt_f64_f32(vget_low_f32(d)), vcvt_high_f64_f32(d)]
-    }
-    #[inline(always)]
     unsafe fn err_add(
         acc: &mut [float64x2_t; 4],
         d: [float64x2_t; 2],
@@ -620,6 +617,36 @@ unsafe impl Simd for V128 {
             vaddq_f64(acc[k + 1], vmulq_f64(d[1], d[1])),
             acc[k + 1],
         );
+    }
+    #[inline(always)]
+    unsafe fn part_load(p: &[f32; 16]) -> [float32x4_t; 4] {
+        std::array::from_fn(|k| vld1q_f32(p.as_ptr().add(4 * k)))
+    }
+    #[inline(always)]
+    unsafe fn part_store(p: [float32x4_t; 4], out: &mut [f32; 16]) {
+        for (k, v) in p.iter().enumerate() {
+            vst1q_f32(out.as_mut_ptr().add(4 * k), *v);
+        }
+    }
+    /// The lanes left out are zeroed (adding `0 * 0` leaves a partial sum as it was).
+    #[inline(always)]
+    unsafe fn part_add(p: &mut [float32x4_t; 4], s: float32x4_t, keep: uint32x4_t, part: usize) {
+        debug_assert!(part.is_multiple_of(4) && part < 16);
+        let s = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(s), keep));
+        let k = part / 4;
+        p[k] = vfmaq_f32(p[k], s, s);
+    }
+    #[inline(always)]
+    unsafe fn part_flush(acc: &mut [float64x2_t; 4], p: &mut [float32x4_t; 4], unscale: f64) {
+        let u = vdupq_n_f64(unscale);
+        // Partial `l` goes to sum `l mod 8`: vector `k` to sums `4 (k mod 2)..+4`. The
+        // products are exact, so a fused multiply-add adds what a multiply and an add do.
+        for (k, v) in p.iter().enumerate() {
+            let a = 2 * (k % 2);
+            acc[a] = vfmaq_f64(acc[a], vcvt_f64_f32(vget_low_f32(*v)), u);
+            acc[a + 1] = vfmaq_f64(acc[a + 1], vcvt_high_f64_f32(*v), u);
+        }
+        *p = [vdupq_n_f32(0.0); 4];
     }
     #[inline(always)]
     unsafe fn sq_add(acc: &mut [float64x2_t; 4], v: float32x4_t, lane: usize) {

@@ -579,12 +579,23 @@ fn uniform_kernels_match_scalar() {
             for step in steps {
                 for rounding in rounding_modes() {
                     for max_abs in [f64::INFINITY, 1e-3, 0.5] {
+                        // The partial error sums' scale: that of the largest step, or any.
+                        let largest = match step {
+                            Step::One(s) => s,
+                            Step::Each(s) => s.iter().fold(0.0f32, |m, &v| m.max(v)),
+                        };
+                        let err_exp = match rng.below(3) {
+                            0 => rng.below(253) as i32 - 126,
+                            _ => uniform::err_exp(largest),
+                        };
                         let a = QuantArgs {
                             dtype,
                             rounding,
                             base: rng.below(1 << 40),
                             max_abs,
-                            lane0: rng.below(20) as usize,
+                            // Runs that start anywhere between flushes of the partial sums.
+                            lane0: rng.below(300) as usize,
+                            err_exp,
                         };
                         for k in levels() {
                             let (symbols, extra) = check_uniform_encode(&k, &a, &input, step);
@@ -619,6 +630,7 @@ fn uniform_bound_between_f32_values_matches_scalar() {
                 base: 0,
                 max_abs,
                 lane0: 0,
+                err_exp: 0,
             };
             for k in levels() {
                 let (symbols, _) = check_uniform_encode(&k, &a, &input, Step::One(1.0));
@@ -669,7 +681,7 @@ proptest! {
         sc in 0usize..3,
         block in MIN_BLOCK..=MAX_BLOCK,
         step_log in -30i32..30,
-        lane0 in 0usize..8,
+        lane0 in 0usize..300,
         seed in any::<u64>(),
     ) {
         let dtype = DType::ALL[dt];
@@ -681,7 +693,8 @@ proptest! {
             for rounding in rounding_modes() {
                 let (codes, scales) = check_block_encode(&k, &fmt, rounding, seed >> 20, dtype, &input);
                 check_block_decode(&k, &fmt, dtype, &scales, &codes);
-                let a = QuantArgs { dtype, rounding, base: seed >> 24, max_abs: f64::INFINITY, lane0 };
+                let err_exp = uniform::err_exp(10f32.powi(step_log) * 1.37);
+                let a = QuantArgs { dtype, rounding, base: seed >> 24, max_abs: f64::INFINITY, lane0, err_exp };
                 let (symbols, extra) = check_uniform_encode(&k, &a, &input, step);
                 check_uniform_decode(&k, dtype, &symbols, &extra, step);
             }

@@ -23,7 +23,8 @@ use crate::quant::block::{self, BlockFormat, ScaleFormat};
 use crate::quant::minifloat::{pow2, Element};
 use crate::quant::rounding::Rounding;
 use crate::quant::uniform::{
-    self, BitReader, BitWriter, ErrSum, QuantArgs, Stats, Step, DIRECT, ESC, Q_LIMIT,
+    self, BitReader, BitWriter, ErrSum, QuantArgs, Stats, Step, DIRECT, ERR_FLUSH, ERR_PARTS, ESC,
+    Q_LIMIT,
 };
 use crate::quant::{bitpack, convert};
 use crate::simd::{prefetch, prefetch_write, write_hints, PREFETCH_AHEAD};
@@ -47,6 +48,8 @@ pub(crate) unsafe trait Simd: Copy {
     /// `W` `f64` values.
     type D: Copy;
     type Acc: Copy;
+    /// The sixteen `f32` partial error sums of [`uniform::encode_symbols`].
+    type P: Copy;
 
     unsafe fn splat(v: f32) -> Self::F;
     unsafe fn splat_i(v: i32) -> Self::I;
@@ -129,8 +132,6 @@ pub(crate) unsafe trait Simd: Copy {
     unsafe fn acc_store(acc: Self::Acc, s: &mut [f64; 8]);
     /// `f64(y) - f64(x)` per lane.
     unsafe fn diff(y: Self::F, x: Self::F) -> Self::D;
-    /// `f64(d)` per lane.
-    unsafe fn widen(d: Self::F) -> Self::D;
     /// Adds `d * d` (rounded, then added) to sum `(lane + k) mod 8` for lane `k`, except
     /// where `d` is NaN or `|d| > max_abs`: those lanes are returned (as bits). `lane` is 0,
     /// or 4 when `W` is 4.
@@ -138,29 +139,14 @@ pub(crate) unsafe trait Simd: Copy {
     /// [`Simd::err_add`] without a bound: adds `d * d` of the lanes in `keep` (where `d` is
     /// never NaN).
     unsafe fn err_add_keep(acc: &mut Self::Acc, d: Self::D, keep: Self::M, lane: usize);
-    /// [`Simd::err_add`] of differences `d` that are exact in `f32` and whose squares are
-    /// exact in `f64` (those of float16 and bfloat16 values rounded to nearest), so that a
-    /// fused multiply-add sums the same as a multiply and an add: `bound` is the largest
-    /// `f32` not above `max_abs` (for such `d`, `|d| > bound` exactly when `|d| > max_abs`).
-    /// Returns the lanes left out.
-    #[inline(always)]
-    unsafe fn err_add_exact(
-        acc: &mut Self::Acc,
-        d: Self::F,
-        max_abs: f64,
-        bound: Self::F,
-        lane: usize,
-    ) -> Self::M {
-        let _ = bound;
-        // SAFETY: plain lane arithmetic.
-        unsafe { Self::mask_from_bits(Self::err_add(acc, Self::widen(d), max_abs, lane)) }
-    }
-    /// [`Simd::err_add_keep`] of differences as for [`Simd::err_add_exact`].
-    #[inline(always)]
-    unsafe fn err_add_keep_exact(acc: &mut Self::Acc, d: Self::F, keep: Self::M, lane: usize) {
-        // SAFETY: plain lane arithmetic.
-        unsafe { Self::err_add_keep(acc, Self::widen(d), keep, lane) }
-    }
+    unsafe fn part_load(p: &[f32; ERR_PARTS]) -> Self::P;
+    unsafe fn part_store(p: Self::P, out: &mut [f32; ERR_PARTS]);
+    /// Adds `s * s` (one fused multiply-add) to partial sum `part + k` for the lanes `k` in
+    /// `keep` (`part` is a multiple of `W`; the others are left as they are).
+    unsafe fn part_add(p: &mut Self::P, s: Self::F, keep: Self::M, part: usize);
+    /// [`uniform::flush_partials`]: adds `f64(partial l) * unscale` to sum `l mod 8` of `acc`,
+    /// for `l = 0..16` in turn, and clears the partials.
+    unsafe fn part_flush(acc: &mut Self::Acc, p: &mut Self::P, unscale: f64);
     /// Adds `f64(v)^2` to sum `(lane + k) mod 8` for lane `k` (`lane` as for `err_add`).
     unsafe fn sq_add(acc: &mut Self::Acc, v: Self::F, lane: usize);
 
@@ -1250,14 +1236,10 @@ pub(crate) unsafe fn unpack_codes<S: Simd>(width: u32, packed: &[u8], codes: &mu
 // Error-bounded uniform quantization
 // ---------------------------------------------------------------------------------------
 
-/// Vectors start at error lane 0 or (with 4 lanes) 4: `f64` sums come in groups of eight.
-const fn align<S: Simd>() -> usize {
-    if S::W < 8 {
-        S::W
-    } else {
-        8
-    }
-}
+/// Vectors start at a multiple of 16 error lanes (then each vector's lanes are partial sums
+/// `part..part + W` of [`uniform::encode_symbols`], and `f64` sums `lane..lane + W` mod 8,
+/// `lane` 0 or, with 4 lanes, 4), so that no vector straddles a flush of the partial sums.
+const ALIGN: usize = ERR_PARTS;
 
 /// [`Stats`] of a run: first a pass with no masks, which only adds up squares and takes the
 /// largest magnitude (a NaN or infinity shows there as a magnitude of at least infinity's),
@@ -1349,6 +1331,7 @@ fn encode_scalar(
     symbols: &mut [u16],
     extra: &mut BitWriter,
     err: &mut ErrSum,
+    parts: &mut [f32; ERR_PARTS],
 ) -> usize {
     let isz = a.dtype.itemsize();
     let args = QuantArgs {
@@ -1360,13 +1343,14 @@ fn encode_scalar(
         Step::One(s) => Step::One(s),
         Step::Each(s) => Step::Each(&s[lo..]),
     };
-    uniform::encode_symbols(
+    uniform::encode_symbols_partial(
         &args,
         &input[lo * isz..hi * isz],
         step,
         &mut symbols[lo..hi],
         extra,
         err,
+        parts,
     )
 }
 
@@ -1385,8 +1369,9 @@ pub(crate) unsafe fn uniform_encode<S: Simd, const DT: u8>(
     if let Step::Each(s) = step {
         assert!(s.len() >= n);
     }
-    let head = ((align::<S>() - a.lane0 % align::<S>()) % align::<S>()).min(n);
-    let mut escapes = encode_scalar(a, input, step, 0, head, symbols, extra, err);
+    let head = ((ALIGN - a.lane0 % ALIGN) % ALIGN).min(n);
+    let mut parts = [0.0f32; ERR_PARTS];
+    let mut escapes = encode_scalar(a, input, step, 0, head, symbols, extra, err, &mut parts);
     // |q| <= 2^24 + 1, so with one step below 2e31 no reconstruction leaves bfloat16's range.
     let sat = match step {
         Step::One(s) => !fits_dtype(DT, s * 16_777_218.0),
@@ -1396,22 +1381,24 @@ pub(crate) unsafe fn uniform_encode<S: Simd, const DT: u8>(
     // SAFETY: the caller's features; `encode_vec` reads and writes inside the slices.
     let (i, e) = unsafe {
         match (sat, bounded) {
-            (false, false) => {
-                encode_vec::<S, DT, false, false>(a, input, step, head, symbols, extra, err)
-            }
-            (false, true) => {
-                encode_vec::<S, DT, false, true>(a, input, step, head, symbols, extra, err)
-            }
-            (true, false) => {
-                encode_vec::<S, DT, true, false>(a, input, step, head, symbols, extra, err)
-            }
-            (true, true) => {
-                encode_vec::<S, DT, true, true>(a, input, step, head, symbols, extra, err)
-            }
+            (false, false) => encode_vec::<S, DT, false, false>(
+                a, input, step, head, symbols, extra, err, &mut parts,
+            ),
+            (false, true) => encode_vec::<S, DT, false, true>(
+                a, input, step, head, symbols, extra, err, &mut parts,
+            ),
+            (true, false) => encode_vec::<S, DT, true, false>(
+                a, input, step, head, symbols, extra, err, &mut parts,
+            ),
+            (true, true) => encode_vec::<S, DT, true, true>(
+                a, input, step, head, symbols, extra, err, &mut parts,
+            ),
         }
     };
     escapes += e;
-    escapes + encode_scalar(a, input, step, i, n, symbols, extra, err)
+    escapes += encode_scalar(a, input, step, i, n, symbols, extra, err, &mut parts);
+    uniform::flush_partials(err, &mut parts, a.err_exp);
+    escapes
 }
 
 /// Replaces the zigzagged values of lanes `big` (all at least `DIRECT`) with their bucket
@@ -1432,9 +1419,10 @@ fn buckets(zs: &mut [i32; 16], big: u32, put: u32, extra: &mut BitWriter) {
     }
 }
 
-/// The vector loop of [`uniform_encode`] from element `i` (whose error lane starts a group):
-/// returns where it stopped and the escapes. `SAT`: reconstructions may need saturation
-/// (see [`store_x`]); `BOUNDED`: a finite maximum error.
+/// The vector loop of [`uniform_encode`] from element `i` (whose error lane is a multiple of
+/// [`ALIGN`]), with the partial error sums `parts` (left in them): returns where it stopped
+/// and the escapes. `SAT`: reconstructions may need saturation (see [`store_x`]);
+/// `BOUNDED`: a finite maximum error.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn encode_vec<S: Simd, const DT: u8, const SAT: bool, const BOUNDED: bool>(
@@ -1445,6 +1433,7 @@ unsafe fn encode_vec<S: Simd, const DT: u8, const SAT: bool, const BOUNDED: bool
     symbols: &mut [u16],
     extra: &mut BitWriter,
     err: &mut ErrSum,
+    parts: &mut [f32; ERR_PARTS],
 ) -> (usize, usize) {
     let n = symbols.len();
     let seed = match a.rounding {
@@ -1459,9 +1448,20 @@ unsafe fn encode_vec<S: Simd, const DT: u8, const SAT: bool, const BOUNDED: bool
     let one_st = S::splat(one_step.unwrap_or(0.0));
     let src = input.as_ptr();
     let bound32 = S::splat(f32_not_above(a.max_abs));
+    // The error `f64(y) - f64(x)`. Rounded to nearest, a float16 or bfloat16 `y` is 0 or
+    // within a factor of about 2 of `x` (also of its dtype), so `y - x` is exact in `f32`,
+    // one subtraction does, and its squares go to the `f32` partial sums.
+    let partial = DT != F32 && seed.is_none();
+    let scale = S::splat(uniform::partial_scale(a.err_exp));
+    let unscale = uniform::partial_unscale(a.err_exp);
     let mut acc = S::acc_load(&err.0);
+    let mut part = S::part_load(parts);
     let mut escapes = 0;
     while i + S::W <= n {
+        if partial && (a.lane0 + i).is_multiple_of(ERR_FLUSH) {
+            // SAFETY: plain lane arithmetic.
+            unsafe { S::part_flush(&mut acc, &mut part, unscale) };
+        }
         prefetch(src.wrapping_add(i * itemsize(DT) + PREFETCH_AHEAD));
         // SAFETY: elements `i..i + W` are inside `input`, `symbols` and (per-element steps)
         // the steps, which are at least `n` long (the caller checked).
@@ -1492,25 +1492,30 @@ unsafe fn encode_vec<S: Simd, const DT: u8, const SAT: bool, const BOUNDED: bool
             let big = S::igt(z, S::splat_i(DIRECT as i32 - 1));
             let y = round_dtype::<S, DT, SAT>(S::mul(r, st));
             let lane = (a.lane0 + i) & 7;
-            // The error `f64(y) - f64(x)`. Rounded to nearest, a float16 or bfloat16 `y` is 0
-            // or within a factor of about 2 of `x` (also of its dtype), so `y - x` is exact
-            // in `f32` and one subtraction does.
-            let exact32 = DT != F32 && seed.is_none();
-            let esc = if BOUNDED {
-                let y = S::sel_f(bad, S::splat(f32::NAN), y);
-                let over = if exact32 {
-                    S::err_add_exact(&mut acc, S::sub(y, x), a.max_abs, bound32, lane)
+            let esc = if partial {
+                let d = S::sub(y, x);
+                // For such `d`, `|d| > bound32` exactly when `|d| > max_abs`.
+                let out = if BOUNDED {
+                    S::m_or(bad, S::not_le(abs::<S>(d), bound32))
                 } else {
-                    S::mask_from_bits(S::err_add(&mut acc, S::diff(y, x), a.max_abs, lane))
+                    bad
                 };
-                S::m_or(bad, over)
+                S::part_add(
+                    &mut part,
+                    S::mul(d, scale),
+                    S::m_not(out),
+                    (a.lane0 + i) % ERR_PARTS,
+                );
+                out
+            } else if BOUNDED {
+                let y = S::sel_f(bad, S::splat(f32::NAN), y);
+                S::m_or(
+                    bad,
+                    S::mask_from_bits(S::err_add(&mut acc, S::diff(y, x), a.max_abs, lane)),
+                )
             } else {
                 // Finite x and a finite or infinite y: d is never NaN.
-                if exact32 {
-                    S::err_add_keep_exact(&mut acc, S::sub(y, x), S::m_not(bad), lane);
-                } else {
-                    S::err_add_keep(&mut acc, S::diff(y, x), S::m_not(bad), lane);
-                }
+                S::err_add_keep(&mut acc, S::diff(y, x), S::m_not(bad), lane);
                 bad
             };
             let big_bits = S::mask_bits(big);
@@ -1529,6 +1534,7 @@ unsafe fn encode_vec<S: Simd, const DT: u8, const SAT: bool, const BOUNDED: bool
         i += S::W;
     }
     S::acc_store(acc, &mut err.0);
+    S::part_store(part, parts);
     (i, escapes)
 }
 
