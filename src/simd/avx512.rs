@@ -1241,7 +1241,7 @@ unsafe impl Simd for V512 {
     }
     /// One masked `f32` multiply-add per 16 elements, where the `f64` sums took two widenings
     /// and two masked `f64` multiply-adds: the uniform quantizer went from 0.39-0.40 to
-    /// 0.3x ns per element on a Zen 4 core (`cargo run --release --example kernels`).
+    /// 0.31-0.32 ns per element on a Zen 4 core (`cargo run --release --example kernels`).
     #[inline(always)]
     unsafe fn part_add(p: &mut __m512, s: __m512, keep: __mmask16, part: usize) {
         debug_assert_eq!(part, 0);
