@@ -94,6 +94,18 @@ impl Error {
         Error::new(ErrorKind::LimitExceeded, message)
     }
 
+    /// A corrupt-frame error met inside chunk `index`'s payload, its message prefixed with
+    /// the chunk (other kinds are returned as they are).
+    pub(crate) fn in_chunk(self, index: u64) -> Self {
+        if self.kind != ErrorKind::CorruptFrame {
+            return self;
+        }
+        Error {
+            message: format!("chunk {index}: {}", self.message),
+            ..self
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }

@@ -863,7 +863,19 @@ impl<'p> Symbols<'p> {
     }
 }
 
+/// Decodes chunk `index` (its checksum verified) into `out`; a damaged payload's error names
+/// the chunk.
 fn decode_chunk<'p>(
+    job: &ChunkJob,
+    index: u64,
+    payload: &'p [u8],
+    out: &mut [u8],
+    src: &mut Symbols<'p>,
+) -> Result<()> {
+    decode_payload(job, index, payload, out, src).map_err(|e| e.in_chunk(index))
+}
+
+fn decode_payload<'p>(
     job: &ChunkJob,
     index: u64,
     payload: &'p [u8],

@@ -910,6 +910,41 @@ fn paired_decoding_matches_one_by_one() {
     }
 }
 
+/// A payload damaged past its checksum (resealed) fails with an error that names its chunk,
+/// on one thread and on several.
+#[test]
+fn damaged_payload_errors_name_the_chunk() {
+    let data = lossy_data(DType::BF16, 5000, 2, 3);
+    for c in [
+        codec(1024, 1),
+        lossy(bounded(Bound::RelRmse(0.02), StepScope::Global), 1024, 1),
+    ] {
+        let frame = c.encode(&data, DType::BF16, &[50, 100]).unwrap();
+        let parsed = crate::pipeline::parse_frame(&frame, &crate::Limits::default()).unwrap();
+        let hdr = parsed.extent;
+        for bad in [1usize, 3] {
+            let p = parsed.chunks[bad];
+            for cut in [0, 1, p.len() / 2, p.len() - 1] {
+                let mut f = frame[..hdr.len].to_vec();
+                for (i, q) in parsed.chunks.iter().enumerate() {
+                    let q = if i == bad { &p[..cut] } else { q };
+                    crate::format::write_chunk(&mut f, hdr.checksum, i as u64, q);
+                }
+                for threads in [1, 8] {
+                    let c = Codec {
+                        threads,
+                        ..c.clone()
+                    };
+                    let e = c.decode(&f).unwrap_err();
+                    assert_eq!(e.kind(), crate::ErrorKind::CorruptFrame);
+                    let want = format!("chunk {bad}: ");
+                    assert!(e.message().starts_with(&want), "{:?}: {e}", c.mode);
+                }
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
