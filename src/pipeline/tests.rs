@@ -685,6 +685,42 @@ fn error_bounds_hold() {
     }
 }
 
+/// The error-bounded encoder codes a tensor scaled by `1e-30` or `1e30` as it codes the
+/// tensor itself (the quantizer's `f32` partial error sums are scaled by the step): the bound
+/// holds, nearly reached, and the frame is as small.
+#[test]
+fn error_bounds_hold_at_any_magnitude() {
+    for dtype in [DType::BF16, DType::F32] {
+        let base = lossy_data(dtype, 40_000, 2, 9);
+        let scaled = |k: f32| -> Vec<u8> {
+            (0..40_000)
+                .flat_map(|i| {
+                    let bits = convert::to_bits_sat(dtype, convert::load(dtype, &base, i) * k);
+                    let b = bits.to_le_bytes();
+                    b[..dtype.itemsize()].to_vec()
+                })
+                .collect()
+        };
+        let eps = 0.01;
+        for scope in [StepScope::Global, StepScope::Channel, StepScope::Block(64)] {
+            let c = lossy(bounded(Bound::RelRmse(eps), scope), 16_384, 0);
+            let len1 = c.encode(&base, dtype, &[160, 250]).unwrap().len() as f64;
+            for k in [1e-30f32, 1e30] {
+                let data = scaled(k);
+                let f = c.encode(&data, dtype, &[160, 250]).unwrap();
+                let e = rel_rmse(dtype, &data, &c.decode(&f).unwrap().data);
+                let what = format!("{dtype} {scope:?} x{k}");
+                assert!(e <= eps && e > 0.9 * eps, "{what}: {e}");
+                let len = f.len() as f64;
+                assert!(
+                    (len / len1 - 1.0).abs() < 0.02,
+                    "{what}: {len} vs {len1} bytes"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn bounded_output_does_not_depend_on_threads() {
     let data = lossy_data(DType::BF16, 300_000, 2, 4);
