@@ -60,7 +60,15 @@ pub const SAMPLED_COUNTS: usize = 1 << 16;
 /// equal symbols from waiting on its own stores, and 16-bit ones, half the footprint, need
 /// a 16-bit read-modify-write per symbol (with them the lossless encode ran at 0.47-0.49
 /// GB/s on an AMD Zen 1 VM against 0.56-0.59, `make speed --profiles lossless`).
-pub fn sampled_histogram(symbols: &[u16], counts: &mut [u32], mask: u16, every: usize) {
+///
+/// Returns the range `lo..=hi` of `symbol & mask` whose counts are estimates (empty when
+/// every count is exact); the counts of all other symbols are exact.
+pub fn sampled_histogram(
+    symbols: &[u16],
+    counts: &mut [u32],
+    mask: u16,
+    every: usize,
+) -> (i32, i32) {
     const SUB: usize = 8;
     const RUN: usize = 64;
     let a = counts.len();
@@ -88,7 +96,7 @@ pub fn sampled_histogram(symbols: &[u16], counts: &mut [u32], mask: u16, every: 
         *c = sub.iter().map(|h| h[v]).sum::<u32>();
     }
     if !sampled {
-        return;
+        return (1, 0);
     }
     // The symbols of masked value `e`, and whether each of them occurs.
     let group = |e: usize| (e..a).step_by(m + 1);
@@ -158,6 +166,7 @@ pub fn sampled_histogram(symbols: &[u16], counts: &mut [u32], mask: u16, every: 
             }
         }
     }
+    (lo, hi)
 }
 
 /// A candidate for one more (or one less) unit of probability, ordered by how many bits the

@@ -440,7 +440,23 @@ pub(super) fn encode_uniform_chunk(
         let (err, escapes) =
             quantize_chunk(p, p.step(), input, base, rounding, check, s, Some(out));
         s.extra.finish();
-        symbol_counts(&s.symbols, &mut s.counts);
+        let estimated = symbol_counts(&s.symbols, &mut s.counts);
+        let mut escape = [false; uniform::ALPHABET];
+        // Which elements are escaped depends on the chunking; stochastically rounded values
+        // are promised not to (as gradients' reproducibility across settings wants).
+        let min = if rounding == Rounding::Nearest {
+            rare_escapes(&mut s.counts, estimated, isz, rans.prob_bits, &mut escape)
+        } else {
+            uniform::ESC
+        };
+        s.escaped.clear();
+        if escapes > 0 || min < uniform::ESC {
+            let esc = s.counts[usize::from(uniform::ESC)] as usize;
+            s.escaped.reserve(esc.max(escapes) * isz);
+            gather_escapes(&mut s.symbols, &escape, min, input, isz, &mut s.escaped);
+            // The exact count (sampled counts only estimate the symbols moved to it).
+            s.counts[usize::from(uniform::ESC)] = (s.escaped.len() / isz) as u32;
+        }
         rans::encode(
             &s.symbols,
             uniform::ALPHABET,
@@ -450,15 +466,138 @@ pub(super) fn encode_uniform_chunk(
             out,
         );
         out.extend_from_slice(&s.extra.bytes);
-        if escapes > 0 {
-            for (i, &v) in s.symbols.iter().enumerate() {
-                if v == uniform::ESC {
-                    out.extend_from_slice(&input[i * isz..(i + 1) * isz]);
-                }
-            }
-        }
+        out.extend_from_slice(&s.escaped);
+        // (The errors of the elements escaped here still count: an upper bound.)
         err.total()
     })
+}
+
+/// Picks the direct symbols of a chunk that take fewer bits escaped (their elements carried
+/// exactly) than kept, marks them in `escape` and moves their counts to the escape symbol's;
+/// returns the smallest symbol the escape pass must look for (`ESC` when none is picked).
+/// Only symbols whose counts are exact (outside `estimated`, from [`symbol_counts`]) are
+/// candidates: escaping a symbol whose sampled count is low by chance cost more than it saved
+/// (the built-in activation's `max` frame grew by 0.15% with them, and shrank by 0.2% when
+/// all counts were exact).
+///
+/// With `prob_bits = b` every symbol that occurs gets a frequency of at least 1 in `M = 2^b`,
+/// so a symbol rarer than that is coded at about `b` bits an occurrence while its slot takes
+/// about `N / (M ln 2)` bits from the chunk's other `N` symbols, and its table entry about 16.
+/// Escaped, an occurrence costs its element's `8 itemsize` bits and an escape symbol (at most
+/// `b` bits): so a direct symbol with `count * 8 itemsize < N / (M ln 2) + 16` is escaped
+/// (bucket symbols, whose extra bits are already written, are left alone), provided that
+/// the savings cover a slot for the escape symbol when the chunk has no escapes yet. Heavy-tailed
+/// tensors have many such symbols: on the built-in gradient (chunks of 2^18, `balanced`) the
+/// table's floor cost 0.11 bits per element over the symbols' entropy.
+fn rare_escapes(
+    counts: &mut [u32],
+    estimated: (i32, i32),
+    isz: usize,
+    prob_bits: u32,
+    escape: &mut [bool; uniform::ALPHABET],
+) -> u16 {
+    let n: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+    // What a symbol's slot and table entry cost, in bits.
+    let slot = n as f64 / (f64::from(1u32 << prob_bits) * std::f64::consts::LN_2) + 16.0;
+    let raw = (8 * isz) as f64;
+    // Only symbols whose floor frequency at least doubles their probability.
+    let (lo, hi) = estimated;
+    let rare = |s: usize, c: u32| {
+        c > 0
+            && !(lo..=hi).contains(&(s as i32))
+            && (2 * u64::from(c)) << prob_bits <= n
+            && f64::from(c) * raw < slot
+    };
+    let direct = &counts[..uniform::DIRECT as usize];
+    let saved: f64 = direct
+        .iter()
+        .enumerate()
+        .filter(|&(s, &c)| rare(s, c))
+        .map(|(_, &c)| slot - f64::from(c) * raw)
+        .sum();
+    // A chunk without escapes yet pays for the escape symbol's own slot.
+    let esc = usize::from(uniform::ESC);
+    if saved <= 0.0 || (counts[esc] == 0 && saved <= slot) {
+        return uniform::ESC;
+    }
+    let mut min = uniform::ESC;
+    let mut moved = 0;
+    for (s, c) in counts[..uniform::DIRECT as usize].iter_mut().enumerate() {
+        if rare(s, *c) {
+            escape[s] = true;
+            min = min.min(s as u16);
+            moved += *c;
+            *c = 0;
+        }
+    }
+    counts[esc] += moved;
+    min
+}
+
+/// Replaces the symbols marked in `escape` (none below `min <= ESC`) with `ESC` and appends
+/// the bytes of every escaped element of `input` to `out`, in element order.
+fn gather_escapes(
+    symbols: &mut [u16],
+    escape: &[bool; uniform::ALPHABET],
+    min: u16,
+    input: &[u8],
+    isz: usize,
+    out: &mut Vec<u8>,
+) {
+    // Escaped symbols are direct ones from `min` (bucket symbols are many where channels
+    // have outliers, and never escaped here).
+    let (min, direct, esc) = (min as i16, uniform::DIRECT as i16, uniform::ESC as i16);
+    let flag = |v: i16| (v >= min && v < direct) | (v == esc);
+    for_each_flagged(symbols, min, flag, |i, v| {
+        if escape[usize::from(*v)] {
+            *v = uniform::ESC;
+        }
+        if *v == uniform::ESC {
+            out.extend_from_slice(&input[i * isz..(i + 1) * isz]);
+        }
+    });
+}
+
+/// Calls `f(i, &mut symbols[i])`, in order, for every symbol `v` with `flag(v as i16)`,
+/// where every such symbol is at least `min` (symbols are below 2^15). Such symbols are rare
+/// (escapes, a chunk's rarest codes): a run of 64 is scanned for its largest symbol (signed
+/// 16-bit maxima, which SSE2 has) and skipped below `min`; in the others the symbols are
+/// flagged with vector compares, and only the flagged ones visited. (A plain loop over every
+/// symbol of a chunk with escapes took about a sixth of the `balanced` encoder's time on
+/// activations with outlier channels.)
+fn for_each_flagged(
+    symbols: &mut [u16],
+    min: i16,
+    flag: impl Fn(i16) -> bool,
+    mut f: impl FnMut(usize, &mut u16),
+) {
+    const RUN: usize = 64;
+    for (r, run) in symbols.chunks_mut(RUN).enumerate() {
+        let top = run.iter().fold(i16::MIN, |m, &v| m.max(v as i16));
+        if top < min {
+            continue;
+        }
+        if run.len() < RUN {
+            for (j, v) in run.iter_mut().enumerate() {
+                if flag(*v as i16) {
+                    f(RUN * r + j, v);
+                }
+            }
+            continue;
+        }
+        let mut flags = [0u8; RUN];
+        for (g, &v) in flags.iter_mut().zip(run.iter()) {
+            *g = u8::from(flag(v as i16));
+        }
+        for (w, eight) in flags.chunks_exact(8).enumerate() {
+            let mut m = u64::from_le_bytes(eight.try_into().expect("eight flags"));
+            while m != 0 {
+                let j = 8 * w + (m.trailing_zeros() / 8) as usize;
+                f(RUN * r + j, &mut run[j]);
+                m &= m - 1;
+            }
+        }
+    }
 }
 
 /// The counts a uniform chunk's rANS table is built from (`ALPHABET` long): in large chunks
@@ -466,10 +605,12 @@ pub(super) fn encode_uniform_chunk(
 /// [`freq::sampled_histogram`]). One run in four encoded 1.5% (`balanced`) to 3.7% (`max`)
 /// faster on a 2-core AMD EPYC (Zen 4) VM, but cost 0.03-0.11% of the ratio on the built-in
 /// activation and gradient; at the links this codec is for the ratio decides.
-fn symbol_counts(symbols: &[u16], counts: &mut Vec<u32>) {
+///
+/// Returns the range of symbols whose counts are estimates (see [`freq::sampled_histogram`]).
+fn symbol_counts(symbols: &[u16], counts: &mut Vec<u32>) -> (i32, i32) {
     counts.clear();
     counts.resize(uniform::ALPHABET, 0);
-    freq::sampled_histogram(symbols, counts, 511, 2);
+    freq::sampled_histogram(symbols, counts, 511, 2)
 }
 
 pub(super) fn decode_uniform_chunk<'p>(
@@ -533,12 +674,16 @@ pub(super) fn decode_uniform_chunk<'p>(
         extra.finish()?;
         if escapes > 0 {
             let mut k = 0;
-            for (i, &v) in s.symbols.iter().enumerate() {
-                if v == uniform::ESC {
+            let e = uniform::ESC as i16;
+            for_each_flagged(
+                &mut s.symbols,
+                e,
+                |v| v == e,
+                |i, _| {
                     out[i * isz..(i + 1) * isz].copy_from_slice(&esc[k * isz..(k + 1) * isz]);
                     k += 1;
-                }
-            }
+                },
+            );
         }
         Ok(())
     })
@@ -946,6 +1091,143 @@ pub fn encode_bounded_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts of a chunk of 2^18 symbols: common ones `0..=50`, then rare direct and bucket
+    /// symbols.
+    fn chunk_counts(rare: &[(usize, u32)], esc: u32) -> Vec<u32> {
+        let mut counts = vec![0u32; uniform::ALPHABET];
+        for (s, c) in rare {
+            counts[*s] = *c;
+        }
+        counts[usize::from(uniform::ESC)] = esc;
+        let left = (1u32 << 18) - counts.iter().sum::<u32>();
+        for c in &mut counts[..51] {
+            *c = left / 51;
+        }
+        counts[0] += left % 51;
+        counts
+    }
+
+    #[test]
+    fn rare_escapes_picks_the_symbols_cheaper_escaped() {
+        // Slot and table entry: 2^18 / (2048 ln 2) + 16 = 200.7 bits; an escaped bfloat16
+        // costs 16 bits more than the symbol, a float32 32: counts below 12.5 and 6.3.
+        let rare = [(300, 3), (301, 12), (302, 13), (303, 6), (490, 2), (40, 1)];
+        // (Float32's two save less than the escape symbol's slot: a chunk with escapes.)
+        for (isz, esc, picked) in [(2, 0, vec![300, 301, 303]), (4, 5, vec![300, 303])] {
+            let mut counts = chunk_counts(&rare, esc);
+            let before = counts.clone();
+            let mut escape = [false; uniform::ALPHABET];
+            // Symbols 0..=50 counted by sampling: never picked, however rare.
+            let min = rare_escapes(&mut counts, (0, 50), isz, 11, &mut escape);
+            let got: Vec<usize> = (0..uniform::ALPHABET).filter(|&s| escape[s]).collect();
+            assert_eq!(got, picked, "itemsize {isz}");
+            assert_eq!(min, picked[0] as u16);
+            let moved: u32 = picked.iter().map(|&s| before[s]).sum();
+            assert_eq!(counts[usize::from(uniform::ESC)], esc + moved);
+            for s in picked {
+                assert_eq!(counts[s], 0);
+            }
+            assert_eq!(counts.iter().sum::<u32>(), before.iter().sum::<u32>());
+        }
+        // One candidate that saves less than the escape symbol's own slot: only worth it when
+        // the chunk has escapes already.
+        for (esc, picked) in [(0, false), (1, true)] {
+            let mut counts = chunk_counts(&[(300, 12)], esc);
+            let mut escape = [false; uniform::ALPHABET];
+            let min = rare_escapes(&mut counts, (0, 50), 2, 11, &mut escape);
+            assert_eq!(escape[300], picked);
+            assert_eq!(min, if picked { 300 } else { uniform::ESC });
+        }
+    }
+
+    /// A chunk whose few values at a rare code are carried exactly when rounded to nearest
+    /// (and quantized like the rest when rounded stochastically), and decodes so.
+    #[test]
+    fn rare_codes_of_a_chunk_are_carried_exactly() {
+        let step = 0.3f32;
+        let n = 1 << 18;
+        // Three rare codes, two elements each (one would not pay for the escape symbol):
+        // q = -100 (code 199) or -101 stochastically, reconstructed as -30 or -30.25; -90
+        // or -91 (-27 or -27.25); -80 or -81 (-24 or -24.25).
+        let rare = [1000usize, 77_777, 100_000, 150_001, 200_001, 262_000];
+        let xs: Vec<f32> = (0..n)
+            .map(|i| {
+                if let Some(k) = rare.iter().position(|&r| r == i) {
+                    [-30.125, -27.125, -24.125][k % 3]
+                } else {
+                    ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 8.0 * step
+                }
+            })
+            .collect();
+        let input: Vec<u8> = xs
+            .iter()
+            .flat_map(|&x| convert::f32_to_bf16(x).to_le_bytes())
+            .collect();
+        let rans = RansParams::DEFAULT;
+        let check = Check {
+            dtype: DType::BF16,
+            max_abs: f64::INFINITY,
+        };
+        for (code, exact) in [(0u8, true), (1, false)] {
+            let p = UniformParams {
+                bound: 0,
+                bound_value: 0,
+                scope: SCOPE_GLOBAL,
+                group: 0,
+                step: step.to_bits(),
+                rounding: code,
+                nonfinite: 0,
+            };
+            let mut out = vec![];
+            encode_uniform_chunk(&p, &rans, &check, DType::BF16, &input, 0, 3, &mut out);
+            let mut r = Reader::new(&out);
+            assert_eq!(r.u8("mode").unwrap(), MODE_CODED);
+            let mut back = vec![0u8; input.len()];
+            decode_uniform_chunk(
+                &p,
+                &rans,
+                DType::BF16,
+                &mut r,
+                &mut back,
+                &mut Symbols::Decode,
+            )
+            .unwrap();
+            r.finish("chunk").unwrap();
+            for &i in &rare {
+                let got = back[2 * i..2 * i + 2] == input[2 * i..2 * i + 2];
+                assert_eq!(got, exact, "rounding {code}, element {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn for_each_flagged_visits_exactly_the_flagged_symbols_in_order() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for n in [0, 1, 63, 64, 65, 1000, 4099] {
+            let mut symbols: Vec<u16> = (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    match x % 50 {
+                        0 => uniform::ESC,
+                        1 => 300 + (x >> 32) as u16 % 200,
+                        _ => (x >> 40) as u16 % 100,
+                    }
+                })
+                .collect();
+            let flag = |v: i16| (300..480).contains(&v) || v == uniform::ESC as i16;
+            let want: Vec<usize> = (0..n).filter(|&i| flag(symbols[i] as i16)).collect();
+            let mut got = vec![];
+            for_each_flagged(&mut symbols, 300, flag, |i, v| {
+                got.push(i);
+                *v = 7;
+            });
+            assert_eq!(got, want, "n {n}");
+            assert!(want.iter().all(|&i| symbols[i] == 7));
+        }
+    }
 
     /// Sampled counts give every symbol that occurs a nonzero count, whichever symbols
     /// occur (including none of the small ones: symbol 0 absent from the counted runs).

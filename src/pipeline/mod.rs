@@ -481,6 +481,8 @@ struct Scratch {
     /// Steps per element or group (uniform quantizer).
     steps: Vec<f32>,
     extra: uniform::BitWriter,
+    /// The escaped elements' bytes (uniform quantizer).
+    escaped: Vec<u8>,
 }
 
 thread_local! {

@@ -9,8 +9,10 @@
 //! * otherwise `w = z - DIRECT + 1` and the symbol is `DIRECT + k` with `k = floor(log2 w)`;
 //!   the low `k` bits of `w` follow in the extra-bits stream (LSB first);
 //! * [`ESC`]: the element is carried exactly (its original bits are stored apart). The
-//!   encoder escapes non-finite elements (when asked to keep them), `|x / step| > 2^24`, and
-//!   elements whose reconstruction would break a maximum-error bound.
+//!   encoder escapes non-finite elements (when asked to keep them), `|x / step| > 2^24`,
+//!   elements whose reconstruction would break a maximum-error bound, and (the chunk coder,
+//!   rounding to nearest) elements of direct symbols too rare in their chunk to be worth a
+//!   slot in its rANS table.
 //!
 //! The kernels here are the scalar reference: plain loops over slices that a vector version
 //! can reproduce bit for bit (the error sums use eight `f64` lanes, `i mod 8`, and for
