@@ -453,7 +453,15 @@ pub(super) fn encode_uniform_chunk(
         if escapes > 0 || min < uniform::ESC {
             let esc = s.counts[usize::from(uniform::ESC)] as usize;
             s.escaped.reserve(esc.max(escapes) * isz);
-            gather_escapes(&mut s.symbols, &escape, min, input, isz, &mut s.escaped);
+            gather_escapes(
+                &mut s.symbols,
+                &escape,
+                min,
+                input,
+                isz,
+                &mut s.flagged,
+                &mut s.escaped,
+            );
             // The exact count (sampled counts only estimate the symbols moved to it).
             s.counts[usize::from(uniform::ESC)] = (s.escaped.len() / isz) as u32;
         }
@@ -534,77 +542,30 @@ fn rare_escapes(
     min
 }
 
-/// Replaces the symbols marked in `escape` (none below `min <= ESC`) with `ESC` and appends
-/// the bytes of every escaped element of `input` to `out`, in element order.
+/// Replaces the symbols marked in `escape` (direct ones, none below `min`) with `ESC` and
+/// appends the bytes of every escaped element of `input` to `out`, in element order;
+/// `flagged` is scratch. The candidates and escapes are found by the `flagged` kernel (a
+/// loop over every symbol of a chunk with escapes took about a sixth of the `balanced`
+/// encoder's time on activations with outlier channels).
 fn gather_escapes(
     symbols: &mut [u16],
     escape: &[bool; uniform::ALPHABET],
     min: u16,
     input: &[u8],
     isz: usize,
+    flagged: &mut Vec<u32>,
     out: &mut Vec<u8>,
 ) {
-    // Escaped symbols are direct ones from `min` (bucket symbols are many where channels
-    // have outliers, and never escaped here).
-    let (min, direct, esc) = (min as i16, uniform::DIRECT as i16, uniform::ESC as i16);
-    let flag = |v: i16| (v >= min && v < direct) | (v == esc);
-    for_each_flagged(symbols, None, flag, |i, v| {
+    flagged.clear();
+    (simd::kernels().flagged)(symbols, min, uniform::DIRECT as u16, flagged);
+    for &i in flagged.iter() {
+        let i = i as usize;
+        let v = &mut symbols[i];
         if escape[usize::from(*v)] {
             *v = uniform::ESC;
         }
         if *v == uniform::ESC {
             out.extend_from_slice(&input[i * isz..(i + 1) * isz]);
-        }
-    });
-}
-
-/// Calls `f(i, &mut symbols[i])`, in order, for every symbol `v` with `flag(v as i16)`
-/// (symbols are below 2^15), where such symbols are rare (escapes, a chunk's rarest codes):
-/// each run of 64 is flagged with vector compares, its flags tested as eight words, and only
-/// the flagged symbols visited. With `Some(min)`, where no flagged symbol is below `min`, a
-/// run whose largest symbol is below `min` is skipped first (signed 16-bit maxima, which
-/// SSE2 has): the decoder's escapes are the largest symbol, so most runs are skipped so,
-/// while the encoder's candidates lie below bucket symbols, which are common where channels
-/// have outliers and would keep runs from being skipped. (A plain loop over every symbol of
-/// a chunk with escapes took about a sixth of the `balanced` encoder's time on activations
-/// with outlier channels; on 2^18 symbols with 533 escapes and 1% bucket symbols the
-/// encoder's pass takes 0.085 ns per symbol without the maxima, 0.125 with them.)
-fn for_each_flagged(
-    symbols: &mut [u16],
-    min: Option<i16>,
-    flag: impl Fn(i16) -> bool,
-    mut f: impl FnMut(usize, &mut u16),
-) {
-    const RUN: usize = 64;
-    let mut runs = symbols.chunks_exact_mut(RUN);
-    for (r, run) in (&mut runs).enumerate() {
-        if let Some(min) = min {
-            if run.iter().fold(i16::MIN, |m, &v| m.max(v as i16)) < min {
-                continue;
-            }
-        }
-        let mut flags = [0u8; RUN];
-        for (g, &v) in flags.iter_mut().zip(run.iter()) {
-            *g = u8::from(flag(v as i16));
-        }
-        let words: [u64; RUN / 8] = std::array::from_fn(|w| {
-            u64::from_le_bytes(flags[8 * w..8 * w + 8].try_into().expect("eight flags"))
-        });
-        if words.iter().fold(0, |a, &w| a | w) == 0 {
-            continue;
-        }
-        for (w, mut m) in words.into_iter().enumerate() {
-            while m != 0 {
-                let j = 8 * w + (m.trailing_zeros() / 8) as usize;
-                f(RUN * r + j, &mut run[j]);
-                m &= m - 1;
-            }
-        }
-    }
-    let done = symbols.len() / RUN * RUN;
-    for (j, v) in symbols[done..].iter_mut().enumerate() {
-        if flag(*v as i16) {
-            f(done + j, v);
         }
     }
 }
@@ -682,17 +643,12 @@ pub(super) fn decode_uniform_chunk<'p>(
         }
         extra.finish()?;
         if escapes > 0 {
-            let mut k = 0;
-            let e = uniform::ESC as i16;
-            for_each_flagged(
-                &mut s.symbols,
-                Some(e),
-                |v| v == e,
-                |i, _| {
-                    out[i * isz..(i + 1) * isz].copy_from_slice(&esc[k * isz..(k + 1) * isz]);
-                    k += 1;
-                },
-            );
+            s.flagged.clear();
+            (k.flagged)(&s.symbols, uniform::ESC, uniform::ESC, &mut s.flagged);
+            for (e, &i) in esc.chunks_exact(isz).zip(&s.flagged) {
+                let i = i as usize;
+                out[i * isz..(i + 1) * isz].copy_from_slice(e);
+            }
         }
         Ok(())
     })
@@ -1206,37 +1162,6 @@ mod tests {
             for &i in &rare {
                 let got = back[2 * i..2 * i + 2] == input[2 * i..2 * i + 2];
                 assert_eq!(got, exact, "rounding {code}, element {i}");
-            }
-        }
-    }
-
-    #[test]
-    fn for_each_flagged_visits_exactly_the_flagged_symbols_in_order() {
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        for n in [0, 1, 63, 64, 65, 1000, 4099] {
-            let symbols: Vec<u16> = (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    match x % 50 {
-                        0 => uniform::ESC,
-                        1 => 300 + (x >> 32) as u16 % 200,
-                        _ => (x >> 40) as u16 % 100,
-                    }
-                })
-                .collect();
-            let flag = |v: i16| (300..480).contains(&v) || v == uniform::ESC as i16;
-            let want: Vec<usize> = (0..n).filter(|&i| flag(symbols[i] as i16)).collect();
-            for min in [None, Some(300)] {
-                let mut symbols = symbols.clone();
-                let mut got = vec![];
-                for_each_flagged(&mut symbols, min, flag, |i, v| {
-                    got.push(i);
-                    *v = 7;
-                });
-                assert_eq!(got, want, "n {n} {min:?}");
-                assert!(want.iter().all(|&i| symbols[i] == 7));
             }
         }
     }

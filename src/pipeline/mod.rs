@@ -483,6 +483,8 @@ struct Scratch {
     extra: uniform::BitWriter,
     /// The escaped elements' bytes (uniform quantizer).
     escaped: Vec<u8>,
+    /// Indices of flagged symbols (uniform quantizer).
+    flagged: Vec<u32>,
 }
 
 thread_local! {

@@ -436,6 +436,16 @@ impl BitWriter {
     }
 }
 
+/// The scalar reference of the `flagged` kernel: appends to `out`, in order, the index of
+/// every symbol `v` with `lo <= v < hi` or `v == ESC` (`lo` and `hi` at most 2^15).
+pub fn flagged(symbols: &[u16], lo: u16, hi: u16, out: &mut Vec<u32>) {
+    for (i, &v) in symbols.iter().enumerate() {
+        if (lo <= v && v < hi) || v == ESC {
+            out.push(i as u32);
+        }
+    }
+}
+
 /// The extra bits and the escapes that `symbols` call for.
 pub fn extra_and_escapes(symbols: &[u16]) -> (usize, usize) {
     let mut bits = 0usize;

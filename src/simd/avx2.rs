@@ -52,6 +52,7 @@ pub const KERNELS: Kernels = Kernels {
     uniform_encode: lossy_kernels::uniform_encode,
     uniform_decode: lossy_kernels::uniform_decode,
     extra_count: lossy_kernels::extra_count,
+    flagged: lossy_kernels::flagged,
 };
 
 /// `_mm_shuffle_epi8` controls, by 8-bit lane mask `m`, that move 16-bit word `k` to the

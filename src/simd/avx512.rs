@@ -55,6 +55,7 @@ pub const KERNELS: Kernels = Kernels {
     uniform_encode: lossy_kernels::uniform_encode,
     uniform_decode: lossy_kernels::uniform_decode,
     extra_count: lossy_kernels::extra_count,
+    flagged: lossy_kernels::flagged,
 };
 
 /// Index vector for `_mm512_permutex2var_epi16` that takes the low 16 bits of every 32-bit

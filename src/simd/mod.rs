@@ -234,6 +234,9 @@ pub type UniformDecodeFn = fn(
 /// The extra bits and escapes of uniform symbols; scalar reference
 /// [`uniform::extra_and_escapes`].
 pub type ExtraCountFn = fn(symbols: &[u16]) -> (usize, usize);
+/// Indices of a chunk's rare symbols (escapes, codes in a range); scalar reference
+/// [`uniform::flagged`].
+pub type FlaggedFn = fn(symbols: &[u16], lo: u16, hi: u16, out: &mut Vec<u32>);
 
 /// One rANS stream of [`RansDecode2Fn`]: the arguments of [`RansDecodeFn`].
 pub struct RansDecodeJob<'a> {
@@ -285,6 +288,7 @@ pub struct Kernels {
     pub uniform_encode: UniformEncodeFn,
     pub uniform_decode: UniformDecodeFn,
     pub extra_count: ExtraCountFn,
+    pub flagged: FlaggedFn,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -316,6 +320,7 @@ pub const SCALAR: Kernels = Kernels {
     uniform_encode: uniform::encode_symbols,
     uniform_decode: uniform::decode_symbols,
     extra_count: uniform::extra_and_escapes,
+    flagged: uniform::flagged,
 };
 
 /// The best level this CPU supports.

@@ -44,6 +44,7 @@ pub const KERNELS: Kernels = Kernels {
     uniform_encode: lossy_kernels::uniform_encode,
     uniform_decode: lossy_kernels::uniform_decode,
     extra_count: lossy_kernels::extra_count,
+    flagged: lossy_kernels::flagged,
 };
 
 // ---------------------------------------------------------------------------------------

@@ -552,6 +552,26 @@ fn check_uniform_decode(k: &Kernels, dtype: DType, symbols: &[u16], extra: &[u8]
             "{:?} extra_count",
             k.level
         );
+        for (lo, hi) in [
+            (ESC, ESC),
+            (0, 0),
+            (100, 480),
+            (479, 481),
+            (0, 1 << 15),
+            (300, 200),
+        ] {
+            let run = |f: FlaggedFn| {
+                let mut out = vec![7u32];
+                f(symbols, lo, hi, &mut out);
+                out
+            };
+            assert_eq!(
+                run(k.flagged),
+                run(SCALAR.flagged),
+                "{:?} flagged {lo}..{hi}",
+                k.level
+            );
+        }
     }
 }
 

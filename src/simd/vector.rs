@@ -1668,6 +1668,40 @@ pub(crate) unsafe fn extra_count<S: Simd>(symbols: &[u16]) -> (usize, usize) {
     (bits + b, escapes + e)
 }
 
+/// [`uniform::flagged`]: `W` symbols at a time, the lanes flagged by compares and only the
+/// flagged ones (rare: escapes, a chunk's rarest codes) visited.
+#[inline(always)]
+pub(crate) unsafe fn flagged<S: Simd>(symbols: &[u16], lo: u16, hi: u16, out: &mut Vec<u32>) {
+    // Four vectors' flags in one word, tested at once.
+    let step = 4 * S::W;
+    let n = symbols.len();
+    let done = n / step * step;
+    let src = symbols.as_ptr().cast::<u8>();
+    let (lo_v, hi_v) = (S::splat_i(i32::from(lo) - 1), S::splat_i(i32::from(hi)));
+    let esc = S::splat_i(i32::from(ESC));
+    for i in (0..done).step_by(step) {
+        let mut m = 0u64;
+        for k in 0..4 {
+            // SAFETY: elements `i..i + 4 W` are inside `symbols`.
+            let bits = unsafe {
+                let s = S::load_u16(src.add(2 * (i + k * S::W)));
+                let inside = S::m_and(S::igt(s, lo_v), S::igt(hi_v, s));
+                S::mask_bits(S::m_or(inside, S::ieq(s, esc)))
+            };
+            m |= u64::from(bits) << (k * S::W);
+        }
+        while m != 0 {
+            out.push((i + m.trailing_zeros() as usize) as u32);
+            m &= m - 1;
+        }
+    }
+    let at = out.len();
+    uniform::flagged(&symbols[done..], lo, hi, out);
+    for p in &mut out[at..] {
+        *p += done as u32;
+    }
+}
+
 /// Defines a level's lossy kernels: safe entry points that send everything to the scalar
 /// reference unless `$supported()`, and otherwise to the generic bodies above, instantiated
 /// with `$S` inside `#[target_feature(enable = $features)]` functions.
@@ -1926,6 +1960,19 @@ macro_rules! vector_kernels {
                 }
                 // SAFETY: the CPU has the features (checked above).
                 unsafe { go(dtype, symbols, step, extra, out) }
+            }
+
+            pub fn flagged(symbols: &[u16], lo: u16, hi: u16, out: &mut Vec<u32>) {
+                if !$supported() {
+                    return uniform::flagged(symbols, lo, hi, out);
+                }
+                #[target_feature(enable = $features)]
+                unsafe fn go(symbols: &[u16], lo: u16, hi: u16, out: &mut Vec<u32>) {
+                    // SAFETY: the features are enabled here.
+                    unsafe { v::flagged::<$S>(symbols, lo, hi, out) }
+                }
+                // SAFETY: the CPU has the features (checked above).
+                unsafe { go(symbols, lo, hi, out) }
             }
 
             pub fn extra_count(symbols: &[u16]) -> (usize, usize) {
