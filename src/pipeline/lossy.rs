@@ -494,9 +494,9 @@ pub(super) fn encode_uniform_chunk(
 /// Escaped, an occurrence costs its element's `8 itemsize` bits and an escape symbol (at most
 /// `b` bits): so a direct symbol with `count * 8 itemsize < N / (M ln 2) + 16` is escaped
 /// (bucket symbols, whose extra bits are already written, are left alone), provided that
-/// the savings cover a slot for the escape symbol when the chunk has no escapes yet. Heavy-tailed
-/// tensors have many such symbols: on the built-in gradient (chunks of 2^18, `balanced`) the
-/// table's floor cost 0.11 bits per element over the symbols' entropy.
+/// the savings cover a slot for the escape symbol when the chunk has no escapes yet.
+/// Heavy-tailed tensors have many such symbols: on the built-in gradient (chunks of 2^18,
+/// `balanced`) the table's floor cost 0.11 bits per element over the symbols' entropy.
 fn rare_escapes(
     counts: &mut [u32],
     estimated: (i32, i32),
@@ -508,11 +508,11 @@ fn rare_escapes(
     // What a symbol's slot and table entry cost, in bits.
     let slot = n as f64 / (f64::from(1u32 << prob_bits) * std::f64::consts::LN_2) + 16.0;
     let raw = (8 * isz) as f64;
-    // Only symbols whose floor frequency at least doubles their probability.
     let (lo, hi) = estimated;
     let rare = |s: usize, c: u32| {
         c > 0
             && !(lo..=hi).contains(&(s as i32))
+            // Its floor frequency at least doubles its probability.
             && (2 * u64::from(c)) << prob_bits <= n
             && f64::from(c) * raw < slot
     };
