@@ -55,7 +55,7 @@ pub const KERNELS: Kernels = Kernels {
     uniform_encode: lossy_kernels::uniform_encode,
     uniform_decode: lossy_kernels::uniform_decode,
     extra_count: lossy_kernels::extra_count,
-    flagged: lossy_kernels::flagged,
+    flagged,
 };
 
 /// Index vector for `_mm512_permutex2var_epi16` that takes the low 16 bits of every 32-bit
@@ -697,6 +697,52 @@ unsafe fn encode_groups<L: EncLookup>(
 // ---------------------------------------------------------------------------------------
 // Float split, mantissa packing, merge
 // ---------------------------------------------------------------------------------------
+
+/// [`crate::quant::uniform::flagged`] on the symbols themselves, 32 16-bit lanes a vector (the generic
+/// kernel widens them to 32-bit lanes): 2^18 symbols with 533 found took 0.070-0.074 ns per
+/// symbol there, 0.047-0.050 here (Zen 4).
+pub fn flagged(symbols: &[u16], lo: u16, hi: u16, out: &mut Vec<u32>) {
+    if !supported() {
+        return crate::quant::uniform::flagged(symbols, lo, hi, out);
+    }
+    let done = symbols.len() / 64 * 64;
+    // SAFETY: the CPU has the features; the loop reads `done <= len` symbols.
+    unsafe { flagged_vec(&symbols[..done], lo, hi, out) };
+    let at = out.len();
+    crate::quant::uniform::flagged(&symbols[done..], lo, hi, out);
+    for p in &mut out[at..] {
+        *p += done as u32;
+    }
+}
+
+/// The whole runs of 64 of [`flagged`].
+///
+/// Safety: the CPU must have AVX-512 F and BW; `symbols.len()` is a multiple of 64.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn flagged_vec(symbols: &[u16], lo: u16, hi: u16, out: &mut Vec<u32>) {
+    debug_assert!(symbols.len().is_multiple_of(64));
+    let (lo_v, hi_v) = (_mm512_set1_epi16(lo as i16), _mm512_set1_epi16(hi as i16));
+    let esc = _mm512_set1_epi16(crate::quant::uniform::ESC as i16);
+    let src = symbols.as_ptr();
+    let flags = |v: __m512i| -> u64 {
+        let inside = _mm512_cmpge_epu16_mask(v, lo_v) & _mm512_cmplt_epu16_mask(v, hi_v);
+        u64::from(inside | _mm512_cmpeq_epi16_mask(v, esc))
+    };
+    for i in (0..symbols.len()).step_by(64) {
+        // SAFETY: symbols `i..i + 64` are inside `symbols`.
+        let (a, b) = unsafe {
+            (
+                _mm512_loadu_si512(src.add(i).cast()),
+                _mm512_loadu_si512(src.add(i + 32).cast()),
+            )
+        };
+        let mut m = flags(a) | flags(b) << 32;
+        while m != 0 {
+            out.push((i + m.trailing_zeros() as usize) as u32);
+            m &= m - 1;
+        }
+    }
+}
 
 pub fn split(fs: FloatSplit, input: &[u8], symbols: &mut [u16]) -> u32 {
     if !(supported() && vector_layout(fs)) {

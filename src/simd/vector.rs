@@ -1962,6 +1962,8 @@ macro_rules! vector_kernels {
                 unsafe { go(dtype, symbols, step, extra, out) }
             }
 
+            // (The AVX-512 level has its own, on 16-bit lanes.)
+            #[allow(dead_code)]
             pub fn flagged(symbols: &[u16], lo: u16, hi: u16, out: &mut Vec<u32>) {
                 if !$supported() {
                     return uniform::flagged(symbols, lo, hi, out);
