@@ -101,7 +101,8 @@ pub struct QuantArgs {
     pub lane0: usize,
     /// The exponent `e` of the scale of the `f32` partial error sums (squares of `d * 2^-e`):
     /// [`err_exp`] of the run's largest step, so that the scaled errors are near 1 whatever
-    /// the tensor's magnitude. Any value in `-126..=126` gives the same sums in every kernel.
+    /// the tensor's magnitude. Any value gives the same sums in every kernel (values outside
+    /// `-126..=126` count as the nearest end).
     pub err_exp: i32,
 }
 
@@ -138,16 +139,18 @@ pub fn flush_partials(err: &mut ErrSum, parts: &mut [f32; ERR_PARTS], err_exp: i
     }
 }
 
-/// `2^(2 err_exp)`, the factor of [`flush_partials`].
+/// `2^(2 err_exp)`, the factor of [`flush_partials`] (`err_exp` clamped to `-126..=126`).
 #[inline(always)]
 pub fn partial_unscale(err_exp: i32) -> f64 {
-    f64::from_bits(((1023 + 2 * i64::from(err_exp)) as u64) << 52)
+    let e = i64::from(err_exp.clamp(-126, 126));
+    f64::from_bits(((1023 + 2 * e) as u64) << 52)
 }
 
-/// `2^-err_exp` in `f32`, the scale of the differences summed in partial sums.
+/// `2^-err_exp` in `f32` (`err_exp` clamped to `-126..=126`), the scale of the differences
+/// summed in partial sums.
 #[inline(always)]
 pub fn partial_scale(err_exp: i32) -> f32 {
-    f32::from_bits(((127 - err_exp) as u32) << 23)
+    f32::from_bits(((127 - err_exp.clamp(-126, 126)) as u32) << 23)
 }
 
 /// The quantization of one element `x` with `step` (and its [`inverse`]): `q` (or [`ESC_Q`]
@@ -500,6 +503,21 @@ mod tests {
             lane0,
             err_exp: 0,
         }
+    }
+
+    #[test]
+    fn partial_scales_are_powers_of_two_in_range() {
+        for e in -300..300 {
+            let c = e.clamp(-126, 126);
+            assert_eq!(partial_scale(e), 2f32.powi(-c), "{e}");
+            assert_eq!(partial_unscale(e), 2f64.powi(2 * c), "{e}");
+        }
+        assert_eq!(err_exp(0.3), -2);
+        assert_eq!(err_exp(1.0), 0);
+        assert_eq!(err_exp(0.0), -126);
+        assert_eq!(err_exp(1e-40), -126);
+        assert_eq!(err_exp(f32::MAX), 126);
+        assert_eq!(err_exp(f32::INFINITY), 126);
     }
 
     /// The `f32` partial sums of float16 and bfloat16 errors, scaled by the step's exponent,
