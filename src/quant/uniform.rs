@@ -442,7 +442,13 @@ impl BitWriter {
 /// The scalar reference of the `flagged` kernel: appends to `out`, in order, the index of
 /// every symbol `v` with `lo <= v < hi` or `v == ESC` (`lo` and `hi` at most 2^15).
 pub fn flagged(symbols: &[u16], lo: u16, hi: u16, out: &mut Vec<u32>) {
-    for (i, &v) in symbols.iter().enumerate() {
+    flagged_from(symbols, 0, lo, hi, out);
+}
+
+/// [`flagged`] of `symbols[start..]` (the vector kernels' last symbols), with indices into
+/// the whole of `symbols`.
+pub(crate) fn flagged_from(symbols: &[u16], start: usize, lo: u16, hi: u16, out: &mut Vec<u32>) {
+    for (i, &v) in symbols.iter().enumerate().skip(start) {
         if (lo <= v && v < hi) || v == ESC {
             out.push(i as u32);
         }

@@ -708,11 +708,7 @@ pub fn flagged(symbols: &[u16], lo: u16, hi: u16, out: &mut Vec<u32>) {
     let done = symbols.len() / 64 * 64;
     // SAFETY: the CPU has the features; the loop reads `done <= len` symbols.
     unsafe { flagged_vec(&symbols[..done], lo, hi, out) };
-    let at = out.len();
-    crate::quant::uniform::flagged(&symbols[done..], lo, hi, out);
-    for p in &mut out[at..] {
-        *p += done as u32;
-    }
+    crate::quant::uniform::flagged_from(symbols, done, lo, hi, out);
 }
 
 /// The whole runs of 64 of [`flagged`].

@@ -1451,7 +1451,7 @@ unsafe fn encode_vec<S: Simd, const DT: u8, const SAT: bool, const BOUNDED: bool
     // The error `f64(y) - f64(x)`. Rounded to nearest, a float16 or bfloat16 `y` is 0 or
     // within a factor of about 2 of `x` (also of its dtype), so `y - x` is exact in `f32`,
     // one subtraction does, and its squares go to the `f32` partial sums.
-    let partial = DT != F32 && seed.is_none();
+    let partial = DT != F32 && uniform::partial_sums(a.dtype, a.rounding);
     let scale = S::splat(uniform::partial_scale(a.err_exp));
     let unscale = uniform::partial_unscale(a.err_exp);
     let mut acc = S::acc_load(&err.0);
@@ -1695,11 +1695,7 @@ pub(crate) unsafe fn flagged<S: Simd>(symbols: &[u16], lo: u16, hi: u16, out: &m
             m &= m - 1;
         }
     }
-    let at = out.len();
-    uniform::flagged(&symbols[done..], lo, hi, out);
-    for p in &mut out[at..] {
-        *p += done as u32;
-    }
+    uniform::flagged_from(symbols, done, lo, hi, out);
 }
 
 /// Defines a level's lossy kernels: safe entry points that send everything to the scalar
