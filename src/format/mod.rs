@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// The first four bytes of every frame.
 pub const MAGIC: [u8; 4] = [0x89, b'I', b'O', b'T'];
 /// The format version this build writes. It decodes every version from 1 up to this one.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Most dimensions a frame may declare.
 pub const MAX_NDIM: usize = 32;
 /// Most stages a frame may list.

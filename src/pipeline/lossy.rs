@@ -17,10 +17,11 @@
 
 use std::borrow::Cow;
 
+use super::contexts::{self, Segments};
 use super::BlockParams;
 use super::{
     threads, with_scratch, EncodePlan, EncodeRequest, Recipe, Scratch, Symbols, UniformParams,
-    BOUND_MAX_ABS, MODE_CODED, MODE_STORED, SCOPE_BLOCK, SCOPE_GLOBAL,
+    BOUND_MAX_ABS, MODE_CODED, MODE_CONTEXTS, MODE_STORED, SCOPE_BLOCK, SCOPE_GLOBAL,
 };
 use crate::dtype::DType;
 use crate::entropy::freq;
@@ -420,8 +421,8 @@ fn quantize_chunk(
     (err, esc)
 }
 
-/// Appends one chunk coded with the stage's step; returns the squared error of the decoded
-/// chunk.
+/// Appends one chunk coded with the stage's step, with row contexts (mode 2) where the
+/// segments `seg` make it smaller; returns the squared error of the decoded chunk.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn encode_uniform_chunk(
     p: &UniformParams,
@@ -431,15 +432,45 @@ pub(super) fn encode_uniform_chunk(
     input: &[u8],
     base: u64,
     seed: u64,
+    seg: Option<Segments>,
     out: &mut Vec<u8>,
 ) -> f64 {
     let isz = dtype.itemsize();
     let rounding = rounding_of(p.rounding, seed);
     with_scratch(|s| {
+        let mode_at = out.len();
         out.push(MODE_CODED);
         let (err, escapes) =
             quantize_chunk(p, p.step(), input, base, rounding, check, s, Some(out));
         s.extra.finish();
+        let classes = seg.map_or(1, |seg| {
+            contexts::choose(&s.symbols, seg, rans, &mut s.contexts)
+        });
+        if let (Some(seg), true) = (seg, classes > 1) {
+            out[mode_at] = MODE_CONTEXTS;
+            let esc = contexts::Escapes {
+                input,
+                isz,
+                quantizer: escapes > 0,
+                // As below: chunk-dependent escapes only when rounding to nearest.
+                rare: rounding == Rounding::Nearest,
+            };
+            contexts::write(
+                &s.symbols,
+                seg,
+                classes,
+                rans,
+                esc,
+                &mut s.contexts,
+                &mut s.rans,
+                &mut s.flagged,
+                &mut s.escaped,
+                out,
+            );
+            out.extend_from_slice(&s.extra.bytes);
+            out.extend_from_slice(&s.escaped);
+            return err.total();
+        }
         let estimated = symbol_counts(&s.symbols, &mut s.counts);
         let mut escape = [false; uniform::ALPHABET];
         // Which elements are escaped depends on the chunking; stochastically rounded values
@@ -497,7 +528,7 @@ pub(super) fn encode_uniform_chunk(
 /// the savings cover a slot for the escape symbol when the chunk has no escapes yet.
 /// Heavy-tailed tensors have many such symbols: on the built-in gradient (chunks of 2^18,
 /// `balanced`) the table's floor cost 0.11 bits per element over the symbols' entropy.
-fn rare_escapes(
+pub(super) fn rare_escapes(
     counts: &mut [u32],
     estimated: (i32, i32),
     isz: usize,
@@ -583,10 +614,12 @@ fn symbol_counts(symbols: &[u16], counts: &mut Vec<u32>) -> (i32, i32) {
     freq::sampled_histogram(symbols, counts, 511, 2)
 }
 
+/// Decodes a chunk of mode 1, or of mode 2 (row contexts) when `contexts` is set.
 pub(super) fn decode_uniform_chunk<'p>(
     p: &UniformParams,
     rans: &RansParams,
     dtype: DType,
+    contexts: bool,
     r: &mut Reader<'p>,
     out: &mut [u8],
     src: &mut Symbols<'p>,
@@ -610,7 +643,9 @@ pub(super) fn decode_uniform_chunk<'p>(
             );
             s.steps.push(v);
         }
-        if !src.get(r, uniform::ALPHABET, *rans, n, &mut s.symbols)? {
+        if contexts {
+            contexts::read(r, n, *rans, &mut s.contexts, &mut s.symbols)?;
+        } else if !src.get(r, uniform::ALPHABET, *rans, n, &mut s.symbols)? {
             return Ok(());
         }
         let (bits, escapes) = (k.extra_count)(&s.symbols);
@@ -1145,7 +1180,7 @@ mod tests {
                 nonfinite: 0,
             };
             let mut out = vec![];
-            encode_uniform_chunk(&p, &rans, &check, DType::BF16, &input, 0, 3, &mut out);
+            encode_uniform_chunk(&p, &rans, &check, DType::BF16, &input, 0, 3, None, &mut out);
             let mut r = Reader::new(&out);
             assert_eq!(r.u8("mode").unwrap(), MODE_CODED);
             let mut back = vec![0u8; input.len()];
@@ -1153,6 +1188,7 @@ mod tests {
                 &p,
                 &rans,
                 DType::BF16,
+                false,
                 &mut r,
                 &mut back,
                 &mut Symbols::Decode,

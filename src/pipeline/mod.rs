@@ -3,6 +3,7 @@
 //! The stage modules (transform, quant, entropy) know nothing of each other or of the
 //! format; a [`Recipe`] composes them and turns into the frame's stage list, and back.
 
+mod contexts;
 mod lossy;
 pub mod precoded;
 pub mod session;
@@ -44,6 +45,9 @@ pub const STAGE_UNIFORM_QUANT: u8 = 4;
 const MODE_STORED: u8 = 0;
 /// Chunk payload mode: coded by the frame's stages.
 const MODE_CODED: u8 = 1;
+/// Chunk payload mode (format version 2, `[uniform_quant, rans]` only): coded with a rANS
+/// table per class of rows (see [`contexts`]).
+const MODE_CONTEXTS: u8 = 2;
 
 /// Parameters of a fixed-rate block quantization stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -485,6 +489,8 @@ struct Scratch {
     escaped: Vec<u8>,
     /// Indices of flagged symbols (uniform quantizer).
     flagged: Vec<u32>,
+    /// Row contexts (uniform quantizer).
+    contexts: contexts::Scratch,
 }
 
 thread_local! {
@@ -631,7 +637,8 @@ impl EncodePlan {
         self.input_len + self.n_chunks * (format::CHUNK_RECORD_OVERHEAD + 1)
     }
 
-    /// Appends the payload of chunk `i` coded with `recipe` to `out` (see [`encode_chunk`]).
+    /// Appends the payload of chunk `i` coded with `recipe` to `out` (see [`encode_chunk`]);
+    /// the tensor's rows give the segments of the row contexts.
     pub fn encode_chunk_with(
         &self,
         recipe: &Recipe,
@@ -645,6 +652,7 @@ impl EncodePlan {
             self.chunk(input, i),
             self.header.chunk_elems * i as u64,
             self.seed,
+            contexts::segment_len(&self.header.shape),
             out,
         )
     }
@@ -772,6 +780,7 @@ fn encode_chunk(
     input: &[u8],
     base: u64,
     seed: u64,
+    segment: u64,
     out: &mut Vec<u8>,
 ) -> ChunkOutcome {
     let n = input.len() / dtype.itemsize();
@@ -803,8 +812,10 @@ fn encode_chunk(
         }
         Recipe::Uniform { params, rans } => {
             let check = lossy::check_for(params, dtype);
-            outcome.err =
-                lossy::encode_uniform_chunk(params, rans, &check, dtype, input, base, seed, out);
+            let seg = contexts::Segments::for_chunk(n, base, segment);
+            outcome.err = lossy::encode_uniform_chunk(
+                params, rans, &check, dtype, input, base, seed, seg, out,
+            );
         }
         // Projection frames are assembled by `transform`; a chunk coded here is stored.
         Recipe::Project { .. } => out.truncate(start),
@@ -924,7 +935,7 @@ fn decode_payload<'p>(
                 lossy::decode_block_chunk(params, rans.as_ref(), dtype, &mut r, out, src)?
             }
             Recipe::Uniform { params, rans } => {
-                lossy::decode_uniform_chunk(params, rans, dtype, &mut r, out, src)?
+                lossy::decode_uniform_chunk(params, rans, dtype, false, &mut r, out, src)?
             }
             Recipe::Project { params, rans, .. } => {
                 let ctx = job
@@ -940,6 +951,16 @@ fn decode_payload<'p>(
                     &mut r,
                     out,
                 )?
+            }
+        },
+        MODE_CONTEXTS if job.contexts => match recipe {
+            Recipe::Uniform { params, rans } => {
+                lossy::decode_uniform_chunk(params, rans, dtype, true, &mut r, out, src)?
+            }
+            _ => {
+                return Err(Error::corrupt(
+                    "chunk mode 2 outside a uniform quantization frame",
+                ))
             }
         },
         m => return Err(Error::corrupt(format!("unknown chunk mode {m}"))),
@@ -1141,6 +1162,7 @@ pub(crate) fn decode_parsed_with(
         verify: (!parsed.unverified.is_empty())
             .then_some((parsed.extent.checksum, &parsed.unverified[..])),
         write_hints,
+        contexts: h.version >= 2,
     };
     decode_chunks(&job, 0, &parsed.chunks, outs, threads)
 }
@@ -1159,6 +1181,8 @@ pub(crate) struct ChunkJob<'a> {
     /// Whether the kernels may prefetch the outputs for writing: only when every page of
     /// them is mapped already ([`write_hints_for`]).
     pub write_hints: bool,
+    /// Whether chunks may use row contexts (mode 2): frames of format version 2 on.
+    pub contexts: bool,
 }
 
 /// Outputs at least this large are prefetched for writing where they are mapped: smaller

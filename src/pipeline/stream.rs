@@ -281,6 +281,7 @@ impl StreamDecoder {
                 project: l.project.as_ref(),
                 verify: None,
                 write_hints,
+                contexts: l.header.version >= 2,
             };
             decode_chunks(&job, self.next_chunk, &payloads, outs, self.threads)?;
         }

@@ -1147,3 +1147,79 @@ fn frames_are_identical_at_every_simd_level() {
         }
     }
 }
+
+use super::{MODE_CODED, MODE_CONTEXTS};
+
+/// The mode byte of every chunk of `frame`.
+fn chunk_modes(frame: &[u8]) -> Vec<u8> {
+    let (_, ext) = crate::format::Header::parse(frame).unwrap();
+    let mut pos = ext.len;
+    let mut modes = vec![];
+    while pos < frame.len() {
+        let len = u32::from_le_bytes(frame[pos..pos + 4].try_into().unwrap()) as usize;
+        let start = pos + crate::format::CHUNK_RECORD_OVERHEAD;
+        modes.push(frame[start]);
+        pos = start + len;
+    }
+    modes
+}
+
+/// Rows of 512 bfloat16 values whose scales span 2^-3..2^4 (as a gradient's tokens do).
+fn rows_of_scales(rows: usize, seed: u64) -> Vec<u8> {
+    let base = lossy_data(DType::BF16, rows * 512, 0, seed);
+    (0..rows * 512)
+        .flat_map(|i| {
+            let k = ((i / 512) as u32).wrapping_mul(0x9E37_79B1) >> 29;
+            let v = convert::load(DType::BF16, &base, i) * (k as f32 - 3.0).exp2();
+            (convert::to_bits_sat(DType::BF16, v) as u16).to_le_bytes()
+        })
+        .collect()
+}
+
+#[test]
+fn row_contexts_shrink_rows_of_different_scales() {
+    let data = rows_of_scales(256, 5);
+    let eps = 0.02;
+    for rounding in [Rounding::Nearest, Rounding::Stochastic { seed: 3 }] {
+        let mode = Mode::Bounded(BoundedSpec {
+            rounding,
+            ..BoundedSpec::new(Bound::RelRmse(eps))
+        });
+        // Chunks of 32768: 64 segments of one row each, the probed path.
+        let c = lossy(mode, 32_768, 1);
+        let frame = c.encode(&data, DType::BF16, &[256, 512]).unwrap();
+        let modes = chunk_modes(&frame);
+        assert!(
+            modes.iter().filter(|&&m| m == MODE_CONTEXTS).count() >= 2,
+            "{rounding:?}: {modes:?}"
+        );
+        let flat = c.encode(&data, DType::BF16, &[256 * 512]).unwrap();
+        assert_eq!(chunk_modes(&flat), [MODE_CODED; 4]);
+        let ratio = frame.len() as f64 / flat.len() as f64;
+        assert!(ratio < 0.97, "{rounding:?}: {ratio}");
+        let back = c.decode(&frame).unwrap().data;
+        let e = rel_rmse(DType::BF16, &data, &back);
+        assert!(e <= eps && e > 0.9 * eps, "{rounding:?}: {e}");
+        // Any thread count, any split of the stream.
+        for threads in [2, 3] {
+            let t = lossy(mode, 32_768, threads);
+            assert_eq!(t.encode(&data, DType::BF16, &[256, 512]).unwrap(), frame);
+            assert_eq!(t.decode(&frame).unwrap().data, back);
+        }
+        let (a, b) = frame.split_at(frame.len() / 3);
+        assert_eq!(stream_decode(&c, &[a, b]).unwrap(), back);
+    }
+}
+
+#[test]
+fn row_contexts_are_refused_in_version_1_frames() {
+    let data = rows_of_scales(64, 6);
+    let c = lossy(bounded(Bound::RelRmse(0.02), StepScope::Global), 1 << 18, 1);
+    let mut frame = c.encode(&data, DType::BF16, &[64, 512]).unwrap();
+    assert_eq!(chunk_modes(&frame), [MODE_CONTEXTS]);
+    frame[4] = 1;
+    crate::format::reseal(&mut frame);
+    let e = c.decode(&frame).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::CorruptFrame);
+    assert!(e.to_string().contains("unknown chunk mode 2"), "{e}");
+}

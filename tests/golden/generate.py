@@ -147,6 +147,14 @@ def cases():
         torch.randn(8, 40, generator=torch.Generator().manual_seed(4)).bfloat16(),
         {"profile": "balanced"},
     )
+    # Version 2: chunks coded with row contexts (mode 2), the second chunk starting half
+    # a row into a segment (two rows of 128).
+    rows = lossy.standard_normal((66, 128)) * np.exp2(lossy.integers(-4, 5, (66, 1)))
+    yield (
+        "bf16_error_row_contexts",
+        rows.astype(ml_dtypes.bfloat16),
+        {"error": 0.05, "chunk_size": 4160},
+    )
 
 
 def correlated(rng, shape, latent: int, dtype):
