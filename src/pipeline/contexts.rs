@@ -10,11 +10,14 @@
 //! symbols' order-0 entropy at the `balanced` step falls from 6.76 to 6.36 bits per element
 //! with four classes of rows by their RMS.
 //!
-//! The encoder ranks the segments by their mean symbol (the zigzagged codes grow with `|q|`),
-//! cuts them into four base classes of equal element counts, estimates from a sample of the
-//! symbols what every grouping of neighbouring base classes would cost (entropy, tables,
-//! stream states, the map) and keeps the cheapest, when it saves at least [`MARGIN`] of the
-//! one-table cost; otherwise the chunk is coded with one table (mode 1).
+//! The encoder ([`choose`]) probes about a quarter of the segments: it ranks them by their
+//! mean symbol (the zigzagged codes grow with `|q|`), cuts them into four base classes of
+//! equal counts at the quartiles, estimates from a sample of their symbols what every
+//! grouping of neighbouring base classes would cost (entropy, tables, stream states, the map)
+//! and keeps the cheapest, when it saves at least [`MARGIN`] of the one-table cost; the other
+//! segments then fall in the base class of their mean among the quartiles'. Otherwise the
+//! chunk is coded with one table (mode 1). The check costs about 0.06 ns per element on a
+//! Zen 4 core (a third of the sampled histogram every chunk needs anyway).
 
 use std::ops::Range;
 
