@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example speed -- [--npy FILE] [--reps N] [--mib M] [--profiles P,Q]
-//!     [--chunk ELEMS]
+//!     [--chunk ELEMS] [--row ELEMS]
 //! ```
 //!
 //! The tensor is synthetic by default: activations of shape (tokens, 4096) drawn
@@ -13,7 +13,9 @@
 //! tiles a real tensor instead (bfloat16 as `<i2`/`<u2`, or float32/float16 rounded to
 //! bfloat16). Speeds count uncompressed tensor bytes for encode and decode alike. `--profiles`
 //! measures only the profiles named (the targets of the others are then not checked);
-//! `--chunk` sets the elements per chunk (default the codec's).
+//! `--chunk` sets the elements per chunk (default the codec's); `--row` the tensor's last
+//! dimension (default 4096; it must divide the element count), which the error-bounded
+//! profiles' row contexts cut the chunks by (give a tiled tensor its own row length).
 //!
 //! Encode goes into a reused `Vec` ([`Codec::encode_into`]) and decode into a reused buffer
 //! ([`Codec::decode_into`]); the "fresh" figures use [`Codec::encode`] and [`Codec::decode`],
@@ -182,7 +184,12 @@ fn main() {
         None => (synthetic(n), "synthetic activations".to_string()),
     };
     let size = data.len() as f64;
-    let shape = [(n / 4096) as u64, 4096];
+    let row: usize = arg(&args, "--row").map_or(4096, |s| s.parse().unwrap());
+    assert!(
+        row > 0 && n.is_multiple_of(row),
+        "--row must divide the {n} elements"
+    );
+    let shape = [(n / row) as u64, row as u64];
     let level = iota_codec::simd::kernels().level.name();
     println!(
         "speed: {mib} MiB bfloat16 ({n} elements, {source}), level {level}, medians of {reps}"

@@ -69,12 +69,24 @@ pub fn sampled_histogram(
     mask: u16,
     every: usize,
 ) -> (i32, i32) {
+    sampled_histogram_from(symbols, counts, mask, every, SAMPLED_COUNTS)
+}
+
+/// [`sampled_histogram`], sampling from `min_sampled` symbols on instead of
+/// [`SAMPLED_COUNTS`] (at least two runs of `64 every`).
+pub fn sampled_histogram_from(
+    symbols: &[u16],
+    counts: &mut [u32],
+    mask: u16,
+    every: usize,
+    min_sampled: usize,
+) -> (i32, i32) {
     const SUB: usize = 8;
     const RUN: usize = 64;
     let a = counts.len();
     let m = usize::from(mask);
     assert!(a <= 512 && (m + 1).is_power_of_two() && every >= 2 && every.is_power_of_two());
-    let sampled = symbols.len() >= SAMPLED_COUNTS;
+    let sampled = symbols.len() >= min_sampled.max(2 * RUN * every);
     let mut sub = [[0u32; 512]; SUB];
     let mut add = |run: &[u16]| {
         let mut it = run.chunks_exact(SUB);

@@ -851,29 +851,42 @@ fn lossy_goldens_and_hostile_payloads_never_panic() {
     for mode in modes {
         let c = lossy(mode, 1024, 1);
         let frame = c.encode(&data, DType::F16, &[30, 100]).unwrap();
-        let parsed = crate::pipeline::parse_frame(&frame, &crate::Limits::default()).unwrap();
-        let hdr = parsed.extent;
-        let chunk0 = parsed.chunks[0].to_vec();
-        let reseal = |payload: &[u8]| {
-            let mut f = frame[..hdr.len].to_vec();
-            crate::format::write_chunk(&mut f, hdr.checksum, 0, payload);
-            for (i, p) in parsed.chunks.iter().enumerate().skip(1) {
-                crate::format::write_chunk(&mut f, hdr.checksum, i as u64, p);
-            }
-            f
-        };
-        assert_eq!(reseal(&chunk0), frame);
-        for n in 0..chunk0.len() {
-            assert!(
-                c.decode(&reseal(&chunk0[..n])).is_err(),
-                "{mode:?} prefix {n}"
-            );
+        damage_first_chunk(&c, &frame, &format!("{mode:?}"));
+    }
+    // A chunk with row contexts (mode 2).
+    let c = lossy(bounded(Bound::RelRmse(0.02), StepScope::Global), 1 << 14, 1);
+    let frame = c
+        .encode(&rows_of_scales(64, 7), DType::BF16, &[64, 512])
+        .unwrap();
+    assert_eq!(chunk_modes(&frame)[0], MODE_CONTEXTS);
+    damage_first_chunk(&c, &frame, "row contexts");
+}
+
+/// Decodes `frame` with every prefix of its first chunk's payload (each must fail) and with
+/// every seventh bit of it flipped (each must return, error or not), the checksums resealed.
+fn damage_first_chunk(c: &Codec, frame: &[u8], what: &str) {
+    let parsed = crate::pipeline::parse_frame(frame, &crate::Limits::default()).unwrap();
+    let hdr = parsed.extent;
+    let chunk0 = parsed.chunks[0].to_vec();
+    let reseal = |payload: &[u8]| {
+        let mut f = frame[..hdr.len].to_vec();
+        crate::format::write_chunk(&mut f, hdr.checksum, 0, payload);
+        for (i, p) in parsed.chunks.iter().enumerate().skip(1) {
+            crate::format::write_chunk(&mut f, hdr.checksum, i as u64, p);
         }
-        for bit in (0..chunk0.len() * 8).step_by(7) {
-            let mut p = chunk0.clone();
-            p[bit / 8] ^= 1 << (bit % 8);
-            let _ = c.decode(&reseal(&p));
-        }
+        f
+    };
+    assert_eq!(reseal(&chunk0), frame);
+    for n in 0..chunk0.len() {
+        assert!(
+            c.decode(&reseal(&chunk0[..n])).is_err(),
+            "{what}: prefix {n}"
+        );
+    }
+    for bit in (0..chunk0.len() * 8).step_by(7) {
+        let mut p = chunk0.clone();
+        p[bit / 8] ^= 1 << (bit % 8);
+        let _ = c.decode(&reseal(&p));
     }
 }
 
@@ -1222,4 +1235,19 @@ fn row_contexts_are_refused_in_version_1_frames() {
     let e = c.decode(&frame).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::CorruptFrame);
     assert!(e.to_string().contains("unknown chunk mode 2"), "{e}");
+}
+
+#[test]
+fn chunks_with_and_without_row_contexts_decode_in_pairs() {
+    // Rows of one scale (one table), then rows of many (row contexts).
+    let mut data = lossy_data(DType::BF16, 64 * 512, 0, 9);
+    data.extend(rows_of_scales(64, 6));
+    let mode = bounded(Bound::RelRmse(0.02), StepScope::Global);
+    let one = lossy(mode, 32_768, 1);
+    let frame = one.encode(&data, DType::BF16, &[128, 512]).unwrap();
+    assert_eq!(chunk_modes(&frame), [MODE_CODED, MODE_CONTEXTS]);
+    // One thread decodes the two chunks as a pair; two decode them one by one.
+    let back = one.decode(&frame).unwrap().data;
+    assert_eq!(lossy(mode, 32_768, 2).decode(&frame).unwrap().data, back);
+    assert!(rel_rmse(DType::BF16, &data, &back) <= 0.02);
 }
