@@ -234,6 +234,7 @@ impl Codec {
             threads: self.threads,
             recipe: self.recipe(shape, format::numel(shape).unwrap_or(0)),
             seed: self.seed(),
+            contexts: matches!(self.mode, Mode::Bounded(b) if b.contexts),
         })
     }
 

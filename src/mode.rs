@@ -180,6 +180,10 @@ pub struct BoundedSpec {
     /// The most basis vectors a transform may keep (the rank of a low-rank projection);
     /// `None`: as many as pay off.
     pub max_rank: Option<usize>,
+    /// Whether chunks of a tensor of two dimensions or more may code their rows' symbols with
+    /// a table per class of rows (row contexts, format version 2), where that makes them
+    /// smaller (default); `false` skips them and the check. No effect with a transform.
+    pub contexts: bool,
 }
 
 impl BoundedSpec {
@@ -191,6 +195,7 @@ impl BoundedSpec {
             nonfinite: NonFinite::Error,
             transform: Transform::None,
             max_rank: None,
+            contexts: true,
         }
     }
 

@@ -287,6 +287,7 @@ def test_info_shows_lossy_stages():
         {"format": "mxfp8_e5m2", "nonfinite": "keep"},
         {"target_bits": 2.5, "step": "channel"},
         {"bits": 2, "scale": "e8m0", "block": 16, "entropy": True},
+        {"profile": "max", "contexts": False},
     ],
     ids=str,
 )
@@ -299,6 +300,46 @@ def test_config_round_trip(kw):
     x = np.random.default_rng(0).standard_normal((40, 100)).astype(np.float32)
     assert c.encode(x) == c2.encode(x)
     assert "Codec(profile=" in repr(c)
+
+
+def rows_of_scales(rows: int, d: int, seed: int) -> np.ndarray:
+    """bfloat16 rows whose scales span 2^-3..2^4, as a gradient's tokens do."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, d)) * np.exp2(rng.integers(-3, 5, (rows, 1)))
+    return x.astype(ml_dtypes.bfloat16)
+
+
+@pytest.mark.parametrize("profile", ["balanced", "max"])
+def test_row_contexts_shrink_rows_of_different_scales_unless_turned_off(profile):
+    x = rows_of_scales(256, 512, 3)
+    on = codec.Codec(profile, threads=1)
+    off = codec.Codec(profile, contexts=False, threads=1)
+    assert on.settings["contexts"] is True and off.settings["contexts"] is False
+    a, b = on.encode(x), off.encode(x)
+    assert codec.info(a)["format_version"] == codec.info(b)["format_version"] == 2
+    # Row contexts: a table per class of rows; without them the frame is that of the
+    # flattened tensor (no rows), but for its shape.
+    assert len(a) < 0.95 * len(b), (len(a), len(b))
+    assert abs(len(b) - len(off.encode(x.reshape(-1)))) <= 4
+    bound = 0.01 if profile == "balanced" else 0.05
+    for blob in (a, b):
+        y = np.asarray(codec.decode(blob)).astype(np.float64)
+        xf = x.astype(np.float64)
+        assert np.sqrt(((xf - y) ** 2).sum() / (xf**2).sum()) <= bound
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"bits": 4, "contexts": False}, "exclude each other"),
+        ({"contexts": True}, "applies to error-bounded"),
+        ({"error": 0.01, "contexts": "yes"}, "True or False"),
+    ],
+)
+def test_contexts_belong_to_error_bounded_coding(kw, match):
+    with pytest.raises(codec.InvalidArgumentError, match=match):
+        codec.Codec(**kw)
+    assert codec.Codec("fast").settings["contexts"] is None
 
 
 def test_explicit_parameters_override_profiles():

@@ -34,7 +34,7 @@ MX_FORMATS = {
 _SETTINGS: tuple[str, ...] = tuple(_core.SETTING_KEYS)
 _FIXED = ("format", "scale", "entropy")
 _BOUNDS = ("error", "max_abs_error", "target_bits")
-_BOUNDED = (*_BOUNDS, "step", "transform", "rank")
+_BOUNDED = (*_BOUNDS, "step", "transform", "rank", "contexts")
 #: Transform coding choices (``transform=``) of error-bounded coding.
 TRANSFORMS = ("none", "identity", "pca", "auto")
 
@@ -108,8 +108,9 @@ def _resolve(profile: str, given: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(given[k], str):
                 raise InvalidArgumentError(f"{k} must be a string, not {type(given[k]).__name__}")
             given[k] = given[k].lower()
-    if "entropy" in given and not isinstance(given["entropy"], bool):
-        raise InvalidArgumentError("entropy must be True or False")
+    for k in ("entropy", "contexts"):
+        if k in given and not isinstance(given[k], bool):
+            raise InvalidArgumentError(f"{k} must be True or False")
     bits = given.pop("bits", None)
     fmt = given.get("format")
     if fmt in MX_FORMATS:
@@ -263,6 +264,11 @@ class Codec:
             plain coding. NaN/Inf and tensors of more than 1024 channels get plain coding.
         rank: the most basis vectors (principal directions) a transform keeps: a low-rank
             projection. Implies ``transform="auto"`` unless given.
+        contexts: ``True`` (default) lets a chunk of a tensor of two dimensions or more
+            code its rows' codes with a table per class of rows (format version 2) where that
+            makes it smaller: rows of different scales, such as a gradient's tokens, code
+            6-9% smaller, encoding about a fifth slower there. ``False`` skips them
+            and the check (about 0.05 ns per element). No effect with ``transform=``.
 
         Both lossy modes:
 
@@ -313,6 +319,7 @@ class Codec:
         step: str | None = None,
         transform: str | None = None,
         rank: int | None = None,
+        contexts: bool | None = None,
         rounding: str | None = None,
         seed: int | None = None,
         nonfinite: str | None = None,
@@ -343,6 +350,7 @@ class Codec:
                 "step": step,
                 "transform": transform,
                 "rank": rank,
+                "contexts": contexts,
                 "rounding": rounding,
                 "seed": seed,
                 "nonfinite": nonfinite,

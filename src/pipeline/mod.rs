@@ -523,6 +523,9 @@ pub struct EncodeRequest<'a> {
     pub recipe: Recipe,
     /// Seed of stochastic rounding (not written into the frame).
     pub seed: u64,
+    /// Whether error-bounded chunks of a tensor of two dimensions or more may use row
+    /// contexts (see [`crate::BoundedSpec::contexts`]).
+    pub contexts: bool,
 }
 
 /// A checked encode request: the header to write and how the input splits into chunks.
@@ -533,6 +536,8 @@ pub(crate) struct EncodePlan {
     pub threads: usize,
     /// Seed of stochastic rounding.
     pub seed: u64,
+    /// See [`EncodeRequest::contexts`].
+    pub contexts: bool,
     pub input_len: usize,
     /// Bytes of input per chunk (the last chunk may be shorter).
     pub chunk_bytes: usize,
@@ -594,6 +599,7 @@ impl EncodePlan {
             recipe: req.recipe,
             threads: req.threads,
             seed: req.seed,
+            contexts: req.contexts,
             input_len,
             chunk_bytes,
             n_chunks: input_len.div_ceil(chunk_bytes),
@@ -626,6 +632,7 @@ impl EncodePlan {
                 threads: self.threads,
                 recipe: self.recipe,
                 seed: self.seed,
+                contexts: self.contexts,
             };
             lossy::refuse_nonfinite(&req, self.chunk_bytes, "fixed-rate")?;
         }
@@ -652,7 +659,11 @@ impl EncodePlan {
             self.chunk(input, i),
             self.header.chunk_elems * i as u64,
             self.seed,
-            contexts::segment_len(&self.header.shape),
+            if self.contexts {
+                contexts::segment_len(&self.header.shape)
+            } else {
+                0
+            },
             out,
         )
     }

@@ -236,6 +236,7 @@ impl Session {
                 rans: RansParams::DEFAULT,
             },
             seed: 0,
+            contexts: false,
         };
         let plan = super::EncodePlan::new(&req)?;
         let numel = plan.header.numel()? as usize;

@@ -1208,6 +1208,19 @@ fn row_contexts_shrink_rows_of_different_scales() {
         );
         let flat = c.encode(&data, DType::BF16, &[256 * 512]).unwrap();
         assert_eq!(chunk_modes(&flat), [MODE_CODED; 4]);
+        // Turned off, the rows are coded as the flattened tensor is.
+        let off = lossy(
+            Mode::Bounded(BoundedSpec {
+                rounding,
+                contexts: false,
+                ..BoundedSpec::new(Bound::RelRmse(eps))
+            }),
+            32_768,
+            1,
+        );
+        let plain = off.encode(&data, DType::BF16, &[256, 512]).unwrap();
+        assert_eq!(chunk_modes(&plain), [MODE_CODED; 4]);
+        assert_eq!(plain.len(), flat.len() + 1, "{rounding:?}");
         let ratio = frame.len() as f64 / flat.len() as f64;
         assert!(ratio < 0.97, "{rounding:?}: {ratio}");
         let back = c.decode(&frame).unwrap().data;

@@ -179,7 +179,7 @@ fn limits_from(d: Option<&Bound<'_, PyDict>>) -> PyResult<Limits> {
 // ---- settings dicts (the Python config's coding keys) <-> modes ----
 
 /// The keys of a settings dict, in the order `get_config` lists them.
-const SETTING_KEYS: [&str; 13] = [
+const SETTING_KEYS: [&str; 14] = [
     "format",
     "block",
     "scale",
@@ -193,6 +193,7 @@ const SETTING_KEYS: [&str; 13] = [
     "nonfinite",
     "transform",
     "rank",
+    "contexts",
 ];
 
 fn invalid(msg: impl Into<String>) -> PyErr {
@@ -267,6 +268,12 @@ fn mode_from(d: &Bound<'_, PyDict>) -> PyResult<Mode> {
                  (error-bounded quantization) exclude each other: pass one kind",
             ));
         }
+        if d.get_item("contexts")?.is_some_and(|v| !v.is_none()) {
+            return Err(invalid(
+                "contexts= applies to error-bounded quantization (error=, max_abs_error=, \
+                 target_bits=): fixed-rate codes have a scale per block already",
+            ));
+        }
         let element = Element::parse(&fmt).ok_or_else(|| {
             invalid(format!(
                 "format={fmt:?} is unknown; choose one of {}",
@@ -336,6 +343,7 @@ fn mode_from(d: &Bound<'_, PyDict>) -> PyResult<Mode> {
             nonfinite: nonfinite_from(d)?,
             transform,
             max_rank,
+            contexts: get(d, "contexts")?.unwrap_or(true),
         })
     } else {
         for k in [
@@ -347,6 +355,7 @@ fn mode_from(d: &Bound<'_, PyDict>) -> PyResult<Mode> {
             "seed",
             "transform",
             "rank",
+            "contexts",
         ] {
             if d.get_item(k)?.is_some_and(|v| !v.is_none()) {
                 return Err(invalid(format!(
@@ -400,6 +409,7 @@ fn settings_of<'py>(py: Python<'py>, mode: &Mode) -> PyResult<Bound<'py, PyDict>
             if let Some(r) = b.max_rank {
                 d.set_item("rank", r)?;
             }
+            d.set_item("contexts", b.contexts)?;
             (b.rounding, b.nonfinite)
         }
     };
