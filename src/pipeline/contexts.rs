@@ -26,8 +26,7 @@ use crate::entropy::freq;
 use crate::entropy::rans::{self, EncScratch, RansParams, Stream};
 use crate::error::{ensure_frame, Result};
 use crate::format::{put_uvarint, Reader};
-use crate::quant::uniform::{ALPHABET, DIRECT, ESC};
-use crate::simd;
+use crate::quant::uniform::{ALPHABET, ESC};
 
 /// Most classes a chunk may have (two bits each in the map).
 pub const MAX_CLASSES: usize = 4;
@@ -191,7 +190,7 @@ fn stream_bits(h: &[u32], elems: f64, rans: &RansParams) -> f64 {
 pub struct Scratch {
     /// Each segment's class.
     classes: Vec<u8>,
-    /// Segments by mean symbol.
+    /// The probed segments by their (scaled) symbol sums.
     keys: Vec<(u64, u32)>,
     /// Sampled histograms of the base classes.
     hist: Vec<u32>,
@@ -389,9 +388,7 @@ pub fn write(
             s.ctx.extend_from_slice(&symbols[r]);
         }
         let part = &mut s.ctx[start..];
-        s.counts.clear();
-        s.counts.resize(ALPHABET, 0);
-        let estimated = freq::sampled_histogram_from(part, &mut s.counts, 511, 2, min_sampled);
+        let estimated = lossy::symbol_counts(part, &mut s.counts, min_sampled);
         let mut escape = [false; ALPHABET];
         let min = if esc.rare {
             lossy::rare_escapes(
@@ -405,27 +402,18 @@ pub fn write(
             ESC
         };
         if esc.quantizer || min < ESC {
-            flagged.clear();
-            (simd::kernels().flagged)(part, min, DIRECT as u16, flagged);
+            // Each escape's index in the chunk, from the span its position in the class
+            // falls in (the positions come in order).
+            let (spans, escaped_at) = (&s.spans, &mut s.escaped_at);
             let mut span = 0;
-            let mut n_esc = 0u32;
-            for &p in flagged.iter() {
-                let p = p as usize;
-                let v = &mut part[p];
-                if escape[usize::from(*v)] {
-                    *v = ESC;
-                }
-                if *v == ESC {
-                    while span + 1 < s.spans.len() && s.spans[span + 1].0 <= p {
-                        span += 1;
-                    }
-                    let (at, first) = s.spans[span];
-                    s.escaped_at.push((first + p - at) as u32);
-                    n_esc += 1;
-                }
-            }
             // The exact count (sampled counts only estimate the symbols moved to it).
-            s.counts[usize::from(ESC)] = n_esc;
+            s.counts[usize::from(ESC)] = lossy::mark_escapes(part, &escape, min, flagged, |p| {
+                while span + 1 < spans.len() && spans[span + 1].0 <= p {
+                    span += 1;
+                }
+                let (at, first) = spans[span];
+                escaped_at.push((first + p - at) as u32);
+            });
         }
         rans::encode(part, ALPHABET, Some(&s.counts), *rans, enc, out);
     }

@@ -471,7 +471,7 @@ pub(super) fn encode_uniform_chunk(
             out.extend_from_slice(&s.escaped);
             return err.total();
         }
-        let estimated = symbol_counts(&s.symbols, &mut s.counts);
+        let estimated = symbol_counts(&s.symbols, &mut s.counts, freq::SAMPLED_COUNTS);
         let mut escape = [false; uniform::ALPHABET];
         // Which elements are escaped depends on the chunking; stochastically rounded values
         // are promised not to (as gradients' reproducibility across settings wants).
@@ -484,17 +484,12 @@ pub(super) fn encode_uniform_chunk(
         if escapes > 0 || min < uniform::ESC {
             let esc = s.counts[usize::from(uniform::ESC)] as usize;
             s.escaped.reserve(esc.max(escapes) * isz);
-            gather_escapes(
-                &mut s.symbols,
-                &escape,
-                min,
-                input,
-                isz,
-                &mut s.flagged,
-                &mut s.escaped,
-            );
+            let escaped = &mut s.escaped;
             // The exact count (sampled counts only estimate the symbols moved to it).
-            s.counts[usize::from(uniform::ESC)] = (s.escaped.len() / isz) as u32;
+            s.counts[usize::from(uniform::ESC)] =
+                mark_escapes(&mut s.symbols, &escape, min, &mut s.flagged, |i| {
+                    escaped.extend_from_slice(&input[i * isz..(i + 1) * isz])
+                });
         }
         rans::encode(
             &s.symbols,
@@ -574,21 +569,20 @@ pub(super) fn rare_escapes(
 }
 
 /// Replaces the symbols marked in `escape` (direct ones, none below `min`) with `ESC` and
-/// appends the bytes of every escaped element of `input` to `out`, in element order;
-/// `flagged` is scratch. The candidates and escapes are found by the `flagged` kernel (a
-/// loop over every symbol of a chunk with escapes took about a sixth of the `balanced`
-/// encoder's time on activations with outlier channels).
-fn gather_escapes(
+/// calls `escaped(i)` with the index of every escape symbol (those already there included),
+/// in order; returns how many there are. `flagged` is scratch. The candidates and escapes are
+/// found by the `flagged` kernel (a loop over every symbol of a chunk with escapes took about
+/// a sixth of the `balanced` encoder's time on activations with outlier channels).
+pub(super) fn mark_escapes(
     symbols: &mut [u16],
     escape: &[bool; uniform::ALPHABET],
     min: u16,
-    input: &[u8],
-    isz: usize,
     flagged: &mut Vec<u32>,
-    out: &mut Vec<u8>,
-) {
+    mut escaped: impl FnMut(usize),
+) -> u32 {
     flagged.clear();
     (simd::kernels().flagged)(symbols, min, uniform::DIRECT as u16, flagged);
+    let mut count = 0;
     for &i in flagged.iter() {
         let i = i as usize;
         let v = &mut symbols[i];
@@ -596,9 +590,11 @@ fn gather_escapes(
             *v = uniform::ESC;
         }
         if *v == uniform::ESC {
-            out.extend_from_slice(&input[i * isz..(i + 1) * isz]);
+            escaped(i);
+            count += 1;
         }
     }
+    count
 }
 
 /// The counts a uniform chunk's rANS table is built from (`ALPHABET` long): in large chunks
@@ -607,11 +603,17 @@ fn gather_escapes(
 /// faster on a 2-core AMD EPYC (Zen 4) VM, but cost 0.03-0.11% of the ratio on the built-in
 /// activation and gradient; at the links this codec is for the ratio decides.
 ///
-/// Returns the range of symbols whose counts are estimates (see [`freq::sampled_histogram`]).
-fn symbol_counts(symbols: &[u16], counts: &mut Vec<u32>) -> (i32, i32) {
+/// Sampled from `min_sampled` symbols on ([`freq::SAMPLED_COUNTS`] for a chunk; the classes
+/// of row contexts sample from less). Returns the range of symbols whose counts are estimates
+/// (see [`freq::sampled_histogram`]).
+pub(super) fn symbol_counts(
+    symbols: &[u16],
+    counts: &mut Vec<u32>,
+    min_sampled: usize,
+) -> (i32, i32) {
     counts.clear();
     counts.resize(uniform::ALPHABET, 0);
-    freq::sampled_histogram(symbols, counts, 511, 2)
+    freq::sampled_histogram_from(symbols, counts, 511, 2, min_sampled)
 }
 
 /// Decodes a chunk of mode 1, or of mode 2 (row contexts) when `contexts` is set.
@@ -1219,7 +1221,7 @@ mod tests {
         ];
         let mut counts = Vec::new();
         for symbols in cases {
-            symbol_counts(&symbols, &mut counts);
+            symbol_counts(&symbols, &mut counts, freq::SAMPLED_COUNTS);
             assert_eq!(counts.len(), uniform::ALPHABET);
             for &v in &symbols {
                 assert!(counts[usize::from(v)] > 0, "symbol {v} lost");
