@@ -98,88 +98,28 @@ pub fn roundtrip(data: &[u8]) {
 /// uniform coding samples its symbol counts.
 const LARGE_CHUNK: usize = 1 << 17;
 
+/// A lossy codec and a tensor read from fuzz input by [`lossy_case`].
+struct LossyCase<'a> {
+    codec: Codec,
+    dtype: DType,
+    input: std::borrow::Cow<'a, [u8]>,
+    shape: Vec<u64>,
+}
+
 /// Reads a lossy mode and a tensor from arbitrary bytes, encodes, decodes, and checks what
 /// the mode promises: the shape and dtype, non-finite values carried bit for bit, the error
 /// bound of an error-bounded mode, and the same frame from one thread.
 pub fn lossy_roundtrip(data: &[u8]) {
-    let [sel, chunk_sel, a, b, rest @ ..] = data else {
+    let Some(LossyCase {
+        codec,
+        dtype,
+        input,
+        shape,
+    }) = lossy_case(data)
+    else {
         return;
     };
-    let dtype = DType::ALL[usize::from(sel % 3)];
-    let threads = usize::from((sel >> 2) & 1) + 1;
-    let rounding = if sel & 0x08 != 0 {
-        Rounding::Stochastic {
-            seed: u64::from(*b),
-        }
-    } else {
-        Rounding::Nearest
-    };
-    let frac = f64::from(*b) / 255.0;
-    let mode = match (sel >> 4) % 6 {
-        0 => Mode::Block(BlockSpec {
-            element: Element::ALL[usize::from(a % 7)],
-            scale: ScaleFormat::ALL[usize::from((a / 7) % 3)],
-            block: 16 + usize::from(*b) % 241,
-            entropy: a & 0x80 != 0,
-            rounding,
-            nonfinite: NonFinite::Keep,
-        }),
-        k => {
-            let bound = match k {
-                1 | 4 | 5 => Bound::RelRmse(10f64.powf(-3.0 * frac)),
-                2 => Bound::MaxAbs(10f64.powf(f64::from(*a % 16) - 10.0)),
-                _ => Bound::Bits(1.0 + 15.0 * f64::from(*a) / 255.0),
-            };
-            let scope = match k {
-                4 => StepScope::Channel,
-                5 => StepScope::Block(16 + usize::from(*a) % 241),
-                _ => StepScope::Global,
-            };
-            let rounding = if k == 2 { Rounding::Nearest } else { rounding };
-            // A relative RMSE with one global step may take a transform.
-            let (transform, max_rank) = match (k, a >> 5) {
-                (1, 1) => (Transform::Identity, None),
-                (1, 2 | 3) => (Transform::Pca, None),
-                (1, 4) => (Transform::Pca, Some(1 + usize::from(*a & 3))),
-                (1, 5) => (Transform::Auto, None),
-                _ => (Transform::None, None),
-            };
-            // Transforms code finite tensors; NaN and Inf then take plain coding.
-            let nonfinite = NonFinite::Keep;
-            Mode::Bounded(BoundedSpec {
-                scope,
-                rounding,
-                nonfinite,
-                transform,
-                max_rank,
-                ..BoundedSpec::new(bound)
-            })
-        }
-    };
-    // `chunk_sel == 0` tiles the input into one large chunk (past the 2^16 elements where
-    // symbol counts are sampled), which short fuzz inputs never reach otherwise.
-    let isz = dtype.itemsize();
-    let tiled: Vec<u8>;
-    let (rest, chunk_elems) = if *chunk_sel == 0 && rest.len() >= isz {
-        let unit = &rest[..rest.len() / isz * isz];
-        let elems = LARGE_CHUNK + unit.len() / isz;
-        tiled = unit.iter().copied().cycle().take(elems * isz).collect();
-        (&tiled[..], LARGE_CHUNK as u64)
-    } else {
-        (rest, u64::from(*chunk_sel).max(1) * 4)
-    };
-    let n = rest.len() / isz;
-    let input = &rest[..n * isz];
-    let shape: Vec<u64> = if n.is_multiple_of(4) && n > 0 {
-        vec![4, (n / 4) as u64]
-    } else {
-        vec![1, n as u64]
-    };
-    let codec = Codec {
-        mode,
-        chunk_elems,
-        ..fuzz_codec(threads)
-    };
+    let (input, mode, n) = (&input[..], codec.mode, input.len() / dtype.itemsize());
     let frame = match codec.encode(input, dtype, &shape) {
         Ok(f) => f,
         // A bits target below what headers and tables take is refused, not missed.
@@ -234,6 +174,104 @@ pub fn lossy_roundtrip(data: &[u8]) {
         ..codec.clone()
     };
     assert_eq!(serial.encode(input, dtype, &shape).unwrap(), frame);
+}
+
+/// The codec and tensor that [`lossy_roundtrip`] reads from `data`.
+fn lossy_case(data: &[u8]) -> Option<LossyCase<'_>> {
+    let [sel, chunk_sel, a, b, rest @ ..] = data else {
+        return None;
+    };
+    let dtype = DType::ALL[usize::from(sel % 3)];
+    let threads = usize::from((sel >> 2) & 1) + 1;
+    let rounding = if sel & 0x08 != 0 {
+        Rounding::Stochastic {
+            seed: u64::from(*b),
+        }
+    } else {
+        Rounding::Nearest
+    };
+    let frac = f64::from(*b) / 255.0;
+    let mode = match (sel >> 4) % 6 {
+        0 => Mode::Block(BlockSpec {
+            element: Element::ALL[usize::from(a % 7)],
+            scale: ScaleFormat::ALL[usize::from((a / 7) % 3)],
+            block: 16 + usize::from(*b) % 241,
+            entropy: a & 0x80 != 0,
+            rounding,
+            nonfinite: NonFinite::Keep,
+        }),
+        k => {
+            let bound = match k {
+                1 | 4 | 5 => Bound::RelRmse(10f64.powf(-3.0 * frac)),
+                2 => Bound::MaxAbs(10f64.powf(f64::from(*a % 16) - 10.0)),
+                _ => Bound::Bits(1.0 + 15.0 * f64::from(*a) / 255.0),
+            };
+            let scope = match k {
+                4 => StepScope::Channel,
+                5 => StepScope::Block(16 + usize::from(*a) % 241),
+                _ => StepScope::Global,
+            };
+            let rounding = if k == 2 { Rounding::Nearest } else { rounding };
+            // A relative RMSE with one global step may take a transform.
+            let (transform, max_rank) = match (k, a >> 5) {
+                (1, 1) => (Transform::Identity, None),
+                (1, 2 | 3) => (Transform::Pca, None),
+                (1, 4) => (Transform::Pca, Some(1 + usize::from(*a & 3))),
+                (1, 5) => (Transform::Auto, None),
+                _ => (Transform::None, None),
+            };
+            // Transforms code finite tensors; NaN and Inf then take plain coding.
+            let nonfinite = NonFinite::Keep;
+            Mode::Bounded(BoundedSpec {
+                scope,
+                rounding,
+                nonfinite,
+                transform,
+                max_rank,
+                ..BoundedSpec::new(bound)
+            })
+        }
+    };
+    // `chunk_sel == 0` tiles the input into one large chunk (past the 2^16 elements where
+    // symbol counts are sampled), which short fuzz inputs never reach otherwise, and then
+    // a shorter one. Such a tensor may have rows of `ROWS[b % 8]` elements (all but the
+    // first put the second chunk's start inside a segment of rows), where the error-bounded
+    // coder may give rows of different scales tables of their own (row contexts).
+    const ROWS: [usize; 8] = [0, 48, 100, 256, 300, 512, 1000, 4096];
+    let isz = dtype.itemsize();
+    let mut row = None;
+    let (input, chunk_elems) = if *chunk_sel == 0 && rest.len() >= isz {
+        let unit = &rest[..rest.len() / isz * isz];
+        row = Some(ROWS[usize::from(*b % 8)]).filter(|&r| r > 0);
+        let elems = (LARGE_CHUNK + unit.len() / isz).next_multiple_of(row.unwrap_or(1));
+        let tiled: Vec<u8> = unit.iter().copied().cycle().take(elems * isz).collect();
+        (std::borrow::Cow::Owned(tiled), LARGE_CHUNK as u64)
+    } else {
+        let whole = rest.len() / isz * isz;
+        (
+            std::borrow::Cow::Borrowed(&rest[..whole]),
+            u64::from(*chunk_sel).max(1) * 4,
+        )
+    };
+    let n = input.len() / isz;
+    let shape: Vec<u64> = if let Some(row) = row {
+        vec![(n / row) as u64, row as u64]
+    } else if n.is_multiple_of(4) && n > 0 {
+        vec![4, (n / 4) as u64]
+    } else {
+        vec![1, n as u64]
+    };
+    let codec = Codec {
+        mode,
+        chunk_elems,
+        ..fuzz_codec(threads)
+    };
+    Some(LossyCase {
+        codec,
+        dtype,
+        input,
+        shape,
+    })
 }
 
 /// Reads session settings and a sequence of tensors from arbitrary bytes and sends them
@@ -379,9 +417,56 @@ mod tests {
     fn lossy_harness_reaches_large_chunks() {
         let x = 0.123f32.to_bits().to_le_bytes();
         for sel in [0x11u8, 0x19, 0x21, 0x31] {
-            // bfloat16 (sel % 3 == 2): two values alternating; relative RMSE (nearest and
-            // stochastic), max abs error, bits.
+            // Relative RMSE (nearest and stochastic), max abs error, bits; the dtype is
+            // `sel % 3`: bfloat16 and float16 (two values alternating) and float32 (one).
             super::lossy_roundtrip(&[sel, 0, 0, 128, x[0], x[1], x[2], x[3]]);
+        }
+    }
+
+    /// Tiled rows of 8 scales (2^-3..2^4): the error-bounded coder gives them row contexts
+    /// in every chunk large enough (not the 2048 elements after the first chunk of rows of
+    /// 256), the second chunk of rows of 300, which starts inside a segment, included, and
+    /// the harness's checks hold on them.
+    #[test]
+    fn lossy_harness_reaches_row_contexts() {
+        use crate::pipeline::{chunk_modes, MODE_CONTEXTS};
+        use crate::quant::convert;
+        // (row length selector `b % 8`, row length, rows in the tiled unit, chunk modes)
+        let one = crate::pipeline::MODE_CODED;
+        let two = MODE_CONTEXTS;
+        for (b, row, rows, want) in [
+            (147u8, 256usize, 8usize, [two, one]),
+            (148, 300, 32, [two; 2]),
+        ] {
+            let mut unit = vec![];
+            let mut state = 0x2545_f491_4f6c_dd1du64;
+            for i in 0..row * rows {
+                let k = ((i / row) as u32).wrapping_mul(0x9E37_79B1) >> 29;
+                // A sum of four uniforms: roughly normal.
+                let mut x = -2.0f32;
+                for _ in 0..4 {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1);
+                    x += (state >> 40) as f32 / (1u64 << 24) as f32;
+                }
+                let v = x * (k as f32 - 3.0).exp2();
+                unit.extend_from_slice(&convert::f32_to_bf16(v).to_le_bytes());
+            }
+            // bfloat16, relative RMSE about 1.8% (from `b`), one global step; nearest and
+            // stochastic rounding.
+            for sel in [0x11u8, 0x1a] {
+                let data = [&[sel, 0, 0, b][..], &unit].concat();
+                let case = super::lossy_case(&data).unwrap();
+                assert_eq!(case.shape[1], row as u64);
+                let frame = case
+                    .codec
+                    .encode(&case.input, case.dtype, &case.shape)
+                    .unwrap();
+                let modes = chunk_modes(&frame);
+                assert_eq!(modes, want, "rows of {row}, sel {sel:#x}");
+                super::lossy_roundtrip(&data);
+            }
         }
     }
 
@@ -407,12 +492,19 @@ mod tests {
 
     #[test]
     fn golden_frames_decode_through_the_harness() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1");
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.extension().is_some_and(|x| x == "iota") {
-                super::decode(&std::fs::read(p).unwrap());
+        for version in ["v1", "v2"] {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/golden")
+                .join(version);
+            let mut count = 0;
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "iota") {
+                    super::decode(&std::fs::read(p).unwrap());
+                    count += 1;
+                }
             }
+            assert!(count > 20, "{version}: {count} golden frames");
         }
     }
 }

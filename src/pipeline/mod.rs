@@ -44,10 +44,10 @@ pub const STAGE_UNIFORM_QUANT: u8 = 4;
 /// Chunk payload mode: the chunk's elements, stored as they are (little-endian).
 const MODE_STORED: u8 = 0;
 /// Chunk payload mode: coded by the frame's stages.
-const MODE_CODED: u8 = 1;
+pub(crate) const MODE_CODED: u8 = 1;
 /// Chunk payload mode (format version 2, `[uniform_quant, rans]` only): coded with a rANS
 /// table per class of rows (see [`contexts`]).
-const MODE_CONTEXTS: u8 = 2;
+pub(crate) const MODE_CONTEXTS: u8 = 2;
 
 /// Parameters of a fixed-rate block quantization stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1383,6 +1383,21 @@ fn validate_chunk(job: &ChunkJob, index: u64, out: &[u8]) -> Result<()> {
         job.validation,
         index.saturating_mul(job.chunk_elems),
     )
+}
+
+/// The mode byte of every chunk of `frame` (for tests).
+#[cfg(test)]
+pub(crate) fn chunk_modes(frame: &[u8]) -> Vec<u8> {
+    let (_, ext) = crate::format::Header::parse(frame).unwrap();
+    let mut pos = ext.len;
+    let mut modes = vec![];
+    while pos < frame.len() {
+        let len = u32::from_le_bytes(frame[pos..pos + 4].try_into().unwrap()) as usize;
+        let start = pos + crate::format::CHUNK_RECORD_OVERHEAD;
+        modes.push(frame[start]);
+        pos = start + len;
+    }
+    modes
 }
 
 #[cfg(test)]

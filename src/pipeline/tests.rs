@@ -1161,21 +1161,7 @@ fn frames_are_identical_at_every_simd_level() {
     }
 }
 
-use super::{MODE_CODED, MODE_CONTEXTS};
-
-/// The mode byte of every chunk of `frame`.
-fn chunk_modes(frame: &[u8]) -> Vec<u8> {
-    let (_, ext) = crate::format::Header::parse(frame).unwrap();
-    let mut pos = ext.len;
-    let mut modes = vec![];
-    while pos < frame.len() {
-        let len = u32::from_le_bytes(frame[pos..pos + 4].try_into().unwrap()) as usize;
-        let start = pos + crate::format::CHUNK_RECORD_OVERHEAD;
-        modes.push(frame[start]);
-        pos = start + len;
-    }
-    modes
-}
+use super::{chunk_modes, MODE_CODED, MODE_CONTEXTS};
 
 /// Rows of 512 bfloat16 values whose scales span 2^-3..2^4 (as a gradient's tokens do).
 fn rows_of_scales(rows: usize, seed: u64) -> Vec<u8> {
