@@ -158,7 +158,12 @@ pub fn lossy_roundtrip(data: &[u8]) {
     }
     if let Mode::Bounded(spec) = mode {
         match spec.bound {
-            Bound::RelRmse(e) => assert!(num <= e * e * den * (1.0 + 1e-9), "relative RMSE"),
+            Bound::RelRmse(e) => assert!(
+                num <= e * e * den * (1.0 + 1e-9),
+                "relative RMSE {} > {e}, {mode:?} {dtype} {shape:?} {}",
+                (num / den).sqrt(),
+                codec.chunk_elems
+            ),
             Bound::MaxAbs(e) => assert!(worst <= e, "max abs error {worst} > {e}"),
             // Bits per element mean nothing for an empty tensor.
             Bound::Bits(b) => assert!(

@@ -685,6 +685,49 @@ fn error_bounds_hold() {
     }
 }
 
+/// A bfloat16 tensor of 4 x 17 whose magnitudes run from 1e-21 to 3.7e6 (found by the lossy
+/// fuzzer): its error as a function of the step jumps (the spike lands on or off the grid),
+/// and the step search once ran off to a factor of 3.8e28 on the channels' RMS, whose errors
+/// the quantizer's sums (scaled by the largest step) lost entirely: a relative error of 1,
+/// measured as 0, was accepted. The bound holds for every scope and rounding, on the tensor
+/// and on copies scaled by powers of two.
+#[test]
+fn error_bounds_hold_on_a_spike_over_a_wide_range() {
+    const BITS: [u16; 68] = [
+        0xca60, 0x3a1b, 0xb679, 0xbc56, 0xc12a, 0xbc28, 0x3e50, 0xb61c, 0xbd7a, 0x3c18, 0xbc55,
+        0xb0c0, 0x39d7, 0xb4be, 0x3c47, 0x38c5, 0x3b44, 0xb2cc, 0xbc18, 0x3200, 0x35c0, 0x3c85,
+        0x3a43, 0x263c, 0x3ad4, 0x3852, 0x3298, 0x2b11, 0xb3ca, 0x397d, 0xbc38, 0xb908, 0x1d18,
+        0xbddb, 0xb6f9, 0xc005, 0xb977, 0xbf40, 0x3ce1, 0x36f8, 0x37ce, 0x2fe3, 0x37c0, 0xbcdd,
+        0x3b97, 0xb842, 0x3be3, 0x2d8e, 0xbfe5, 0xbd26, 0x3c83, 0xb061, 0xb654, 0x33c4, 0xb6cd,
+        0xb85b, 0x2e8e, 0x309e, 0xc080, 0x388d, 0xac34, 0x4129, 0xa7ee, 0xb0be, 0x3dc7, 0x304a,
+        0x315b, 0xb5f2,
+    ];
+    for k in [-60i32, 0, 40] {
+        let data: Vec<u8> = BITS
+            .iter()
+            .flat_map(|&b| {
+                let v = convert::bf16_to_f32(b) * (k as f32).exp2();
+                (convert::to_bits_sat(DType::BF16, v) as u16).to_le_bytes()
+            })
+            .collect();
+        for eps in [0.0085, 0.05, 0.3] {
+            for scope in [StepScope::Global, StepScope::Channel, StepScope::Block(16)] {
+                for rounding in [Rounding::Nearest, Rounding::Stochastic { seed: 7 }] {
+                    let mode = Mode::Bounded(BoundedSpec {
+                        scope,
+                        rounding,
+                        ..BoundedSpec::new(Bound::RelRmse(eps))
+                    });
+                    let c = lossy(mode, 96, 1);
+                    let t = c.decode(&c.encode(&data, DType::BF16, &[4, 17]).unwrap());
+                    let e = rel_rmse(DType::BF16, &data, &t.unwrap().data);
+                    assert!(e <= eps, "x2^{k} {eps} {scope:?} {rounding:?}: {e}");
+                }
+            }
+        }
+    }
+}
+
 /// The error-bounded encoder codes a tensor scaled by `1e-30` or `1e30` as it codes the
 /// tensor itself (the quantizer's `f32` partial error sums are scaled by the step): the bound
 /// holds, nearly reached, and the frame is as small.
