@@ -378,8 +378,14 @@ pub fn session(data: &[u8]) {
 mod tests {
     use std::path::Path;
 
-    fn replay(target: &str, run: fn(&[u8])) -> usize {
+    /// Runs every committed input of `target` through `run`; `None` where the fuzz crate is
+    /// absent (a source package, which leaves it out).
+    fn replay(target: &str, run: fn(&[u8])) -> Option<usize> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+        if !root.join("Cargo.toml").exists() {
+            eprintln!("no fuzz crate beside this one: no {target} corpus to replay");
+            return None;
+        }
         let mut count = 0;
         for dir in ["corpus", "regressions"] {
             let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
@@ -395,25 +401,28 @@ mod tests {
                 }
             }
         }
-        count
+        Some(count)
     }
 
     #[test]
     fn replay_decode_corpus() {
-        let n = replay("decode", super::decode);
-        assert!(n > 0, "the committed decode corpus is missing");
+        if let Some(n) = replay("decode", super::decode) {
+            assert!(n > 0, "the committed decode corpus is missing");
+        }
     }
 
     #[test]
     fn replay_roundtrip_corpus() {
-        let n = replay("roundtrip", super::roundtrip);
-        assert!(n > 0, "the committed roundtrip corpus is missing");
+        if let Some(n) = replay("roundtrip", super::roundtrip) {
+            assert!(n > 0, "the committed roundtrip corpus is missing");
+        }
     }
 
     #[test]
     fn replay_lossy_corpus() {
-        let n = replay("lossy", super::lossy_roundtrip);
-        assert!(n > 0, "the committed lossy corpus is missing");
+        if let Some(n) = replay("lossy", super::lossy_roundtrip) {
+            assert!(n > 0, "the committed lossy corpus is missing");
+        }
     }
 
     /// A tiled pattern away from zero in one large chunk: the case whose sampled symbol
@@ -477,8 +486,9 @@ mod tests {
 
     #[test]
     fn replay_session_corpus() {
-        let n = replay("session", super::session);
-        assert!(n > 0, "the committed session corpus is missing");
+        if let Some(n) = replay("session", super::session) {
+            assert!(n > 0, "the committed session corpus is missing");
+        }
     }
 
     proptest::proptest! {
