@@ -1618,6 +1618,17 @@ unsafe fn decode_vec<S: Simd, const DT: u8, const SAT: bool>(
             } else if S::mask_bits(S::igt(s, S::splat_i(i32::from(ESC)))) != 0 {
                 // A symbol outside the alphabet: the reference reports it.
                 scalar(i, i + S::W, extra, out)?;
+            } else if S::mask_bits(S::ieq(s, S::splat_i(i32::from(ESC)))) == big {
+                // Escapes and no bucket: the escapes decode as 0 (their elements are copied
+                // in afterwards), the rest as above (a product past the dtype's range is
+                // only ever an escape's, replaced before the store).
+                let q = S::xor(
+                    S::shr(s, 1),
+                    S::isub(S::splat_i(0), S::and(s, S::splat_i(1))),
+                );
+                let v = S::mul(S::cvt_if(q), st);
+                let v = S::sel_f(S::ieq(s, S::splat_i(i32::from(ESC))), S::splat(0.0), v);
+                store_x::<S, DT, SAT>(out.as_mut_ptr(), i, v);
             } else {
                 // Escapes decode as 0, buckets read their extra bits in order.
                 let mut zs = [0i32; 16];
@@ -1658,10 +1669,17 @@ pub(crate) unsafe fn extra_count<S: Simd>(symbols: &[u16]) -> (usize, usize) {
     for i in (0..done).step_by(S::W) {
         // SAFETY: elements `i..i + W` are inside `symbols`.
         let s = unsafe { S::load_u16(src.add(2 * i)) };
-        if S::mask_bits(S::igt(s, S::splat_i(DIRECT as i32 - 1))) != 0 {
-            let (b, e) = uniform::extra_and_escapes(&symbols[i..i + S::W]);
-            bits += b;
-            escapes += e;
+        let big = S::mask_bits(S::igt(s, S::splat_i(DIRECT as i32 - 1)));
+        if big != 0 {
+            let esc = S::mask_bits(S::ieq(s, S::splat_i(i32::from(ESC))));
+            if esc == big {
+                // Escapes only (most vectors with any: a chunk's rare codes): no extra bits.
+                escapes += esc.count_ones() as usize;
+            } else {
+                let (b, e) = uniform::extra_and_escapes(&symbols[i..i + S::W]);
+                bits += b;
+                escapes += e;
+            }
         }
     }
     let (b, e) = uniform::extra_and_escapes(&symbols[done..]);
