@@ -1538,6 +1538,18 @@ unsafe fn encode_vec<S: Simd, const DT: u8, const SAT: bool, const BOUNDED: bool
     (i, escapes)
 }
 
+/// `q` of zigzag codes `z` (`(z >> 1) ^ -(z & 1)`).
+#[inline(always)]
+unsafe fn unzigzag<S: Simd>(z: S::I) -> S::I {
+    // SAFETY: the caller's features.
+    unsafe {
+        S::xor(
+            S::shr(z, 1),
+            S::isub(S::splat_i(0), S::and(z, S::splat_i(1))),
+        )
+    }
+}
+
 #[inline(always)]
 pub(crate) unsafe fn uniform_decode<S: Simd, const DT: u8>(
     symbols: &[u16],
@@ -1610,10 +1622,7 @@ unsafe fn decode_vec<S: Simd, const DT: u8, const SAT: bool>(
             };
             let big = S::mask_bits(S::igt(s, S::splat_i(DIRECT as i32 - 1)));
             if big == 0 {
-                let q = S::xor(
-                    S::shr(s, 1),
-                    S::isub(S::splat_i(0), S::and(s, S::splat_i(1))),
-                );
+                let q = unzigzag::<S>(s);
                 store_x::<S, DT, SAT>(out.as_mut_ptr(), i, S::mul(S::cvt_if(q), st));
             } else if S::mask_bits(S::igt(s, S::splat_i(i32::from(ESC)))) != 0 {
                 // A symbol outside the alphabet: the reference reports it.
@@ -1622,10 +1631,7 @@ unsafe fn decode_vec<S: Simd, const DT: u8, const SAT: bool>(
                 // Escapes and no bucket: the escapes decode as 0 (their elements are copied
                 // in afterwards), the rest as above (a product past the dtype's range is
                 // only ever an escape's, replaced before the store).
-                let q = S::xor(
-                    S::shr(s, 1),
-                    S::isub(S::splat_i(0), S::and(s, S::splat_i(1))),
-                );
+                let q = unzigzag::<S>(s);
                 let v = S::mul(S::cvt_if(q), st);
                 let v = S::sel_f(S::ieq(s, S::splat_i(i32::from(ESC))), S::splat(0.0), v);
                 store_x::<S, DT, SAT>(out.as_mut_ptr(), i, v);
@@ -1645,10 +1651,7 @@ unsafe fn decode_vec<S: Simd, const DT: u8, const SAT: bool>(
                     m &= m - 1;
                 }
                 let z = S::load_i32(zs.as_ptr().cast());
-                let q = S::xor(
-                    S::shr(z, 1),
-                    S::isub(S::splat_i(0), S::and(z, S::splat_i(1))),
-                );
+                let q = unzigzag::<S>(z);
                 let v = S::mul(S::cvt_if(q), st);
                 let v = S::sel_f(S::ieq(s, S::splat_i(i32::from(ESC))), S::splat(0.0), v);
                 // |q| may reach 2^24 here: the saturating store.
