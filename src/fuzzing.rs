@@ -239,9 +239,10 @@ fn lossy_case(data: &[u8]) -> Option<LossyCase<'_>> {
     };
     // `chunk_sel == 0` tiles the input into one large chunk (past the 2^16 elements where
     // symbol counts are sampled), which short fuzz inputs never reach otherwise, and then
-    // a shorter one. Such a tensor may have rows of `ROWS[b % 8]` elements (all but the
-    // first put the second chunk's start inside a segment of rows), where the error-bounded
-    // coder may give rows of different scales tables of their own (row contexts).
+    // a shorter one. Such a tensor may have rows of `ROWS[b % 8]` elements (rows of 48, 100,
+    // 300 and 1000 put the second chunk's start inside a segment of rows), where the
+    // error-bounded coder may give rows of different scales tables of their own (row
+    // contexts).
     const ROWS: [usize; 8] = [0, 48, 100, 256, 300, 512, 1000, 4096];
     let isz = dtype.itemsize();
     let mut row = None;
