@@ -103,8 +103,7 @@ def test_a_wheel_built_from_it_installs_and_works_alone(sdist, tmp_path):
     )
     wheels = tmp_path / "wheels"
     # No index, no build isolation: the build uses this environment's maturin, offline. No
-    # cache: pip keeps wheels built from a local archive under a key that its contents do not
-    # change, and would hand back the wheel of an earlier source distribution.
+    # cache: no wheel pip kept from an earlier build may stand in for this one.
     _run(
         [
             sys.executable,
