@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use iota_codec::entropy::{freq, rans};
 use iota_codec::quant::block::{BlockFormat, ScaleFormat};
-use iota_codec::quant::uniform::{self, BitReader, BitWriter, ErrSum, QuantArgs, Step};
+use iota_codec::quant::uniform::{self, BitReader, BitWriter, ErrSum, Escaped, QuantArgs, Step};
 use iota_codec::simd::{self, FloatSplit, Kernels};
 use iota_codec::transform::floatsplit;
 use iota_codec::{DType, Element, Rounding};
@@ -451,6 +451,7 @@ fn lossy(data: &[u8], dtype: DType, reps: usize) {
                 std::hint::black_box((k.extra_count)(&symbols[..e]));
             }
         });
+        let escaped = vec![0u8; symbols[..e].iter().filter(|&&s| s == uniform::ESC).count() * isz];
         let t_udec = time(reps, || {
             for _ in &chunks {
                 let mut r = BitReader::new(&extra.bytes);
@@ -459,6 +460,7 @@ fn lossy(data: &[u8], dtype: DType, reps: usize) {
                     &symbols[..e],
                     Step::One(step),
                     &mut r,
+                    &mut Escaped::new(&escaped, isz),
                     &mut out[..e * isz],
                 )
                 .unwrap();

@@ -30,7 +30,7 @@ use crate::error::{ensure_frame, Error, ErrorKind, Result};
 use crate::format::{self, put_uvarint, Reader};
 use crate::mode::{Bound, BoundedSpec};
 use crate::quant::block::{decodes_packed, packs_as_coded, BlockFormat};
-use crate::quant::uniform::{self, BitReader, Check, ErrSum, QuantArgs, Step};
+use crate::quant::uniform::{self, BitReader, Check, ErrSum, Escaped, QuantArgs, Step};
 use crate::quant::{bitpack, convert, rounding::Rounding};
 use crate::simd;
 
@@ -654,10 +654,16 @@ pub(super) fn decode_uniform_chunk<'p>(
         let extra = r.bytes(bits.div_ceil(8), "quantizer extra bits")?;
         let esc = r.bytes(escapes * isz, "escaped elements")?;
         let mut extra = BitReader::new(extra);
+        let mut esc = Escaped::new(esc, isz);
         match p.scope {
-            SCOPE_GLOBAL => {
-                (k.uniform_decode)(dtype, &s.symbols, Step::One(p.step()), &mut extra, out)?
-            }
+            SCOPE_GLOBAL => (k.uniform_decode)(
+                dtype,
+                &s.symbols,
+                Step::One(p.step()),
+                &mut extra,
+                &mut esc,
+                out,
+            )?,
             scope => {
                 let (len, each) = match scope {
                     SCOPE_BLOCK => (p.group as usize, false),
@@ -674,20 +680,12 @@ pub(super) fn decode_uniform_chunk<'p>(
                     } else {
                         Step::One(s.steps[g])
                     };
-                    (k.uniform_decode)(dtype, sy, step, &mut extra, o)?;
+                    (k.uniform_decode)(dtype, sy, step, &mut extra, &mut esc, o)?;
                 }
             }
         }
         extra.finish()?;
-        if escapes > 0 {
-            s.flagged.clear();
-            (k.flagged)(&s.symbols, uniform::ESC, uniform::ESC, &mut s.flagged);
-            for (e, &i) in esc.chunks_exact(isz).zip(&s.flagged) {
-                let i = i as usize;
-                out[i * isz..(i + 1) * isz].copy_from_slice(e);
-            }
-        }
-        Ok(())
+        esc.finish()
     })
 }
 

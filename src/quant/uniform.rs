@@ -331,15 +331,53 @@ pub fn bucket_q(s: u32, extra: &mut BitReader) -> Result<i32> {
     Ok(unzigzag(DIRECT - 1 + (1 << k) + v))
 }
 
+/// The escaped elements of a chunk (their bytes, `isz` each, in element order), handed to
+/// the decoder's escape symbols in turn.
+#[derive(Debug, Clone)]
+pub struct Escaped<'a> {
+    bytes: &'a [u8],
+    isz: usize,
+    at: usize,
+}
+
+impl<'a> Escaped<'a> {
+    pub fn new(bytes: &'a [u8], isz: usize) -> Self {
+        Escaped { bytes, isz, at: 0 }
+    }
+
+    /// Writes the next escaped element over element `i` of `out`.
+    #[inline(always)]
+    pub fn put(&mut self, out: &mut [u8], i: usize) -> Result<()> {
+        let (at, isz) = (self.at, self.isz);
+        ensure_frame!(
+            at + isz <= self.bytes.len(),
+            "more escape symbols than escaped elements"
+        );
+        out[i * isz..(i + 1) * isz].copy_from_slice(&self.bytes[at..at + isz]);
+        self.at = at + isz;
+        Ok(())
+    }
+
+    /// Checks that every escaped element was used.
+    pub fn finish(&self) -> Result<()> {
+        ensure_frame!(
+            self.at == self.bytes.len(),
+            "fewer escape symbols than escaped elements"
+        );
+        Ok(())
+    }
+}
+
 /// The scalar reference of the `uniform_decode` kernel: reconstructs the elements of
 /// `symbols` with `step` into `out` (little-endian `dtype` bytes, `x̂ = dtype(f32(q) * step)`,
-/// saturating), reading bucket symbols' extra bits from `extra`. Escaped elements are written
-/// as zeros (the caller stores their original bits over them).
+/// saturating), reading bucket symbols' extra bits from `extra`; an escape symbol's element
+/// is the next of `escaped`, bit for bit.
 pub fn decode_symbols(
     dtype: DType,
     symbols: &[u16],
     step: Step,
     extra: &mut BitReader,
+    escaped: &mut Escaped,
     out: &mut [u8],
 ) -> Result<()> {
     let n = symbols.len();
@@ -352,7 +390,8 @@ pub fn decode_symbols(
         let v = if s < DIRECT {
             unzigzag(s) as f32 * step.at(i)
         } else if s == u32::from(ESC) {
-            0.0
+            escaped.put(out, i)?;
+            continue;
         } else {
             bucket_q(s, extra)? as f32 * step.at(i)
         };
@@ -631,8 +670,18 @@ mod tests {
         extra.finish();
         let mut out = vec![0u8; 4 * xs.len()];
         let mut r = BitReader::new(&extra.bytes);
-        decode_symbols(DType::F32, &symbols, Step::One(step), &mut r, &mut out).unwrap();
+        let mut esc = Escaped::new(&[], 4);
+        decode_symbols(
+            DType::F32,
+            &symbols,
+            Step::One(step),
+            &mut r,
+            &mut esc,
+            &mut out,
+        )
+        .unwrap();
         r.finish().unwrap();
+        esc.finish().unwrap();
         for (o, &v) in out.chunks_exact(4).zip(&q) {
             assert_eq!(f32::from_le_bytes(o.try_into().unwrap()), v as f32 * step);
         }

@@ -229,6 +229,7 @@ pub type UniformDecodeFn = fn(
     symbols: &[u16],
     step: uniform::Step,
     extra: &mut uniform::BitReader,
+    escaped: &mut uniform::Escaped,
     out: &mut [u8],
 ) -> Result<()>;
 /// The extra bits and escapes of uniform symbols; scalar reference

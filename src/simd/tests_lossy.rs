@@ -9,7 +9,9 @@ use super::tests::Rng;
 use super::*;
 use crate::quant::block::{BlockFormat, ScaleFormat, MAX_BLOCK, MIN_BLOCK};
 use crate::quant::minifloat::Element;
-use crate::quant::uniform::{BitReader, BitWriter, ErrSum, QuantArgs, Step, ALPHABET, ESC};
+use crate::quant::uniform::{
+    BitReader, BitWriter, ErrSum, Escaped, QuantArgs, Step, ALPHABET, ESC,
+};
 
 /// The vector levels to check.
 fn levels() -> Vec<Kernels> {
@@ -527,16 +529,33 @@ fn check_uniform_encode(
 
 fn check_uniform_decode(k: &Kernels, dtype: DType, symbols: &[u16], extra: &[u8], step: Step) {
     let len = symbols.len() * dtype.itemsize();
+    // Distinct bytes for each escape symbol's element.
+    let escaped: Vec<u8> = (0..symbols.iter().filter(|&&s| s == ESC).count() * dtype.itemsize())
+        .map(|j| (j * 37 + 11) as u8)
+        .collect();
     let run = |f: UniformDecodeFn| {
         let mut out = vec![0x99u8; len + SLACK];
         let mut r = BitReader::new(extra);
-        let res = f(dtype, symbols, step, &mut r, &mut out[..len]);
-        (res.map_err(|e| e.to_string()), r.finish().is_ok(), out)
+        let mut e = Escaped::new(&escaped, dtype.itemsize());
+        let res = f(dtype, symbols, step, &mut r, &mut e, &mut out[..len]);
+        (
+            res.map_err(|e| e.to_string()),
+            r.finish().is_ok(),
+            out,
+            e.finish().is_ok(),
+        )
     };
     let want = run(SCALAR.uniform_decode);
     let got = run(k.uniform_decode);
     assert_eq!(got.0, want.0, "{:?} uniform_decode result", k.level);
     assert_eq!(got.1, want.1, "{:?} uniform_decode extra bits", k.level);
+    if want.0.is_ok() {
+        assert!(
+            want.3 && got.3,
+            "{:?} uniform_decode escaped elements",
+            k.level
+        );
+    }
     if want.0.is_ok() {
         assert!(
             got.2 == want.2,

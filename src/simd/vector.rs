@@ -23,8 +23,8 @@ use crate::quant::block::{self, BlockFormat, ScaleFormat};
 use crate::quant::minifloat::{pow2, Element};
 use crate::quant::rounding::Rounding;
 use crate::quant::uniform::{
-    self, BitReader, BitWriter, ErrSum, QuantArgs, Stats, Step, DIRECT, ERR_FLUSH, ERR_PARTS, ESC,
-    Q_LIMIT,
+    self, BitReader, BitWriter, ErrSum, Escaped, QuantArgs, Stats, Step, DIRECT, ERR_FLUSH,
+    ERR_PARTS, ESC, Q_LIMIT,
 };
 use crate::quant::{bitpack, convert};
 use crate::simd::{prefetch, prefetch_write, write_hints, PREFETCH_AHEAD};
@@ -1555,6 +1555,7 @@ pub(crate) unsafe fn uniform_decode<S: Simd, const DT: u8>(
     symbols: &[u16],
     step: Step,
     extra: &mut BitReader,
+    esc: &mut Escaped,
     out: &mut [u8],
 ) -> Result<()> {
     // |q| < 240 in the vector loop, so with one step below 1e36 no value leaves bfloat16's
@@ -1566,9 +1567,9 @@ pub(crate) unsafe fn uniform_decode<S: Simd, const DT: u8>(
     // SAFETY: the caller's features.
     unsafe {
         if sat {
-            decode_vec::<S, DT, true>(symbols, step, extra, out)
+            decode_vec::<S, DT, true>(symbols, step, extra, esc, out)
         } else {
-            decode_vec::<S, DT, false>(symbols, step, extra, out)
+            decode_vec::<S, DT, false>(symbols, step, extra, esc, out)
         }
     }
 }
@@ -1578,6 +1579,7 @@ unsafe fn decode_vec<S: Simd, const DT: u8, const SAT: bool>(
     symbols: &[u16],
     step: Step,
     extra: &mut BitReader,
+    esc: &mut Escaped,
     out: &mut [u8],
 ) -> Result<()> {
     let n = symbols.len();
@@ -1587,19 +1589,21 @@ unsafe fn decode_vec<S: Simd, const DT: u8, const SAT: bool>(
         assert!(s.len() >= n);
     }
     let dt = DType::from_code(DT).unwrap();
-    let scalar = |lo: usize, hi: usize, extra: &mut BitReader, out: &mut [u8]| {
-        let step = match step {
-            Step::One(s) => Step::One(s),
-            Step::Each(s) => Step::Each(&s[lo..]),
+    let scalar =
+        |lo: usize, hi: usize, extra: &mut BitReader, esc: &mut Escaped, out: &mut [u8]| {
+            let step = match step {
+                Step::One(s) => Step::One(s),
+                Step::Each(s) => Step::Each(&s[lo..]),
+            };
+            uniform::decode_symbols(
+                dt,
+                &symbols[lo..hi],
+                step,
+                extra,
+                esc,
+                &mut out[lo * isz..hi * isz],
+            )
         };
-        uniform::decode_symbols(
-            dt,
-            &symbols[lo..hi],
-            step,
-            extra,
-            &mut out[lo * isz..hi * isz],
-        )
-    };
     let (one_step, steps_ptr) = match step {
         Step::One(s) => (Some(s), std::ptr::null()),
         Step::Each(s) => (None, s.as_ptr().cast::<u8>()),
@@ -1626,17 +1630,19 @@ unsafe fn decode_vec<S: Simd, const DT: u8, const SAT: bool>(
                 store_x::<S, DT, SAT>(out.as_mut_ptr(), i, S::mul(S::cvt_if(q), st));
             } else if S::mask_bits(S::igt(s, S::splat_i(i32::from(ESC)))) != 0 {
                 // A symbol outside the alphabet: the reference reports it.
-                scalar(i, i + S::W, extra, out)?;
+                scalar(i, i + S::W, extra, esc, out)?;
             } else if S::mask_bits(S::ieq(s, S::splat_i(i32::from(ESC)))) == big {
-                // Escapes and no bucket: the escapes decode as 0 (their elements are copied
-                // in afterwards), the rest as above (a product past the dtype's range is
-                // only ever an escape's, replaced before the store).
+                // Escapes and no bucket: the rest as above (a product past the dtype's range
+                // is only ever an escape's, replaced before the store), then the escaped
+                // elements over the escapes.
                 let q = unzigzag::<S>(s);
                 let v = S::mul(S::cvt_if(q), st);
                 let v = S::sel_f(S::ieq(s, S::splat_i(i32::from(ESC))), S::splat(0.0), v);
                 store_x::<S, DT, SAT>(out.as_mut_ptr(), i, v);
+                put_escaped(esc, big, i, out)?;
             } else {
-                // Escapes decode as 0, buckets read their extra bits in order.
+                // Escapes decode as 0 (the escaped elements go over them after the store),
+                // buckets read their extra bits in order.
                 let mut zs = [0i32; 16];
                 S::store_i32(zs.as_mut_ptr().cast(), s);
                 let mut m = big;
@@ -1656,11 +1662,24 @@ unsafe fn decode_vec<S: Simd, const DT: u8, const SAT: bool>(
                 let v = S::sel_f(S::ieq(s, S::splat_i(i32::from(ESC))), S::splat(0.0), v);
                 // |q| may reach 2^24 here: the saturating store.
                 store_x::<S, DT, true>(out.as_mut_ptr(), i, v);
+                let escapes = S::mask_bits(S::ieq(s, S::splat_i(i32::from(ESC))));
+                put_escaped(esc, escapes, i, out)?;
             }
         }
         i += S::W;
     }
-    scalar(i, n, extra, out)
+    scalar(i, n, extra, esc, out)
+}
+
+/// Writes the next escaped elements over the lanes of `mask` of the vector at element `i`,
+/// in lane order.
+#[inline(always)]
+fn put_escaped(esc: &mut Escaped, mut mask: u32, i: usize, out: &mut [u8]) -> Result<()> {
+    while mask != 0 {
+        esc.put(out, i + mask.trailing_zeros() as usize)?;
+        mask &= mask - 1;
+    }
+    Ok(())
 }
 
 #[inline(always)]
@@ -1731,7 +1750,7 @@ macro_rules! vector_kernels {
             use crate::quant::block::BlockFormat;
             use crate::quant::rounding::Rounding;
             use crate::quant::uniform::{
-                self, BitReader, BitWriter, ErrSum, QuantArgs, Stats, Step,
+                self, BitReader, BitWriter, ErrSum, Escaped, QuantArgs, Stats, Step,
             };
             use crate::quant::{bitpack, block, convert};
             use crate::simd::vector::{self as v, BF16, F16, F32};
@@ -1953,10 +1972,11 @@ macro_rules! vector_kernels {
                 symbols: &[u16],
                 step: Step,
                 extra: &mut BitReader,
+                esc: &mut Escaped,
                 out: &mut [u8],
             ) -> Result<()> {
                 if !$supported() {
-                    return uniform::decode_symbols(dtype, symbols, step, extra, out);
+                    return uniform::decode_symbols(dtype, symbols, step, extra, esc, out);
                 }
                 #[target_feature(enable = $features)]
                 unsafe fn go(
@@ -1964,19 +1984,26 @@ macro_rules! vector_kernels {
                     symbols: &[u16],
                     step: Step,
                     extra: &mut BitReader,
+                    esc: &mut Escaped,
                     out: &mut [u8],
                 ) -> Result<()> {
                     // SAFETY: the features are enabled here.
                     unsafe {
                         match dtype {
-                            DType::F32 => v::uniform_decode::<$S, F32>(symbols, step, extra, out),
-                            DType::F16 => v::uniform_decode::<$S, F16>(symbols, step, extra, out),
-                            DType::BF16 => v::uniform_decode::<$S, BF16>(symbols, step, extra, out),
+                            DType::F32 => {
+                                v::uniform_decode::<$S, F32>(symbols, step, extra, esc, out)
+                            }
+                            DType::F16 => {
+                                v::uniform_decode::<$S, F16>(symbols, step, extra, esc, out)
+                            }
+                            DType::BF16 => {
+                                v::uniform_decode::<$S, BF16>(symbols, step, extra, esc, out)
+                            }
                         }
                     }
                 }
                 // SAFETY: the CPU has the features (checked above).
-                unsafe { go(dtype, symbols, step, extra, out) }
+                unsafe { go(dtype, symbols, step, extra, esc, out) }
             }
 
             // (The AVX-512 level has its own, on 16-bit lanes.)
