@@ -1631,38 +1631,36 @@ unsafe fn decode_vec<S: Simd, const DT: u8, const SAT: bool>(
             } else if S::mask_bits(S::igt(s, S::splat_i(i32::from(ESC)))) != 0 {
                 // A symbol outside the alphabet: the reference reports it.
                 scalar(i, i + S::W, extra, esc, out)?;
-            } else if S::mask_bits(S::ieq(s, S::splat_i(i32::from(ESC)))) == big {
-                // Escapes and no bucket: the rest as above (a product past the dtype's range
-                // is only ever an escape's, replaced before the store), then the escaped
-                // elements over the escapes.
-                let q = unzigzag::<S>(s);
-                let v = S::mul(S::cvt_if(q), st);
-                let v = S::sel_f(S::ieq(s, S::splat_i(i32::from(ESC))), S::splat(0.0), v);
-                store_x::<S, DT, SAT>(out.as_mut_ptr(), i, v);
-                put_escaped(esc, big, i, out)?;
             } else {
-                // Escapes decode as 0 (the escaped elements go over them after the store),
-                // buckets read their extra bits in order.
-                let mut zs = [0i32; 16];
-                S::store_i32(zs.as_mut_ptr().cast(), s);
-                let mut m = big;
-                while m != 0 {
-                    let l = m.trailing_zeros() as usize;
-                    let sym = zs[l] as u32;
-                    zs[l] = if sym == u32::from(ESC) {
-                        0
-                    } else {
-                        uniform::zigzag(uniform::bucket_q(sym, extra)?) as i32
-                    };
-                    m &= m - 1;
+                // Buckets read their extra bits in order (off the vector: store, visit their
+                // lanes, load); escapes decode as 0 and the escaped elements go over them
+                // after the store. A vector without buckets (most that have escapes: a
+                // chunk's rare codes) stays in registers and keeps the non-saturating store
+                // (a product past the dtype's range is only ever an escape's).
+                let escm = S::ieq(s, S::splat_i(i32::from(ESC)));
+                let escapes = S::mask_bits(escm);
+                let buckets = big & !escapes;
+                let z = if buckets == 0 {
+                    s
+                } else {
+                    let mut zs = [0i32; 16];
+                    S::store_i32(zs.as_mut_ptr().cast(), s);
+                    let mut m = buckets;
+                    while m != 0 {
+                        let l = m.trailing_zeros() as usize;
+                        zs[l] = uniform::zigzag(uniform::bucket_q(zs[l] as u32, extra)?) as i32;
+                        m &= m - 1;
+                    }
+                    S::load_i32(zs.as_ptr().cast())
+                };
+                let v = S::mul(S::cvt_if(unzigzag::<S>(z)), st);
+                let v = S::sel_f(escm, S::splat(0.0), v);
+                if buckets == 0 {
+                    store_x::<S, DT, SAT>(out.as_mut_ptr(), i, v);
+                } else {
+                    // |q| may reach 2^24 here: the saturating store.
+                    store_x::<S, DT, true>(out.as_mut_ptr(), i, v);
                 }
-                let z = S::load_i32(zs.as_ptr().cast());
-                let q = unzigzag::<S>(z);
-                let v = S::mul(S::cvt_if(q), st);
-                let v = S::sel_f(S::ieq(s, S::splat_i(i32::from(ESC))), S::splat(0.0), v);
-                // |q| may reach 2^24 here: the saturating store.
-                store_x::<S, DT, true>(out.as_mut_ptr(), i, v);
-                let escapes = S::mask_bits(S::ieq(s, S::splat_i(i32::from(ESC))));
                 put_escaped(esc, escapes, i, out)?;
             }
         }
