@@ -797,22 +797,73 @@ fn estimate(
     })
 }
 
-/// Finds `theta` with `f(theta) = target` for an `f` that grows with `theta` like a power
-/// (a secant search on logarithms, from `theta0`).
+/// The side of its target on which [`secant`] may settle, when its function jumps across
+/// the target instead of meeting it: the side the caller's guarantee is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Safe {
+    /// Values below the target (an error under its bound).
+    Below,
+    /// Values above it (for a search on `2^-bits`: fewer bits than the budget).
+    Above,
+}
+
+/// A search that has seen values on both sides of its target settles, from its
+/// [`SETTLE_FROM`]th evaluation on, on the closest value on the safe side if that is within
+/// this many tolerances of the target...
+const SETTLE: f64 = 2.5;
+const SETTLE_FROM: usize = 4;
+/// ...and from this evaluation on, on the closest on the safe side however far.
+const SETTLE_AFTER: usize = 6;
+/// Searches on samples of fewer elements do not settle (an evaluation takes microseconds).
+const SETTLE_MIN_SAMPLE: usize = 1 << 14;
+
+/// Finds `theta` with `f(theta) = target` (within `tol` of it, relatively) for an `f` that
+/// grows with `theta` like a power (a secant search on logarithms, from `theta0`).
+///
+/// On data of few distinct values (a small bfloat16 tensor, every element its own sample)
+/// the error is not smooth in the step: it moves in jumps of a few tenths of a percent,
+/// larger than `tol`, and is not even monotonic at that scale, so the secant can circle
+/// the target for its whole budget (nine evaluations on the built-in 1 MiB bottleneck
+/// tensor at `max`, each a quantization of the whole tensor). Once values on both sides of
+/// the target have been seen, a search given a `safe` side settles for the closest value
+/// on that side: from the fourth evaluation on if it is within [`SETTLE`] tolerances, from
+/// the sixth however far. Searches that meet `tol` within four evaluations are unchanged.
 fn secant(
     theta0: f32,
     target: f64,
     lo: f32,
     hi: f32,
     tol: f64,
+    safe: Option<Safe>,
     mut f: impl FnMut(f32) -> f64,
 ) -> f32 {
     let clamp = |t: f64| (t as f32).clamp(lo, hi);
+    // Values seen on each side of the target, and the closest on the safe side: (its
+    // distance from the target, relatively; theta).
+    let (mut below, mut above, mut evals) = (false, false, 0usize);
+    let mut nearest: Option<(f64, f32)> = None;
+    let mut settle = |t: f32, v: f64| -> Option<f32> {
+        evals += 1;
+        let r = v / target - 1.0;
+        below |= r < 0.0;
+        above |= r > 0.0;
+        let on_safe_side = match safe? {
+            Safe::Below => r <= 0.0,
+            Safe::Above => r >= 0.0,
+        };
+        if on_safe_side && nearest.is_none_or(|(d, _)| r.abs() < d) {
+            nearest = Some((r.abs(), t));
+        }
+        let (d, t) = nearest?;
+        let settles = (evals >= SETTLE_FROM && d < SETTLE * tol) || evals >= SETTLE_AFTER;
+        (below && above && settles).then_some(t)
+    };
     let mut t0 = theta0.clamp(lo, hi);
     let mut f0 = f(t0);
     if f0.is_nan() || f0 <= 0.0 || f0.is_infinite() {
         return t0;
     }
+    settle(t0, f0);
     let mut t1 = clamp(f64::from(t0) * target / f0);
     if t1 == t0 {
         return t0;
@@ -821,6 +872,9 @@ fn secant(
     for _ in 0..12 {
         if f1.is_nan() || f1 <= 0.0 || (f1 / target - 1.0).abs() < tol {
             break;
+        }
+        if let Some(t) = settle(t1, f1) {
+            return t;
         }
         let slope = ((f1 / f0).ln() / (f64::from(t1) / f64::from(t0)).ln()).clamp(0.2, 5.0);
         let slope = if slope.is_finite() { slope } else { 1.0 };
@@ -947,6 +1001,9 @@ pub fn encode_bounded_into(
         return Ok(());
     }
     let xs = sample(dtype, req.input, numel, &template);
+    // Step searches on small samples do not settle (see `secant`): there an evaluation
+    // costs little, and the jumps of the error, and what settling gives up, are largest.
+    let settle = |side: Safe| (xs.len() / dtype.itemsize() >= SETTLE_MIN_SAMPLE).then_some(side);
     // A borrowed sample is the whole tensor, whose finite elements are counted already.
     let sample_finite = match xs {
         Cow::Borrowed(_) => finite,
@@ -985,7 +1042,7 @@ pub fn encode_bounded_into(
                 (e.mse * finite as f64 / sumsq).sqrt()
             };
             let theta0 = (eps * spread * scale) as f32;
-            let mut theta = secant(theta0, eps * 0.995, lo, hi, 0.002, rel);
+            let mut theta = secant(theta0, eps * 0.995, lo, hi, 0.002, settle(Safe::Below), rel);
             // A margin of 2e-6 of the squared error, above the rounding of the quantizer's
             // error sums (their `f32` partial sums err by less than 2^-21 of themselves).
             let limit = eps * (1.0 - 1e-6);
@@ -1039,15 +1096,22 @@ pub fn encode_bounded_into(
             };
             let mut want = target - overhead(present) - 0.01;
             let theta0 = (scale * 2f64.powf(2.05 - want.max(0.1))) as f32;
-            let mut theta = secant(theta0, 2f64.powf(-want), lo, hi, 0.002, |t| {
-                2f64.powf(-bits_at(t, &mut present))
-            });
+            let search = |theta: f32, want: f64, present: &mut usize| {
+                secant(
+                    theta,
+                    2f64.powf(-want),
+                    lo,
+                    hi,
+                    0.002,
+                    settle(Safe::Above),
+                    |t| 2f64.powf(-bits_at(t, present)),
+                )
+            };
+            let mut theta = search(theta0, want, &mut present);
             let w2 = target - overhead(present) - 0.01;
             if (w2 - want).abs() > 0.005 {
                 want = w2;
-                theta = secant(theta, 2f64.powf(-want), lo, hi, 0.002, |t| {
-                    2f64.powf(-bits_at(t, &mut present))
-                });
+                theta = search(theta, want, &mut present);
             }
             // The largest frame that fits so far.
             let mut best: Option<(f64, Vec<u8>)> = None;
@@ -1239,6 +1303,66 @@ mod tests {
             let present: std::collections::HashSet<u16> = symbols.iter().copied().collect();
             for (v, &c) in counts.iter().enumerate() {
                 assert_eq!(c > 0, present.contains(&(v as u16)), "symbol {v}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod secant_tests {
+    use super::{secant, Safe};
+
+    /// A power law with jumps: the relative error of a step on data of few distinct values
+    /// moves in jumps larger than the search's tolerance, and not monotonically (here up to
+    /// 0.4% either way, changing every 0.01% of the step).
+    fn jagged(t: f32) -> f64 {
+        let t = f64::from(t);
+        let cell = (t * 1e4).floor() as u64;
+        let jitter = (crate::quant::rounding::hash(7, cell) % 2001) as f64 / 1000.0 - 1.0;
+        t * (1.0 + 0.004 * jitter)
+    }
+
+    #[test]
+    fn a_search_that_cannot_meet_its_tolerance_settles_on_the_safe_side() {
+        let (mut settled, mut longest_unsettled) = (0, 0);
+        for i in 0..200 {
+            let target = 0.3 + 0.01 * f64::from(i);
+            for (safe, below) in [(Safe::Below, true), (Safe::Above, false)] {
+                let mut evals = 0;
+                let t = secant(0.25, target, 1e-6, 1e6, 0.002, Some(safe), |t| {
+                    evals += 1;
+                    jagged(t)
+                });
+                let r = jagged(t) / target - 1.0;
+                assert!(evals <= 6, "{target} {safe:?}: {evals} evaluations");
+                if r.abs() >= 0.002 {
+                    // Settled: on the safe side, and near unless from the sixth evaluation.
+                    settled += 1;
+                    assert_eq!(r <= 0.0, below, "{target} {safe:?}: {r}");
+                    assert!(evals == 6 || r.abs() < 0.005, "{target} {safe:?}: {r}");
+                }
+            }
+            // Without a safe side the search may use its whole budget.
+            let mut evals = 0;
+            secant(0.25, target, 1e-6, 1e6, 0.002, None, |t| {
+                evals += 1;
+                jagged(t)
+            });
+            longest_unsettled = longest_unsettled.max(evals);
+        }
+        assert!(settled > 20, "{settled}");
+        assert!(longest_unsettled > 6, "{longest_unsettled}");
+    }
+
+    #[test]
+    fn a_smooth_search_meets_its_tolerance_either_way() {
+        for safe in [None, Some(Safe::Below), Some(Safe::Above)] {
+            for target in [1e-3, 0.02, 0.7, 5.0] {
+                let t = secant(0.3, target, 1e-9, 1e9, 0.002, safe, |t| {
+                    f64::from(t).powf(1.3)
+                });
+                let r = f64::from(t).powf(1.3) / target - 1.0;
+                assert!(r.abs() < 0.002, "{target} {safe:?}: {r}");
             }
         }
     }
