@@ -65,9 +65,10 @@ pub fn sym_eig(a: &[f64], n: usize) -> SymEig {
     }
     let mut d = vec![0.0f64; n];
     let mut e = vec![0.0f64; n];
-    tred2(&mut v, &mut d, &mut e, n);
-    // tql2 rotates pairs of columns of v: work on the transpose, where they are rows.
-    let mut vt = transpose(&v, n, n);
+    // `v` is symmetric, so it is its own transpose: tred2 works on the transpose, and tql2
+    // rotates the rows of the result.
+    let mut vt = v;
+    tred2(&mut vt, &mut d, &mut e, n);
     tql2(&mut vt, &mut d, &mut e, n);
     // Largest first; equal eigenvalues keep their order.
     let mut order: Vec<usize> = (0..n).collect();
@@ -99,10 +100,16 @@ pub fn transpose(a: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     t
 }
 
-/// Householder tridiagonalization of the symmetric matrix in `v` (overwritten by the
-/// orthogonal transformation); `d` gets the diagonal, `e` the subdiagonal in `e[1..]`.
+/// Householder tridiagonalization of the symmetric matrix whose transpose is `vt`
+/// (overwritten by the transpose of the orthogonal transformation); `d` gets the diagonal,
+/// `e` the subdiagonal in `e[1..]`.
+///
+/// The procedure's inner loops run down the columns of its matrix `v`: `at(i, j)`, element
+/// `(i, j)` of `v`, is stored at row `j`, column `i` of `vt`, so they run along rows. (On
+/// `v` itself, rows of 8 KiB apart at 1024 channels, they missed the cache at every element:
+/// 7.7 s for 1024 channels.) The operations and their order are `tred2`'s.
 fn tred2(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
-    let at = |i: usize, j: usize| i * n + j;
+    let at = |i: usize, j: usize| j * n + i;
     for j in 0..n {
         d[j] = v[at(n - 1, j)];
     }

@@ -18,38 +18,50 @@ pub const MAX_CHANNELS: usize = 1024;
 
 /// Rows of `xs` (`rows x d`) to accumulate at once in `f32` before adding into `f64`.
 const MOMENT_BLOCK: usize = 64;
+/// Rows of the output accumulated together: a block of rows goes through a tile of
+/// `MOMENT_TILE x d` sums (64 KiB at 1024 channels) while it stays in the cache.
+const MOMENT_TILE: usize = 16;
 
 /// The second-moment matrix `sum x x^T` (`d x d`, both triangles) of the rows of `xs` whose
 /// indices `rows` yields, in that order.
+///
+/// Each sum of the upper triangle adds the products of a block of [`MOMENT_BLOCK`] rows in
+/// `f32`, in row order (skipping the rows whose `x_a` is zero), then goes into its `f64`
+/// total. The blocks' sums are taken a tile of output rows at a time (the same operations in
+/// the same order for every element: at 1024 channels, 0.74 s for 8192 rows when each
+/// input row went over the whole `4 MiB` of sums).
 pub fn second_moments(xs: &[f32], d: usize, rows: impl Iterator<Item = usize>) -> Vec<f64> {
     let mut total = vec![0.0f64; d * d];
-    let mut block = vec![0.0f32; d * d];
-    let mut pending = 0;
-    let flush = |block: &mut [f32], total: &mut [f64]| {
-        for (t, b) in total.iter_mut().zip(block.iter_mut()) {
-            *t += f64::from(*b);
-            *b = 0.0;
-        }
-    };
-    for i in rows {
-        let x = &xs[i * d..(i + 1) * d];
-        for a in 0..d {
-            let xa = x[a];
-            if xa == 0.0 {
-                continue;
+    let mut tile = vec![0.0f32; MOMENT_TILE * d];
+    let mut block = Vec::with_capacity(MOMENT_BLOCK);
+    let mut rows = rows.peekable();
+    while rows.peek().is_some() {
+        block.clear();
+        block.extend(rows.by_ref().take(MOMENT_BLOCK));
+        for a0 in (0..d).step_by(MOMENT_TILE) {
+            let a1 = (a0 + MOMENT_TILE).min(d);
+            for &i in &block {
+                let x = &xs[i * d..(i + 1) * d];
+                for a in a0..a1 {
+                    let xa = x[a];
+                    if xa == 0.0 {
+                        continue;
+                    }
+                    let acc = &mut tile[(a - a0) * d + a..(a - a0 + 1) * d];
+                    for (s, &xb) in acc.iter_mut().zip(&x[a..]) {
+                        *s += xa * xb;
+                    }
+                }
             }
-            let acc = &mut block[a * d + a..(a + 1) * d];
-            for (s, &xb) in acc.iter_mut().zip(&x[a..]) {
-                *s += xa * xb;
+            for a in a0..a1 {
+                let sums = &mut tile[(a - a0) * d + a..(a - a0 + 1) * d];
+                for (t, b) in total[a * d + a..(a + 1) * d].iter_mut().zip(sums) {
+                    *t += f64::from(*b);
+                    *b = 0.0;
+                }
             }
-        }
-        pending += 1;
-        if pending == MOMENT_BLOCK {
-            flush(&mut block, &mut total);
-            pending = 0;
         }
     }
-    flush(&mut block, &mut total);
     for a in 0..d {
         for b in 0..a {
             total[a * d + b] = total[b * d + a];
@@ -222,6 +234,44 @@ mod tests {
                     .map(|i| f64::from(xs[i * d + a]) * f64::from(xs[i * d + b]))
                     .sum();
                 assert_eq!(s[a * d + b], want);
+            }
+        }
+    }
+
+    /// Every sum, bit for bit, as the doc defines it (the frame basis depends on it): per
+    /// block of rows an `f32` sum in row order, skipping rows whose `x_a` is zero, into an
+    /// `f64` total; across tiles, blocks and a partial last block.
+    #[test]
+    fn second_moments_follow_their_definition_bit_for_bit() {
+        let (n, d) = (2 * MOMENT_BLOCK + 9, 2 * MOMENT_TILE + 5);
+        let mut r = 0x2545_f491_4f6c_dd1du64;
+        let xs: Vec<f32> = (0..n * d)
+            .map(|i| {
+                r ^= r << 13;
+                r ^= r >> 7;
+                r ^= r << 17;
+                let v = (r >> 40) as f32 / 16_777_216.0 - 0.5;
+                if i % 7 == 0 {
+                    0.0
+                } else {
+                    v * 1e3
+                }
+            })
+            .collect();
+        let picked: Vec<usize> = (0..n).filter(|i| i % 3 != 1).collect();
+        let s = second_moments(&xs, d, picked.iter().copied());
+        for a in 0..d {
+            for b in a..d {
+                let mut total = 0.0f64;
+                for block in picked.chunks(MOMENT_BLOCK) {
+                    let mut sum = 0.0f32;
+                    for &i in block.iter().filter(|&&i| xs[i * d + a] != 0.0) {
+                        sum += xs[i * d + a] * xs[i * d + b];
+                    }
+                    total += f64::from(sum);
+                }
+                assert_eq!(s[a * d + b].to_bits(), total.to_bits(), "{a} {b}");
+                assert_eq!(s[b * d + a].to_bits(), total.to_bits(), "{b} {a}");
             }
         }
     }
