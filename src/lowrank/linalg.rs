@@ -142,15 +142,19 @@ fn tred2(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
             for ej in e.iter_mut().take(i) {
                 *ej = 0.0;
             }
+            // `e = A d` (the lower triangle of `v` by `d`), column by column, a few columns
+            // at a time (see `multiply_columns`).
             for j in 0..i {
-                f = d[j];
-                v[at(j, i)] = f;
-                g = e[j] + v[at(j, j)] * f;
-                for k in j + 1..i {
-                    g += v[at(k, j)] * d[k];
-                    e[k] += v[at(k, j)] * f;
-                }
-                e[j] = g;
+                v[at(j, i)] = d[j];
+            }
+            let mut j = 0;
+            while j + REFLECT_COLS <= i {
+                multiply_columns::<REFLECT_COLS>(v, n, i, j, d, e);
+                j += REFLECT_COLS;
+            }
+            while j < i {
+                multiply_columns::<1>(v, n, i, j, d, e);
+                j += 1;
             }
             f = 0.0;
             for j in 0..i {
@@ -181,14 +185,17 @@ fn tred2(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
             for k in 0..=i {
                 d[k] = v[at(k, i + 1)] / h;
             }
-            for j in 0..=i {
-                let mut g = 0.0f64;
-                for k in 0..=i {
-                    g += v[at(k, i + 1)] * v[at(k, j)];
-                }
-                for k in 0..=i {
-                    v[at(k, j)] -= g * d[k];
-                }
+            // Columns `0..=i` of `v` (the first `i + 1` elements of rows `0..=i` of `vt`)
+            // less their part along column `i + 1`, a few columns at a time: each column's
+            // sum still runs in index order, but the columns' sums interleave.
+            let (cols, rest) = v.split_at_mut((i + 1) * n);
+            let u = &rest[..=i];
+            let mut blocks = cols.chunks_exact_mut(REFLECT_COLS * n);
+            for block in &mut blocks {
+                reflect_columns::<REFLECT_COLS>(block, n, u, &d[..=i]);
+            }
+            for col in blocks.into_remainder().chunks_exact_mut(n) {
+                reflect_columns::<1>(col, n, u, &d[..=i]);
             }
         }
         for k in 0..=i {
@@ -201,6 +208,72 @@ fn tred2(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
     }
     v[at(n - 1, n - 1)] = 1.0;
     e[0] = 0.0;
+}
+
+/// Columns `tred2` updates together in its accumulation (their sums are independent chains
+/// of additions, which a core then runs side by side).
+const REFLECT_COLS: usize = 4;
+
+/// For each of the `C` rows `x` of `block` (rows of `n`, of which the first `u.len()`
+/// elements are used): `g = sum_k u[k] x[k]` in index order, then `x[k] -= g w[k]`.
+#[inline(always)]
+fn reflect_columns<const C: usize>(block: &mut [f64], n: usize, u: &[f64], w: &[f64]) {
+    let m = u.len();
+    let mut rows: [&mut [f64]; C] = {
+        let mut it = block.chunks_exact_mut(n).map(|r| &mut r[..m]);
+        std::array::from_fn(|_| it.next().expect("C rows"))
+    };
+    let mut g = [0.0f64; C];
+    for k in 0..m {
+        for (gc, row) in g.iter_mut().zip(rows.iter()) {
+            *gc += u[k] * row[k];
+        }
+    }
+    for (row, &gc) in rows.iter_mut().zip(&g) {
+        for (x, &wk) in row.iter_mut().zip(w) {
+            *x -= gc * wk;
+        }
+    }
+}
+
+/// `tred2`'s product of the lower triangle of its matrix's first `i` rows and columns with
+/// `d`, for the `C` columns from `j` (element `(k, c)` of the matrix at `vt[c * n + k]`):
+/// column `c` adds `v[c][c] d[c]` and then `v[k][c] d[k]` for `k` from `c + 1` in order to
+/// `e[c]` (as it stands when column `c` starts: the earlier columns have added to it), and
+/// `v[k][c] d[c]` to each `e[k]`. The columns' sums interleave; each `e[k]` still takes the
+/// columns' terms in column order.
+#[inline(always)]
+fn multiply_columns<const C: usize>(
+    vt: &[f64],
+    n: usize,
+    i: usize,
+    j: usize,
+    d: &[f64],
+    e: &mut [f64],
+) {
+    let cols: [&[f64]; C] = std::array::from_fn(|m| &vt[(j + m) * n..(j + m) * n + i]);
+    let f: [f64; C] = std::array::from_fn(|m| d[j + m]);
+    let mut g = [0.0f64; C];
+    // The columns start one after another: column `m` once columns `0..m` have added to
+    // `e[j + m]`.
+    for m in 0..C {
+        let k = j + m;
+        for c in 0..m {
+            g[c] += cols[c][k] * d[k];
+            e[k] += cols[c][k] * f[c];
+        }
+        g[m] = e[k] + cols[m][k] * f[m];
+    }
+    for k in j + C..i {
+        let dk = d[k];
+        let mut ek = e[k];
+        for c in 0..C {
+            g[c] += cols[c][k] * dk;
+            ek += cols[c][k] * f[c];
+        }
+        e[k] = ek;
+    }
+    e[j..j + C].copy_from_slice(&g);
 }
 
 /// Implicit QL on the tridiagonal matrix (`d`, `e`), accumulating the rotations into the
