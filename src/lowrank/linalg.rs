@@ -1,15 +1,18 @@
 //! Dense linear algebra in `f64` with a fixed order of operations.
 //!
-//! Everything here is plain scalar code: IEEE additions, multiplications, divisions and
-//! square roots, each correctly rounded, in an order fixed by the loops (Rust never fuses a
+//! Everything here is plain code: IEEE additions, multiplications, divisions and square
+//! roots, each correctly rounded, in an order fixed by the loops (Rust never fuses a
 //! multiply and an add, and never reassociates floating-point sums), no threads and no libm
 //! calls (`hypot`, `pow`, ... differ between platforms). So the results are the same bits on
 //! every machine, which is what keeps the two ends of a shared-basis session in lockstep.
+//! (Where the compiler puts independent operations into vectors, as it may wider ones in the
+//! AVX2 build (`wide`), each lane still does the same operation.) The loops keep the
+//! procedures' order of operations but not their order of memory accesses: see `tred2`.
 //!
 //! Matrices are row-major `Vec<f64>` of `n * n` (or `rows * cols`) elements.
 
 /// `sqrt(a^2 + b^2)` without undue overflow, from square root and division only.
-#[inline]
+#[inline(always)]
 pub fn hypot(a: f64, b: f64) -> f64 {
     let (a, b) = (a.abs(), b.abs());
     let (m, s) = if a > b { (a, b) } else { (b, a) };
@@ -44,10 +47,37 @@ pub struct SymEig {
 /// three; the cap only keeps a matrix of NaNs from looping).
 const MAX_QL_ITERATIONS: usize = 64;
 
+/// Whether the loops here may run compiled for AVX2 (x86-64 cores that have it, unless
+/// `IOTA_CODEC_SIMD=scalar`): the same IEEE operations in the same order, since Rust never
+/// fuses a multiply and an add or reorders a sum, on vectors of four `f64` (eight `f32`)
+/// where the compiler vectorizes, instead of SSE2's two (four).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn wide() -> bool {
+    use crate::simd::{kernels, Level};
+    matches!(kernels().level, Level::Avx2 | Level::Avx512) && is_x86_feature_detected!("avx2")
+}
+
 /// The eigendecomposition of the symmetric `n x n` matrix `a` (only its lower triangle is
 /// read): Householder reduction to tridiagonal form, then the implicit QL method (the
 /// EISPACK `tred2`/`tql2` procedures, as in JAMA).
 pub fn sym_eig(a: &[f64], n: usize) -> SymEig {
+    #[cfg(target_arch = "x86_64")]
+    if wide() {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { sym_eig_avx2(a, n) };
+    }
+    sym_eig_in_order(a, n)
+}
+
+/// [`sym_eig`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn sym_eig_avx2(a: &[f64], n: usize) -> SymEig {
+    sym_eig_in_order(a, n)
+}
+
+#[inline(always)]
+fn sym_eig_in_order(a: &[f64], n: usize) -> SymEig {
     assert_eq!(a.len(), n * n);
     if n == 0 {
         return SymEig {
@@ -108,6 +138,7 @@ pub fn transpose(a: &[f64], rows: usize, cols: usize) -> Vec<f64> {
 /// `(i, j)` of `v`, is stored at row `j`, column `i` of `vt`, so they run along rows. (On
 /// `v` itself, rows of 8 KiB apart at 1024 channels, they missed the cache at every element:
 /// 7.7 s for 1024 channels.) The operations and their order are `tred2`'s.
+#[inline(always)]
 fn tred2(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
     let at = |i: usize, j: usize| j * n + i;
     for j in 0..n {
@@ -279,6 +310,7 @@ fn multiply_columns<const C: usize>(
 /// Implicit QL on the tridiagonal matrix (`d`, `e`), accumulating the rotations into the
 /// rows of `vt` (the transpose of `tred2`'s matrix). `d` ends as the eigenvalues (unsorted),
 /// row `i` of `vt` as the eigenvector of `d[i]`.
+#[inline(always)]
 fn tql2(vt: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
     for i in 1..n {
         e[i - 1] = e[i];
@@ -494,6 +526,24 @@ mod tests {
     }
 
     const EIG_FINGERPRINT: u64 = 0x6cb4_f4c6_dd37_05f9;
+
+    /// The build for wider vectors gives the bits of the plain one (on a CPU without AVX2,
+    /// or under `IOTA_CODEC_SIMD=scalar`, both are the plain one).
+    #[test]
+    fn every_build_of_the_eigendecomposition_gives_the_same_bits() {
+        for (n, seed) in [(5, 11), (70, 12), (131, 13)] {
+            let a = random_sym(n, seed);
+            let (x, y) = (sym_eig(&a, n), sym_eig_in_order(&a, n));
+            let bits = |e: &SymEig| -> Vec<u64> {
+                e.values
+                    .iter()
+                    .chain(&e.vectors)
+                    .map(|v| v.to_bits())
+                    .collect()
+            };
+            assert_eq!(bits(&x), bits(&y), "n={n}");
+        }
+    }
 
     #[test]
     fn gram_schmidt_orthonormalizes_and_reports_dependence() {
