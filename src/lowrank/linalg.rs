@@ -57,23 +57,11 @@ pub(crate) fn wide() -> bool {
     matches!(kernels().level, Level::Avx2 | Level::Avx512) && is_x86_feature_detected!("avx2")
 }
 
-/// The eigendecomposition of the symmetric `n x n` matrix `a` (only its lower triangle is
-/// read): Householder reduction to tridiagonal form, then the implicit QL method (the
-/// EISPACK `tred2`/`tql2` procedures, as in JAMA).
-pub fn sym_eig(a: &[f64], n: usize) -> SymEig {
-    #[cfg(target_arch = "x86_64")]
-    if wide() {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { sym_eig_avx2(a, n) };
-    }
-    sym_eig_in_order(a, n)
-}
-
-/// [`sym_eig`] compiled for AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn sym_eig_avx2(a: &[f64], n: usize) -> SymEig {
-    sym_eig_in_order(a, n)
+wide_or_plain! {
+    /// The eigendecomposition of the symmetric `n x n` matrix `a` (only its lower triangle
+    /// is read): Householder reduction to tridiagonal form, then the implicit QL method (the
+    /// EISPACK `tred2`/`tql2` procedures, as in JAMA).
+    pub fn sym_eig(a: &[f64], n: usize) -> SymEig = sym_eig_in_order;
 }
 
 #[inline(always)]

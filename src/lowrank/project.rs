@@ -31,20 +31,12 @@ const MOMENT_TILE: usize = 16;
 /// the same order for every element: at 1024 channels, 0.74 s for 8192 rows when each
 /// input row went over the whole `4 MiB` of sums).
 pub fn second_moments(xs: &[f32], d: usize, rows: impl Iterator<Item = usize>) -> Vec<f64> {
-    let rows: Vec<usize> = rows.collect();
-    #[cfg(target_arch = "x86_64")]
-    if linalg::wide() {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { second_moments_avx2(xs, d, &rows) };
-    }
-    second_moments_in_order(xs, d, &rows)
+    second_moments_of(xs, d, &rows.collect::<Vec<_>>())
 }
 
-/// [`second_moments`] compiled for AVX2 (the same operations, see [`linalg::wide`]).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn second_moments_avx2(xs: &[f32], d: usize, rows: &[usize]) -> Vec<f64> {
-    second_moments_in_order(xs, d, rows)
+wide_or_plain! {
+    fn second_moments_of(xs: &[f32], d: usize, rows: &[usize]) -> Vec<f64> =
+        second_moments_in_order;
 }
 
 #[inline(always)]
@@ -84,9 +76,15 @@ fn second_moments_in_order(xs: &[f32], d: usize, rows: &[usize]) -> Vec<f64> {
     total
 }
 
-/// Coefficients of rows: `out[i * k + j] = sum_t xs[i * d + t] * wt[t * k + j]`, where `wt`
-/// is the transposed basis (`d x k`).
-pub fn project_rows(xs: &[f32], d: usize, wt: &[f32], k: usize, out: &mut [f32]) {
+wide_or_plain! {
+    /// Coefficients of rows: `out[i * k + j] = sum_t xs[i * d + t] * wt[t * k + j]`, where
+    /// `wt` is the transposed basis (`d x k`).
+    pub fn project_rows(xs: &[f32], d: usize, wt: &[f32], k: usize, out: &mut [f32]) =
+        project_rows_in_order;
+}
+
+#[inline(always)]
+fn project_rows_in_order(xs: &[f32], d: usize, wt: &[f32], k: usize, out: &mut [f32]) {
     debug_assert_eq!(wt.len(), d * k);
     let rows = xs.len() / d.max(1);
     debug_assert_eq!(out.len(), rows * k);
@@ -103,12 +101,25 @@ pub fn project_rows(xs: &[f32], d: usize, wt: &[f32], k: usize, out: &mut [f32])
     }
 }
 
-/// The normative reconstruction: for each row, `acc = 0`, then for every coefficient
-/// `j = 0..k` whose integer `q` is not zero, `c = f32(q) * step` and `acc[t] = acc[t] + c *
-/// w[j * d + t]` for every channel `t` (one `f32` product and one `f32` sum each), then the
-/// row is `acc` rounded to `dtype` (saturating), written as `f32` values into `out`.
-/// `w = None` is the identity basis (`k = d`): the row is `f32(q) * step`.
-pub fn reconstruct_rows(
+wide_or_plain! {
+    /// The normative reconstruction: for each row, `acc = 0`, then for every coefficient
+    /// `j = 0..k` whose integer `q` is not zero, `c = f32(q) * step` and `acc[t] = acc[t] +
+    /// c * w[j * d + t]` for every channel `t` (one `f32` product and one `f32` sum each),
+    /// then the row is `acc` rounded to `dtype` (saturating), written as `f32` values into
+    /// `out`. `w = None` is the identity basis (`k = d`): the row is `f32(q) * step`.
+    pub fn reconstruct_rows(
+        q: &[i32],
+        k: usize,
+        step: f32,
+        w: Option<&[f32]>,
+        d: usize,
+        dtype: crate::DType,
+        out: &mut [f32],
+    ) = reconstruct_rows_in_order;
+}
+
+#[inline(always)]
+fn reconstruct_rows_in_order(
     q: &[i32],
     k: usize,
     step: f32,
@@ -235,6 +246,57 @@ mod tests {
         let mut z = vec![0.0f32; 3 * d];
         reconstruct_rows(&q, d, step, None, d, DType::BF16, &mut z);
         assert_eq!(z[1], convert::round_sat(DType::BF16, q[1] as f32 * step));
+    }
+
+    /// The AVX2 build of the projection and of the normative reconstruction (see
+    /// `linalg::wide`) gives the bits of the plain one, for every output dtype.
+    #[test]
+    fn every_build_of_the_projection_gives_the_same_bits() {
+        let (rows, d, k) = (9, 37, 11);
+        let mut r = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            r
+        };
+        let w: Vec<f32> = (0..k * d)
+            .map(|_| (next() >> 40) as f32 / 16_777_216.0 - 0.5)
+            .collect();
+        let xs: Vec<f32> = (0..rows * d)
+            .map(|i| {
+                if i % 5 == 0 {
+                    0.0
+                } else {
+                    (next() >> 40) as f32 / 1e4 - 800.0
+                }
+            })
+            .collect();
+        let q: Vec<i32> = (0..rows * k)
+            .map(|i| {
+                if i % 3 == 0 {
+                    0
+                } else {
+                    (next() % 2001) as i32 - 1000
+                }
+            })
+            .collect();
+        let wt = transpose_f32(&w, k, d);
+        let (mut c1, mut c2) = (vec![0.0f32; rows * k], vec![0.0f32; rows * k]);
+        project_rows(&xs, d, &wt, k, &mut c1);
+        project_rows_in_order(&xs, d, &wt, k, &mut c2);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&c1), bits(&c2));
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            for (w, k) in [(Some(&w[..]), k), (None, d)] {
+                let q = &q[..rows * k.min(11)];
+                let q: Vec<i32> = q.iter().cycle().take(rows * k).copied().collect();
+                let (mut y1, mut y2) = (vec![0.0f32; rows * d], vec![0.0f32; rows * d]);
+                reconstruct_rows(&q, k, 3e-3, w, d, dtype, &mut y1);
+                reconstruct_rows_in_order(&q, k, 3e-3, w, d, dtype, &mut y2);
+                assert_eq!(bits(&y1), bits(&y2), "{dtype:?} {}", w.is_some());
+            }
+        }
     }
 
     #[test]
