@@ -442,6 +442,7 @@ pub(super) fn encode_uniform_chunk(
         out.push(MODE_CODED);
         let (err, escapes) =
             quantize_chunk(p, p.step(), input, base, rounding, check, s, Some(out));
+        let body_at = out.len();
         s.extra.finish();
         let classes = seg.map_or(1, |seg| {
             contexts::choose(&s.symbols, seg, rans, &mut s.contexts)
@@ -452,7 +453,8 @@ pub(super) fn encode_uniform_chunk(
                 input,
                 isz,
                 quantizer: escapes > 0,
-                // As below: chunk-dependent escapes only when rounding to nearest.
+                // As in `write_one_table`: chunk-dependent escapes only when rounding to
+                // nearest.
                 rare: rounding == Rounding::Nearest,
             };
             contexts::write(
@@ -469,41 +471,66 @@ pub(super) fn encode_uniform_chunk(
             );
             out.extend_from_slice(&s.extra.bytes);
             out.extend_from_slice(&s.escaped);
+            if s.symbols.len() < contexts::CHECKED_BELOW {
+                // A small chunk's classes rest on a small sample: code it with one table
+                // too, and keep that if it is no larger.
+                let mut one = Vec::with_capacity(out.len() - body_at);
+                write_one_table(s, input, isz, rounding, escapes, rans, &mut one);
+                if one.len() <= out.len() - body_at {
+                    out.truncate(body_at);
+                    out[mode_at] = MODE_CODED;
+                    out.extend_from_slice(&one);
+                }
+            }
             return err.total();
         }
-        let estimated = symbol_counts(&s.symbols, &mut s.counts, freq::SAMPLED_COUNTS);
-        let mut escape = [false; uniform::ALPHABET];
-        // Which elements are escaped depends on the chunking; stochastically rounded values
-        // are promised not to (as gradients' reproducibility across settings wants).
-        let min = if rounding == Rounding::Nearest {
-            rare_escapes(&mut s.counts, estimated, isz, rans.prob_bits, &mut escape)
-        } else {
-            uniform::ESC
-        };
-        s.escaped.clear();
-        if escapes > 0 || min < uniform::ESC {
-            let esc = s.counts[usize::from(uniform::ESC)] as usize;
-            s.escaped.reserve(esc.max(escapes) * isz);
-            let escaped = &mut s.escaped;
-            // The exact count (sampled counts only estimate the symbols moved to it).
-            s.counts[usize::from(uniform::ESC)] =
-                mark_escapes(&mut s.symbols, &escape, min, &mut s.flagged, |i| {
-                    escaped.extend_from_slice(&input[i * isz..(i + 1) * isz])
-                });
-        }
-        rans::encode(
-            &s.symbols,
-            uniform::ALPHABET,
-            Some(&s.counts),
-            *rans,
-            &mut s.rans,
-            out,
-        );
-        out.extend_from_slice(&s.extra.bytes);
-        out.extend_from_slice(&s.escaped);
+        write_one_table(s, input, isz, rounding, escapes, rans, out);
         // (The errors of the elements escaped here still count: an upper bound.)
         err.total()
     })
+}
+
+/// Appends the symbols of a chunk quantized into `s` coded with one table (mode 1), then
+/// the extra bits and the escaped elements' bytes; `escapes`: the quantizer's.
+fn write_one_table(
+    s: &mut Scratch,
+    input: &[u8],
+    isz: usize,
+    rounding: Rounding,
+    escapes: usize,
+    rans: &RansParams,
+    out: &mut Vec<u8>,
+) {
+    let estimated = symbol_counts(&s.symbols, &mut s.counts, freq::SAMPLED_COUNTS);
+    let mut escape = [false; uniform::ALPHABET];
+    // Which elements are escaped depends on the chunking; stochastically rounded values
+    // are promised not to (as gradients' reproducibility across settings wants).
+    let min = if rounding == Rounding::Nearest {
+        rare_escapes(&mut s.counts, estimated, isz, rans.prob_bits, &mut escape)
+    } else {
+        uniform::ESC
+    };
+    s.escaped.clear();
+    if escapes > 0 || min < uniform::ESC {
+        let esc = s.counts[usize::from(uniform::ESC)] as usize;
+        s.escaped.reserve(esc.max(escapes) * isz);
+        let escaped = &mut s.escaped;
+        // The exact count (sampled counts only estimate the symbols moved to it).
+        s.counts[usize::from(uniform::ESC)] =
+            mark_escapes(&mut s.symbols, &escape, min, &mut s.flagged, |i| {
+                escaped.extend_from_slice(&input[i * isz..(i + 1) * isz])
+            });
+    }
+    rans::encode(
+        &s.symbols,
+        uniform::ALPHABET,
+        Some(&s.counts),
+        *rans,
+        &mut s.rans,
+        out,
+    );
+    out.extend_from_slice(&s.extra.bytes);
+    out.extend_from_slice(&s.escaped);
 }
 
 /// Picks the direct symbols of a chunk that take fewer bits escaped (their elements carried
