@@ -23,54 +23,70 @@ const MOMENT_BLOCK: usize = 64;
 const MOMENT_TILE: usize = 16;
 
 /// The second-moment matrix `sum x x^T` (`d x d`, both triangles) of the rows of `xs` whose
-/// indices `rows` yields, in that order.
+/// indices `rows` yields, in that order, on `threads` threads (0: all; the same bits for
+/// any count).
 ///
 /// Each sum of the upper triangle adds the products of a block of `MOMENT_BLOCK` rows in
 /// `f32`, in row order (skipping the rows whose `x_a` is zero), then goes into its `f64`
-/// total. The blocks' sums are taken a tile of output rows at a time (the same operations in
-/// the same order for every element: at 1024 channels, 0.74 s for 8192 rows when each
-/// input row went over the whole `4 MiB` of sums).
-pub fn second_moments(xs: &[f32], d: usize, rows: impl Iterator<Item = usize>) -> Vec<f64> {
-    second_moments_of(xs, d, &rows.collect::<Vec<_>>())
-}
-
-wide_or_plain! {
-    fn second_moments_of(xs: &[f32], d: usize, rows: &[usize]) -> Vec<f64> =
-        second_moments_in_order;
-}
-
-#[inline(always)]
-fn second_moments_in_order(xs: &[f32], d: usize, rows: &[usize]) -> Vec<f64> {
+/// total. The sums are taken a tile of `MOMENT_TILE` output rows at a time, each tile on its
+/// own (the same operations in the same order for every element: at 1024 channels, 0.74 s
+/// for 8192 rows on one core when each input row went over the whole `4 MiB` of sums).
+pub fn second_moments(
+    xs: &[f32],
+    d: usize,
+    rows: impl Iterator<Item = usize>,
+    threads: usize,
+) -> Vec<f64> {
+    let rows: Vec<usize> = rows.collect();
+    let tiles = crate::pipeline::threads::map(threads, d.div_ceil(MOMENT_TILE), |t| {
+        moments_tile(xs, d, &rows, t * MOMENT_TILE)
+    });
     let mut total = vec![0.0f64; d * d];
-    let mut tile = vec![0.0f32; MOMENT_TILE * d];
-    for block in rows.chunks(MOMENT_BLOCK) {
-        for a0 in (0..d).step_by(MOMENT_TILE) {
-            let a1 = (a0 + MOMENT_TILE).min(d);
-            for &i in block {
-                let x = &xs[i * d..(i + 1) * d];
-                for a in a0..a1 {
-                    let xa = x[a];
-                    if xa == 0.0 {
-                        continue;
-                    }
-                    let acc = &mut tile[(a - a0) * d + a..(a - a0 + 1) * d];
-                    for (s, &xb) in acc.iter_mut().zip(&x[a..]) {
-                        *s += xa * xb;
-                    }
-                }
-            }
-            for a in a0..a1 {
-                let sums = &mut tile[(a - a0) * d + a..(a - a0 + 1) * d];
-                for (t, b) in total[a * d + a..(a + 1) * d].iter_mut().zip(sums) {
-                    *t += f64::from(*b);
-                    *b = 0.0;
-                }
-            }
-        }
+    for (t, sums) in tiles.iter().enumerate() {
+        let at = t * MOMENT_TILE * d;
+        total[at..at + sums.len()].copy_from_slice(sums);
     }
     for a in 0..d {
         for b in 0..a {
             total[a * d + b] = total[b * d + a];
+        }
+    }
+    total
+}
+
+wide_or_plain! {
+    /// Rows `a0..a0 + MOMENT_TILE` (at most `d`) of [`second_moments`]' upper triangle
+    /// (`d` sums each, zero below the diagonal).
+    fn moments_tile(xs: &[f32], d: usize, rows: &[usize], a0: usize) -> Vec<f64> =
+        moments_tile_in_order;
+}
+
+#[inline(always)]
+fn moments_tile_in_order(xs: &[f32], d: usize, rows: &[usize], a0: usize) -> Vec<f64> {
+    let a1 = (a0 + MOMENT_TILE).min(d);
+    let mut total = vec![0.0f64; (a1 - a0) * d];
+    let mut tile = vec![0.0f32; (a1 - a0) * d];
+    for block in rows.chunks(MOMENT_BLOCK) {
+        for &i in block {
+            let x = &xs[i * d..(i + 1) * d];
+            for a in a0..a1 {
+                let xa = x[a];
+                if xa == 0.0 {
+                    continue;
+                }
+                let acc = &mut tile[(a - a0) * d + a..(a - a0 + 1) * d];
+                for (s, &xb) in acc.iter_mut().zip(&x[a..]) {
+                    *s += xa * xb;
+                }
+            }
+        }
+        for a in a0..a1 {
+            let at = (a - a0) * d;
+            let sums = &mut tile[at + a..at + d];
+            for (t, b) in total[at + a..at + d].iter_mut().zip(sums) {
+                *t += f64::from(*b);
+                *b = 0.0;
+            }
         }
     }
     total
@@ -303,7 +319,7 @@ mod tests {
     fn second_moments_match_a_direct_sum() {
         let d = 7;
         let xs: Vec<f32> = (0..200 * d).map(|i| ((i * 31) % 17) as f32 - 8.0).collect();
-        let s = second_moments(&xs, d, 0..200);
+        let s = second_moments(&xs, d, 0..200, 1);
         for a in 0..d {
             for b in 0..d {
                 let want: f64 = (0..200)
@@ -335,13 +351,17 @@ mod tests {
             })
             .collect();
         let picked: Vec<usize> = (0..n).filter(|i| i % 3 != 1).collect();
-        let s = second_moments(&xs, d, picked.iter().copied());
-        // Every build (see `linalg::wide`) gives these bits.
-        let plain = second_moments_in_order(&xs, d, &picked);
-        assert!(s
-            .iter()
-            .zip(&plain)
-            .all(|(x, y)| x.to_bits() == y.to_bits()));
+        let s = second_moments(&xs, d, picked.iter().copied(), 1);
+        // Any thread count, and every build (see `linalg::wide`), gives these bits.
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for threads in [0, 2, 3] {
+            let t = second_moments(&xs, d, picked.iter().copied(), threads);
+            assert_eq!(bits(&t), bits(&s), "{threads} threads");
+        }
+        for a0 in (0..d).step_by(MOMENT_TILE) {
+            let plain = moments_tile_in_order(&xs, d, &picked, a0);
+            assert_eq!(bits(&moments_tile(&xs, d, &picked, a0)), bits(&plain));
+        }
         for a in 0..d {
             for b in a..d {
                 let mut total = 0.0f64;

@@ -8,7 +8,7 @@ mod lossy;
 pub mod precoded;
 pub mod session;
 pub mod stream;
-mod threads;
+pub(crate) mod threads;
 pub mod transform;
 
 pub use stream::{StreamDecoder, StreamEncoder};

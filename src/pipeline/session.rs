@@ -308,7 +308,7 @@ impl Session {
             let mut best: Option<(Vec<u8>, Attempt, Plan)> = None;
             let mut plans = vec![transform::identity_plan(d)];
             if d >= 2 && rows.rows >= 2 {
-                let eig = transform::principal(&rows);
+                let eig = transform::principal(&rows, self.config.threads);
                 plans.push(transform::frame_plan(
                     &rows,
                     &eig,

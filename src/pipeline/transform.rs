@@ -998,7 +998,7 @@ const MOMENT_ROWS: usize = 8192;
 
 /// The principal directions of the rows (eigenvectors of `X^T X` on a sample of rows,
 /// largest variance first) and their per-row variances.
-pub(crate) fn principal(rows: &Rows) -> linalg::SymEig {
+pub(crate) fn principal(rows: &Rows, threads: usize) -> linalg::SymEig {
     let (n, d) = (rows.rows, rows.d);
     let take = n.clamp(1, MOMENT_ROWS);
     // Evenly spaced runs of 16 rows.
@@ -1012,7 +1012,7 @@ pub(crate) fn principal(rows: &Rows) -> linalg::SymEig {
         })
         .collect();
     let count = picked.len().max(1) as f64;
-    let mut s = project::second_moments(rows.xs, d, picked.into_iter());
+    let mut s = project::second_moments(rows.xs, d, picked.into_iter(), threads);
     for v in s.iter_mut() {
         *v /= count;
     }
@@ -1228,7 +1228,7 @@ pub fn encode(req: &EncodeRequest, spec: &BoundedSpec) -> Result<Vec<u8>> {
         _ => false,
     };
     if try_pca {
-        let eig = principal(&rows);
+        let eig = principal(&rows, req.threads);
         let plan = frame_plan(&rows, &eig, eps, spec.max_rank, RansParams::DEFAULT);
         let hopeless = best.as_ref().is_some_and(|b| plan.side.len() >= b.len());
         if !hopeless {
