@@ -9,7 +9,10 @@
 /// `$plain` must be `#[inline(always)]`, as must everything it calls that should be built
 /// for AVX2 too.
 macro_rules! wide_or_plain {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? = $plain:ident;) => {
+    (
+        $(#[$m:meta])*
+        $vis:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? = $plain:ident;
+    ) => {
         $(#[$m])*
         $vis fn $name($($a: $t),*) $(-> $r)? {
             #[cfg(target_arch = "x86_64")]

@@ -17,8 +17,9 @@
 //! and keeps the cheapest, when it saves at least [`MARGIN`] of the one-table cost; the other
 //! segments then fall in the base class of their mean among the quartiles'. Otherwise the
 //! chunk is coded with one table (mode 1). A chunk under [`CHECKED_BELOW`] elements whose
-//! classes were picked is coded with one table as well, and the smaller kept. The check costs about 0.06 ns per element on a
-//! Zen 4 core (a third of the sampled histogram every chunk needs anyway).
+//! classes were picked is coded with one table as well, and the smaller kept. The check
+//! costs about 0.06 ns per element on a Zen 4 core (a third of the sampled histogram every
+//! chunk needs anyway).
 
 use std::ops::Range;
 

@@ -1296,8 +1296,9 @@ fn chunks_with_and_without_row_contexts_decode_in_pairs() {
 
 /// A small chunk keeps row contexts only where they make it smaller: its classes' estimate
 /// rests on few samples, so it is coded with one table too (`contexts::CHECKED_BELOW`).
-/// Without that check the classes chosen for both of these chunks of 16384 elements (rows of
-/// 16 channels, four scales a factor `f` apart) made them about 10% larger.
+/// Without that check the classes chosen for the first two of these chunks of 16384
+/// elements (rows of 16 channels, four scales a factor `f` apart) made them about 10%
+/// larger.
 #[test]
 fn small_chunks_keep_row_contexts_only_where_they_pay() {
     for (f, seed) in [(1.3f32, 21u64), (2.0, 0), (1.6, 3)] {
