@@ -22,24 +22,18 @@ const MOMENT_BLOCK: usize = 64;
 /// `MOMENT_TILE x d` sums (64 KiB at 1024 channels) while it stays in the cache.
 const MOMENT_TILE: usize = 16;
 
-/// The second-moment matrix `sum x x^T` (`d x d`, both triangles) of the rows of `xs` whose
-/// indices `rows` yields, in that order, on `threads` threads (0: all; the same bits for
-/// any count).
+/// The second-moment matrix `sum x x^T` (`d x d`, both triangles) of the rows of `xs` at
+/// the indices `rows`, in that order, on `threads` threads (0: all; the same bits for any
+/// count).
 ///
 /// Each sum of the upper triangle adds the products of a block of `MOMENT_BLOCK` rows in
 /// `f32`, in row order (skipping the rows whose `x_a` is zero), then goes into its `f64`
 /// total. The sums are taken a tile of `MOMENT_TILE` output rows at a time, each tile on its
 /// own (the same operations in the same order for every element: at 1024 channels, 0.74 s
 /// for 8192 rows on one core when each input row went over the whole `4 MiB` of sums).
-pub fn second_moments(
-    xs: &[f32],
-    d: usize,
-    rows: impl Iterator<Item = usize>,
-    threads: usize,
-) -> Vec<f64> {
-    let rows: Vec<usize> = rows.collect();
+pub fn second_moments(xs: &[f32], d: usize, rows: &[usize], threads: usize) -> Vec<f64> {
     let tiles = crate::pipeline::threads::map(threads, d.div_ceil(MOMENT_TILE), |t| {
-        moments_tile(xs, d, &rows, t * MOMENT_TILE)
+        moments_tile(xs, d, rows, t * MOMENT_TILE)
     });
     let mut total = vec![0.0f64; d * d];
     for (t, sums) in tiles.iter().enumerate() {
@@ -319,7 +313,7 @@ mod tests {
     fn second_moments_match_a_direct_sum() {
         let d = 7;
         let xs: Vec<f32> = (0..200 * d).map(|i| ((i * 31) % 17) as f32 - 8.0).collect();
-        let s = second_moments(&xs, d, 0..200, 1);
+        let s = second_moments(&xs, d, &(0..200).collect::<Vec<_>>(), 1);
         for a in 0..d {
             for b in 0..d {
                 let want: f64 = (0..200)
@@ -351,11 +345,11 @@ mod tests {
             })
             .collect();
         let picked: Vec<usize> = (0..n).filter(|i| i % 3 != 1).collect();
-        let s = second_moments(&xs, d, picked.iter().copied(), 1);
+        let s = second_moments(&xs, d, &picked, 1);
         // Any thread count, and every build (see `linalg::wide`), gives these bits.
         let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for threads in [0, 2, 3] {
-            let t = second_moments(&xs, d, picked.iter().copied(), threads);
+            let t = second_moments(&xs, d, &picked, threads);
             assert_eq!(bits(&t), bits(&s), "{threads} threads");
         }
         for a0 in (0..d).step_by(MOMENT_TILE) {

@@ -1333,11 +1333,6 @@ mod tests {
             }
         }
     }
-}
-
-#[cfg(test)]
-mod secant_tests {
-    use super::{secant, Safe};
 
     /// A power law with jumps: the relative error of a step on data of few distinct values
     /// moves in jumps larger than the search's tolerance, and not monotonically (here up to

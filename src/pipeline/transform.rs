@@ -1012,7 +1012,7 @@ pub(crate) fn principal(rows: &Rows, threads: usize) -> linalg::SymEig {
         })
         .collect();
     let count = picked.len().max(1) as f64;
-    let mut s = project::second_moments(rows.xs, d, picked.into_iter(), threads);
+    let mut s = project::second_moments(rows.xs, d, &picked, threads);
     for v in s.iter_mut() {
         *v /= count;
     }
